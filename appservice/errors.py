@@ -1,0 +1,21 @@
+"""Errors of the Matrix transport. Callers in bot/ decide what a room is told."""
+
+from __future__ import annotations
+
+
+class MatrixError(Exception):
+    """A call to the homeserver failed."""
+
+
+class HomeserverUnavailable(MatrixError):
+    """The homeserver could not be reached, timed out or answered 5xx: retrying may succeed."""
+
+
+class MatrixRequestError(MatrixError):
+    """The homeserver refused the request."""
+
+    def __init__(self, status: int, errcode: str, message: str) -> None:
+        self.status = status
+        self.errcode = errcode
+        self.message = message
+        super().__init__(f"{status} {errcode}: {message}")

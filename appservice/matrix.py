@@ -1,0 +1,359 @@
+"""The small Matrix client-server API the bot uses, as the appservice's users.
+
+Every call has a timeout. Failures are sorted into HomeserverUnavailable (not reachable, timed out,
+5xx: worth retrying) and MatrixRequestError (the homeserver said no). Best-effort calls end in
+`_no_fail`: they log instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from markdown_it import MarkdownIt
+from mautrix.api import HTTPAPI, Method, Path
+from mautrix.errors import MatrixConnectionError
+from mautrix.errors import MatrixRequestError as MautrixRequestError
+from mautrix.types import UserID
+
+from appservice.errors import HomeserverUnavailable, MatrixRequestError
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
+    ["table", "strikethrough"]
+)
+
+
+def render_markdown(text: str) -> str:
+    """Markdown to the HTML subset Matrix clients render. Raw HTML in the input is escaped."""
+    return str(_markdown.render(text)).strip()
+
+
+def new_txn_id() -> str:
+    return f"doryo.{uuid.uuid4().hex}"
+
+
+def text_content(
+    body: str,
+    *,
+    notice: bool = False,
+    html: str | None = None,
+    reply_to: str | None = None,
+    thread_root: str | None = None,
+    mentions: list[str] | None = None,
+) -> JSON:
+    """An m.room.message content. A thread_root puts it in that thread (replying to reply_to)."""
+    content: JSON = {"msgtype": "m.notice" if notice else "m.text", "body": body}
+    if html is not None:
+        content["format"] = "org.matrix.custom.html"
+        content["formatted_body"] = html
+    if thread_root is not None:
+        content["m.relates_to"] = {
+            "rel_type": "m.thread",
+            "event_id": thread_root,
+            "is_falling_back": reply_to is None,
+            "m.in_reply_to": {"event_id": reply_to or thread_root},
+        }
+    elif reply_to is not None:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    # Always set: an empty m.mentions tells clients this message pings nobody.
+    content["m.mentions"] = {"user_ids": mentions} if mentions else {}
+    return content
+
+
+def markdown_content(markdown: str, **kwargs: Any) -> JSON:
+    return text_content(markdown, html=render_markdown(markdown), **kwargs)
+
+
+def edit_content(event_id: str, new_content: JSON) -> JSON:
+    """An m.replace edit of `event_id` whose new content is `new_content`."""
+    new = {k: v for k, v in new_content.items() if k != "m.relates_to"}
+    content: JSON = {
+        **new,
+        "body": f"* {new.get('body', '')}",
+        "m.new_content": new,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+    }
+    if "formatted_body" in new:
+        content["formatted_body"] = f"* {new['formatted_body']}"
+    return content
+
+
+class MatrixAPI:
+    """Client-server calls as one appservice user (the bot unless `as_user` says otherwise)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        as_token: str,
+        user_id: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 10.0,
+        masquerade: bool = False,
+    ) -> None:
+        self.base_url = base_url
+        self.user_id = user_id
+        self.timeout = timeout
+        self._as_token = as_token
+        self._session = session
+        self._http = HTTPAPI(
+            base_url,
+            as_token,
+            client_session=session,
+            default_retry_count=0,  # retries belong to the caller, who knows what is safe
+            log=logging.getLogger("appservice.http"),  # type: ignore[arg-type]
+            as_user_id=UserID(user_id) if masquerade else None,
+        )
+
+    def as_user(self, user_id: str) -> MatrixAPI:
+        """The same API, acting as another user of the appservice's namespace."""
+        return MatrixAPI(
+            self.base_url,
+            self._as_token,
+            user_id,
+            self._session,
+            timeout=self.timeout,
+            masquerade=True,
+        )
+
+    async def request(
+        self,
+        method: Method,
+        path: Any,
+        content: Mapping[str, Any] | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        result = await self._call(method, path, content, query=query, timeout=timeout)
+        return result if isinstance(result, dict) else {}
+
+    async def _call(
+        self,
+        method: Method,
+        path: Any,
+        content: Mapping[str, Any] | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        body = dict(content) if content is not None else None
+        try:
+            async with asyncio.timeout(timeout or self.timeout):
+                return await self._http.request(method, path, body, query_params=query)
+        except TimeoutError:
+            raise HomeserverUnavailable(f"{method} {path}: timed out") from None
+        except (MatrixConnectionError, aiohttp.ClientError) as e:
+            raise HomeserverUnavailable(f"{method} {path}: {e}") from None
+        except MautrixRequestError as e:
+            status = getattr(e, "http_status", 0)
+            if status >= 500 or status == 429:
+                raise HomeserverUnavailable(f"{method} {path}: HTTP {status}") from None
+            errcode = e.errcode or "M_UNKNOWN"
+            raise MatrixRequestError(status, errcode, e.message or str(e)) from None
+
+    # Reading -----------------------------------------------------------------------------
+
+    async def versions(self, timeout: float | None = None) -> JSON:
+        return await self.request(Method.GET, "/_matrix/client/versions", timeout=timeout)
+
+    async def get_event(self, room_id: str, event_id: str) -> JSON:
+        return await self.request(Method.GET, Path.v3.rooms[room_id].event[event_id])
+
+    async def get_state_event(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> JSON | None:
+        try:
+            return await self.request(
+                Method.GET, Path.v3.rooms[room_id].state[event_type][state_key]
+            )
+        except MatrixRequestError as e:
+            if e.errcode == "M_NOT_FOUND":
+                return None
+            raise
+
+    async def get_state(self, room_id: str) -> list[JSON]:
+        result = await self._call(Method.GET, Path.v3.rooms[room_id].state)
+        return (
+            [event for event in result if isinstance(event, dict)]
+            if isinstance(result, list)
+            else []
+        )
+
+    async def messages(
+        self,
+        room_id: str,
+        *,
+        direction: str = "b",
+        limit: int = 50,
+        from_token: str | None = None,
+        event_filter: Mapping[str, Any] | None = None,
+    ) -> JSON:
+        """A page of the room's timeline (GET /messages): `chunk`, `start`, `end`."""
+        query = {"dir": direction, "limit": str(limit)}
+        if from_token:
+            query["from"] = from_token
+        if event_filter:
+            query["filter"] = json.dumps(event_filter)
+        return await self.request(Method.GET, Path.v3.rooms[room_id].messages, query=query)
+
+    async def joined_members(self, room_id: str) -> dict[str, JSON]:
+        result = await self.request(Method.GET, Path.v3.rooms[room_id].joined_members)
+        joined = result.get("joined", {})
+        return joined if isinstance(joined, dict) else {}
+
+    # Sending -----------------------------------------------------------------------------
+
+    async def send_event(
+        self, room_id: str, event_type: str, content: Mapping[str, Any], txn_id: str | None = None
+    ) -> str:
+        """Send a room event. The same txn_id for the same user sends it once (retry-safe)."""
+        path = Path.v3.rooms[room_id].send[event_type][txn_id or new_txn_id()]
+        result = await self.request(Method.PUT, path, content)
+        return str(result["event_id"])
+
+    async def send_text(
+        self, room_id: str, body: str, *, txn_id: str | None = None, **kwargs: Any
+    ) -> str:
+        return await self.send_event(
+            room_id, "m.room.message", text_content(body, **kwargs), txn_id
+        )
+
+    async def send_notice(
+        self, room_id: str, body: str, *, txn_id: str | None = None, **kwargs: Any
+    ) -> str:
+        content = text_content(body, notice=True, **kwargs)
+        return await self.send_event(room_id, "m.room.message", content, txn_id)
+
+    async def send_markdown(
+        self, room_id: str, markdown: str, *, txn_id: str | None = None, **kwargs: Any
+    ) -> str:
+        content = markdown_content(markdown, **kwargs)
+        return await self.send_event(room_id, "m.room.message", content, txn_id)
+
+    async def edit(
+        self, room_id: str, event_id: str, new_content: JSON, *, txn_id: str | None = None
+    ) -> str:
+        content = edit_content(event_id, new_content)
+        return await self.send_event(room_id, "m.room.message", content, txn_id)
+
+    async def react(
+        self, room_id: str, event_id: str, key: str, *, txn_id: str | None = None
+    ) -> str:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        return await self.send_event(room_id, "m.reaction", content, txn_id)
+
+    async def redact(
+        self, room_id: str, event_id: str, reason: str | None = None, *, txn_id: str | None = None
+    ) -> str:
+        path = Path.v3.rooms[room_id].redact[event_id][txn_id or new_txn_id()]
+        result = await self.request(Method.PUT, path, {"reason": reason} if reason else {})
+        return str(result.get("event_id", ""))
+
+    async def send_state(
+        self, room_id: str, event_type: str, content: Mapping[str, Any], state_key: str = ""
+    ) -> str:
+        path = Path.v3.rooms[room_id].state[event_type][state_key]
+        result = await self.request(Method.PUT, path, content)
+        return str(result["event_id"])
+
+    async def set_typing(self, room_id: str, typing: bool, timeout_ms: int = 30_000) -> None:
+        content: JSON = {"typing": typing}
+        if typing:
+            content["timeout"] = timeout_ms
+        await self.request(Method.PUT, Path.v3.rooms[room_id].typing[self.user_id], content)
+
+    async def get_presence(self, user_id: str) -> JSON:
+        return await self.request(Method.GET, Path.v3.presence[user_id].status)
+
+    async def set_presence(self, presence: str, status_msg: str | None = None) -> None:
+        content: JSON = {"presence": presence}
+        if status_msg is not None:
+            content["status_msg"] = status_msg
+        await self.request(Method.PUT, Path.v3.presence[self.user_id].status, content)
+
+    # Best effort ---------------------------------------------------------------------------
+
+    async def set_typing_no_fail(
+        self, room_id: str, typing: bool, timeout_ms: int = 30_000
+    ) -> None:
+        try:
+            await self.set_typing(room_id, typing, timeout_ms)
+        except Exception as e:
+            log.warning("could not set typing in %s: %s", room_id, e)
+
+    async def set_presence_no_fail(self, presence: str, status_msg: str | None = None) -> None:
+        try:
+            await self.set_presence(presence, status_msg)
+        except Exception as e:
+            log.warning("could not set presence %s: %s", presence, e)
+
+    async def react_no_fail(
+        self, room_id: str, event_id: str, key: str, *, txn_id: str | None = None
+    ) -> None:
+        try:
+            await self.react(room_id, event_id, key, txn_id=txn_id)
+        except MatrixRequestError as e:
+            if e.errcode != "M_DUPLICATE_ANNOTATION":
+                log.warning("could not react %s to %s: %s", key, event_id, e)
+        except Exception as e:
+            log.warning("could not react %s to %s: %s", key, event_id, e)
+
+    # Membership and rooms ----------------------------------------------------------------
+
+    async def join(self, room_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].join, {})
+
+    async def leave(self, room_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].leave, {})
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self.request(Method.POST, Path.v3.rooms[room_id].invite, {"user_id": user_id})
+
+    async def create_room(self, content: Mapping[str, Any]) -> str:
+        result = await self.request(Method.POST, Path.v3.createRoom, content)
+        return str(result["room_id"])
+
+    # Account -----------------------------------------------------------------------------
+
+    async def ensure_registered(self) -> None:
+        """Register this appservice user; an existing one is fine."""
+        try:
+            await self.request(
+                Method.POST,
+                Path.v3.register,
+                {
+                    "type": "m.login.application_service",
+                    "username": self.user_id[1:].split(":")[0],
+                },
+            )
+        except MatrixRequestError as e:
+            if e.errcode != "M_USER_IN_USE":
+                raise
+
+    async def set_displayname(self, displayname: str) -> None:
+        path = Path.v3.profile[self.user_id].displayname
+        await self.request(Method.PUT, path, {"displayname": displayname})
+
+    async def ping_appservice(self, appservice_id: str) -> float:
+        """Ask the homeserver to ping us back; it also retries pending transactions at once.
+
+        Returns the round trip in milliseconds, as the homeserver measured it.
+        """
+        started = time.perf_counter()
+        result = await self.request(
+            Method.POST,
+            f"/_matrix/client/v1/appservice/{appservice_id}/ping",
+            {"transaction_id": new_txn_id()},
+        )
+        return float(result.get("duration_ms", (time.perf_counter() - started) * 1000))

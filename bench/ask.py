@@ -1,0 +1,111 @@
+"""What @ask adds around the model (issue 5: < 50 ms), next to !ping in the same run.
+
+    .venv/bin/python bench/ask.py [--rounds 40]
+
+The model is a fake on 127.0.0.1 that notes when a request arrives and when its streamed answer
+ends. For each @ask in a session with a few hundred remembered messages:
+    overhead = (question received → request at the model) + (model done → final edit accepted)
+i.e. everything but the model: memory search (embedding the question, hybrid query), history,
+blueprint, posting the answer and its last edit. Baseline: !ping, received → pong accepted by
+Synapse (one plain answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from harness import line, stack
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.agent_helpers import ANSWER_KEY, final_answer
+from tests.integration.workspace_helpers import new_team, start_session
+
+
+class TimedModel(FakeOpenAI):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.windows: list[tuple[float, float]] = []
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        started = time.time()
+        response = await super()._chat(request)
+        self.windows.append((started, time.time()))
+        return response
+
+
+async def received_at(stack_db: Any, event_id: str) -> float:
+    value = await stack_db.fetchval(
+        "SELECT extract(epoch FROM received_at) FROM inbox_events WHERE event_id = $1", event_id
+    )
+    return float(value)
+
+
+async def main(rounds: int) -> None:
+    # Limits high enough for the run, but on: their check in Redis is part of every @ask.
+    limits = {"requests_per_minute": 100_000, "tokens_per_minute": 100_000_000}
+    rate_limits = {scope: limits for scope in ("agent", "workspace", "user")}
+    async with stack(memory=True, model_class=TimedModel, llm={"rate_limits": rate_limits}) as s:
+        model = s.model
+        assert isinstance(model, TimedModel)
+        team = await new_team(s.hs, s.doryo, "Bench")
+        room = await start_session(team, "Bench")
+        for n in range(300):
+            await team.alice.send_text(
+                room,
+                f"Note {n}: the build of component {n % 17} "
+                f"passed on runner {n % 5} after {n % 9} retries.",
+            )
+        await s.doryo.dispatcher.idle(120)
+        assert s.doryo.ctx.memory is not None
+        await s.doryo.ctx.memory.indexer.flush(120)
+
+        ping, ask = [], []
+        parts: list[tuple[float, float]] = []
+        for n in range(rounds + 3):
+            event = await team.alice.send_text(room, "!ping")
+            pong = await team.alice.wait_for_reply(room, event)
+            if n >= 3:
+                ping.append(
+                    (pong["origin_server_ts"] / 1000 - await received_at(s.doryo.ctx.db, event))
+                    * 1000
+                )
+
+            question = await team.alice.send_text(
+                room, f"@ask which runner built component {n % 17}?"
+            )
+            before = len(model.windows)
+            answer, final = await final_answer(team.alice, room, question)
+            done_edits = [
+                e
+                for e in team.alice.timeline[room]
+                if e.get("content", {}).get("m.relates_to", {}).get("event_id")
+                == answer["event_id"]
+                and e["content"].get("m.new_content", {}).get(ANSWER_KEY, {}).get("status")
+                == "done"
+            ]
+            if not done_edits:
+                raise SystemExit(f"the answer did not end done: {final}")
+            done_edit = done_edits[-1]
+            got = await received_at(s.doryo.ctx.db, question)
+            model_start, model_end = model.windows[before][0], model.windows[-1][1]
+            if n >= 3:
+                before_model = (model_start - got) * 1000
+                after_model = (done_edit["origin_server_ts"] / 1000 - model_end) * 1000
+                ask.append(before_model + after_model)
+                parts.append((before_model, after_model))
+        print(f"@ask overhead around the model ({rounds} questions, 300 messages remembered)")
+        print(line("!ping: received → pong (baseline)", ping))
+        print(line("@ask: all but the model", ask, ping))
+        print(line("  of which before the model", [b for b, _ in parts]))
+        print(line("  of which after the model", [a for _, a in parts]))
+        print("  target: @ask overhead < 50 ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=40)
+    asyncio.run(main(parser.parse_args().rounds))

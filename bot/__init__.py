@@ -1,0 +1,1 @@
+"""Doryo: an AI colleague inside Matrix. The bot side (everything above the Matrix transport)."""

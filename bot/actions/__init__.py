@@ -1,0 +1,1 @@
+"""Actions proposed with @act: cards, confirmation by the host, exactly-once runs."""

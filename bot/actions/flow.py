@@ -1,0 +1,329 @@
+"""The @act flow (SPEC §3): propose → card → host's ✅ → run exactly once → result.
+
+- A proposal is validated against the tool's schema before anything is posted.
+- The card carries org.doryo.action; the bot reacts ✅ and ❌ on it so people can tap them, and
+  DMs the host a link once if the host is not online.
+- A ✅ (✔️ ☑️ 👍) from the host or a delegate, read from the space's power levels at that moment,
+  starts the run: one UPDATE … WHERE status = 'awaiting_confirm' decides, so of concurrent or
+  redelivered ✅ exactly one wins. ❌ from host, delegate or requester cancels. Anyone else's
+  reaction changes nothing; the bot says so once, in the card's thread. A ✅ whose redaction has
+  already reached the bot does not count.
+- Every status change edits the card; the result goes in the card's thread.
+- After a restart, cards awaiting confirmation stay valid; an action caught running is finished if
+  its tool is idempotent, else marked `error: interrupted` — never run twice.
+- Whoever waits on an action's end is told once it has one (`on_settled`: a Letta agent whose
+  tool call the card is gets the result or the denial, bot.letta.approvals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from appservice.matrix import markdown_content
+from bot import strings
+from bot.actions.card import CANCEL, CONFIRM, card_content, reaction_meaning
+from bot.actions.store import Action, ActionStore
+from bot.errors import UserError
+from bot.presence import is_here
+from bot.replies import Replier
+from bot.sessions.rooms import direct_room, room_link
+from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
+from bot.workspaces.access import current_role
+from bot.workspaces.store import Workspace
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def event_link(room_id: str, event_id: str, domain: str) -> str:
+    return f"https://matrix.to/#/{room_id}/{event_id}?via={domain}"
+
+
+Settled = Callable[[Action, str | None], Coroutine[Any, Any, None]]
+"""Told of an action that reached its end (done, error, cancelled, expired), with the result's
+summary when it ran."""
+
+
+class Actions:
+    def __init__(
+        self,
+        ctx: Context,
+        store: ActionStore,
+        tools: ToolRegistry,
+        *,
+        on_settled: Settled | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.tools = tools
+        self.on_settled = on_settled
+        self.expiry = timedelta(hours=ctx.config.actions.expiry_hours)
+        self.run_timeout = ctx.config.actions.run_timeout
+        self.runs_started = 0
+        """Runs this process started (tests read it)."""
+
+    # Proposing -------------------------------------------------------------------------------
+
+    def tool(self, name: str, allowed: set[str] | None = None) -> Tool:
+        tool = self.tools.get(name)
+        if tool is None or (allowed is not None and name not in allowed):
+            names = sorted(allowed if allowed is not None else self.tools.names())
+            raise UserError(strings.UNKNOWN_TOOL.format(tool=name, tools=", ".join(names)))
+        return tool
+
+    async def propose(
+        self,
+        workspace: Workspace,
+        room_id: str,
+        tool_name: str,
+        raw_args: dict[str, Any],
+        requested_by: str,
+        reply: Replier,
+        *,
+        request_event_id: str | None,
+        source: str = "act",
+        allowed: set[str] | None = None,
+        reply_to: str | None = None,
+    ) -> Action:
+        """Validate, record and post the card. Handled twice, the same request posts one card.
+        The card is a reply to `reply_to`, by default to the request."""
+        tool = self.tool(tool_name, allowed)
+        validated = tool.validate(raw_args)
+        # What must hold for the run at all (a linked account, say) is said before any card.
+        looking = ToolCall(self.ctx, workspace, room_id, requested_by, None, "")
+        await tool.check(looking, validated)
+        args = validated.model_dump(mode="json", exclude_defaults=True)
+        action, _ = await self.store.create(
+            workspace.id,
+            room_id,
+            tool.name,
+            tool.version,
+            args,
+            requested_by,
+            datetime.now(UTC) + self.expiry,
+            request_event_id=request_event_id,
+            source=source,
+        )
+        if action.card_event_id is not None:
+            return action
+        card_id = await reply.send(
+            card_content(action, workspace.host, reply_to=reply_to or request_event_id)
+        )
+        await self.store.set_card(action.id, card_id)
+        for key in (CONFIRM, CANCEL):
+            await self.ctx.matrix.react_no_fail(room_id, card_id, key, txn_id=reply.next_txn_id())
+        if not await is_here(self.ctx, workspace.host) and await self.store.claim_host_notice(
+            action.id
+        ):
+            await self._tell_host(workspace, action, room_id, card_id)
+        log.info("proposed %s (%s) in %s for %s", action.code, tool.name, room_id, requested_by)
+        return action
+
+    async def _tell_host(
+        self, workspace: Workspace, action: Action, room_id: str, card: str
+    ) -> None:
+        domain = self.ctx.config.homeserver.domain
+        text = strings.HOST_DM.format(
+            code=action.code,
+            tool=action.tool,
+            by=action.requested_by,
+            room=room_link(room_id, domain),
+            card=event_link(room_id, card, domain),
+        )
+        dm = await direct_room(self.ctx, workspace.host)
+        txn_id = f"doryo.h.{action.idempotency_key}"
+        if await self.ctx.sent.get(txn_id) is None:
+            event_id = await self.ctx.matrix.send_markdown(dm, text, notice=True, txn_id=txn_id)
+            await self.ctx.sent.record(txn_id, dm, event_id)
+
+    # Reactions and commands ----------------------------------------------------------------
+
+    async def on_reaction(
+        self, room_id: str, sender: str, target: str, key: str, reaction_id: str, reply: Replier
+    ) -> None:
+        meaning = reaction_meaning(key)
+        if meaning is None:
+            return
+        action = await self.store.by_card(target)
+        if action is None or action.room_id != room_id:
+            return
+        if await self.ctx.inbox.redaction_pending(room_id, reaction_id):
+            log.info("%s on %s was taken back before it was handled", key, action.code)
+            return
+        workspace = await self.ctx.workspaces.get(action.workspace_id)
+        assert workspace is not None
+        if meaning == "confirm":
+            if await current_role(self.ctx, workspace, sender) in ("host", "delegate"):
+                await self.confirm(action, sender)
+            else:
+                await self._tell_outsider(action, workspace, sender, reply)
+        elif await self.may_cancel(workspace, action, sender):
+            await self.cancel(action, sender)
+        else:
+            await self._tell_outsider(action, workspace, sender, reply)
+
+    async def may_cancel(self, workspace: Workspace, action: Action, user: str) -> bool:
+        return user == action.requested_by or await current_role(self.ctx, workspace, user) in (
+            "host",
+            "delegate",
+        )
+
+    async def _tell_outsider(
+        self, action: Action, workspace: Workspace, sender: str, reply: Replier
+    ) -> None:
+        if action.status != "awaiting_confirm" or not await self.store.claim_outsider_notice(
+            action.id
+        ):
+            return
+        assert action.card_event_id is not None
+        text = strings.OUTSIDER_REACTION.format(user=sender, host=workspace.host, code=action.code)
+        await reply.send(markdown_content(text, notice=True, thread_root=action.card_event_id))
+
+    async def confirm(self, action: Action, by: str) -> bool:
+        """Start the run, if this confirmation is the one that counts. True if it did."""
+        started = await self.store.start(action.id, by)
+        if started is None:
+            return False
+        self.runs_started += 1
+        self.ctx.tasks.spawn(self._run(started), f"action {started.code}")
+        return True
+
+    async def cancel(self, action: Action, by: str) -> bool:
+        cancelled = await self.store.cancel(action.id, by)
+        if cancelled is None:
+            return False
+        await self._edit_card(cancelled)
+        self._settled(cancelled)
+        return True
+
+    def _settled(self, action: Action, summary: str | None = None) -> None:
+        if self.on_settled is not None:
+            self.ctx.tasks.spawn(self.on_settled(action, summary), f"end of {action.code}")
+
+    # Running ------------------------------------------------------------------------------------
+
+    async def _run(self, action: Action) -> None:
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        # The card says "running" while the tool already runs: nobody waits for that edit,
+        # except the edit that ends the action, which must come after it.
+        running_edit = self.ctx.tasks.spawn(self._edit_card(action), f"card of {action.code}")
+        workspace = await self.ctx.workspaces.get(action.workspace_id)
+        tool = self.tools.get(action.tool)
+        result: ToolResult | None = None
+        error: str | None = None
+        try:
+            if workspace is None or tool is None:
+                raise UserError(strings.TOOL_GONE.format(tool=action.tool))
+            call = ToolCall(
+                ctx=self.ctx,
+                workspace=workspace,
+                room_id=action.room_id,
+                requested_by=action.requested_by,
+                confirmed_by=action.confirmed_by,
+                idempotency_key=action.idempotency_key,
+            )
+            async with asyncio.timeout(self.run_timeout):
+                result = await tool.run(call, tool.args.model_validate(action.args))
+        except UserError as e:
+            error = str(e)
+        except TimeoutError:
+            error = strings.TOOL_TIMED_OUT.format(seconds=self.run_timeout)
+        except Exception:
+            log.exception("action %s (%s) failed", action.code, action.tool)
+            error = strings.TOOL_FAILED
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        data = result.data if result else None
+        finished = await self.store.finish(
+            action.id, "done" if result else "error", result=data, error=error
+        )
+        await self.store.record_run(
+            finished or action,
+            "done" if result else "error",
+            result=data,
+            external_ids=result.external_ids if result else [],
+            error=error,
+            duration_ms=duration_ms,
+            started_at=started_at,
+        )
+        await asyncio.wait([running_edit])
+        if finished is None:
+            return
+        summary = result.summary if result else None
+        try:
+            await self._edit_card(finished, summary=summary)
+            await self._post_in_thread(finished, summary or strings.CARD_ERROR.format(error=error))
+        finally:
+            self._settled(finished, summary)
+
+    async def _edit_card(self, action: Action, *, summary: str | None = None) -> None:
+        if action.card_event_id is None:
+            return
+        workspace = await self.ctx.workspaces.get(action.workspace_id)
+        host = workspace.host if workspace else ""
+        txn_id = f"doryo.c.{action.idempotency_key}.{action.status}"
+        try:
+            await self.ctx.matrix.edit(
+                action.room_id,
+                action.card_event_id,
+                card_content(action, host, summary=summary),
+                txn_id=txn_id,
+            )
+        except Exception as e:  # the status is in the database; the card is a view of it
+            log.warning("could not update the card of %s: %s", action.code, e)
+
+    async def _post_in_thread(self, action: Action, text: str) -> None:
+        assert action.card_event_id is not None
+        txn_id = f"doryo.t.{action.idempotency_key}"
+        if await self.ctx.sent.get(txn_id) is not None:
+            return
+        content = markdown_content(text, thread_root=action.card_event_id)
+        event_id = await self.ctx.matrix.send_event(
+            action.room_id, "m.room.message", content, txn_id
+        )
+        await self.ctx.sent.record(txn_id, action.room_id, event_id)
+
+    # Housekeeping -------------------------------------------------------------------------------
+
+    async def expire_due(self) -> int:
+        expired = await self.store.expire_due()
+        for action in expired:
+            await self._edit_card(action)
+            self._settled(action)
+        return len(expired)
+
+    async def recover(self) -> None:
+        """Actions caught running by a stop or a crash: finish or mark them, never run twice."""
+        for action in await self.store.running():
+            tool = self.tools.get(action.tool)
+            if tool is not None and tool.idempotent:
+                log.info("finishing %s (%s), cut short by a restart", action.code, action.tool)
+                self.ctx.tasks.spawn(self._run(action), f"action {action.code}")
+                continue
+            log.warning(
+                "%s (%s) was cut short by a restart; marking it interrupted",
+                action.code,
+                action.tool,
+            )
+            finished = await self.store.finish(
+                action.id, "error", result=None, error=strings.INTERRUPTED
+            )
+            await self.store.record_run(
+                action,
+                "interrupted",
+                result=None,
+                external_ids=[],
+                error=strings.INTERRUPTED,
+                duration_ms=0,
+                started_at=action.started_at or datetime.now(UTC),
+            )
+            if finished is not None:
+                await self._edit_card(finished)
+                self._settled(finished)

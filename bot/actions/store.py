@@ -1,0 +1,237 @@
+"""Actions in PostgreSQL. Every change of status is one UPDATE … WHERE status = … RETURNING: of
+many ✅ arriving at once, or the same one delivered twice, exactly one starts the run."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: int
+    workspace_id: str
+    room_id: str
+    request_event_id: str | None
+    card_event_id: str | None
+    tool: str
+    tool_version: str
+    args: dict[str, Any]
+    requested_by: str
+    source: str
+    status: str
+    idempotency_key: str
+    confirmed_by: str | None
+    cancelled_by: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    expires_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+
+    @property
+    def code(self) -> str:
+        """What people type: A12."""
+        return f"A{self.id}"
+
+
+_COLUMNS = (
+    "id, workspace_id, room_id, request_event_id, card_event_id, tool, tool_version, args, "
+    "requested_by, source, status, idempotency_key, confirmed_by, cancelled_by, result, error, "
+    "expires_at, created_at, started_at"
+)
+
+
+def _action(row: Any) -> Action:
+    return Action(**dict(row))
+
+
+def parse_code(text: str) -> int | None:
+    """`A12`, `a12` or `12` → 12."""
+    cleaned = text.strip().upper().removeprefix("A")
+    return int(cleaned) if cleaned.isdigit() and len(cleaned) < 18 else None
+
+
+class ActionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        workspace_id: str,
+        room_id: str,
+        tool: str,
+        tool_version: str,
+        args: dict[str, Any],
+        requested_by: str,
+        expires_at: datetime,
+        *,
+        request_event_id: str | None,
+        source: str = "act",
+    ) -> tuple[Action, bool]:
+        """A new proposal, or the one this request made before. Returns (action, is it new)."""
+        row = await self._pool.fetchrow(
+            f"""
+            INSERT INTO actions (workspace_id, room_id, request_event_id, tool, tool_version, args,
+                                 requested_by, source, idempotency_key, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (request_event_id) DO NOTHING
+            RETURNING {_COLUMNS}
+            """,
+            workspace_id,
+            room_id,
+            request_event_id,
+            tool,
+            tool_version,
+            args,
+            requested_by,
+            source,
+            f"doryo-{secrets.token_hex(12)}",
+            expires_at,
+        )
+        if row is not None:
+            return _action(row), True
+        existing = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM actions WHERE request_event_id = $1", request_event_id
+        )
+        return _action(existing), False
+
+    async def get(self, action_id: int) -> Action | None:
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM actions WHERE id = $1", action_id)
+        return _action(row) if row else None
+
+    async def by_card(self, card_event_id: str) -> Action | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM actions WHERE card_event_id = $1", card_event_id
+        )
+        return _action(row) if row else None
+
+    async def set_card(self, action_id: int, card_event_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE actions SET card_event_id = $2 WHERE id = $1", action_id, card_event_id
+        )
+
+    async def of_workspace(self, workspace_id: str, *, open_only: bool) -> list[Action]:
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM actions
+            WHERE workspace_id = $1 AND ($2 = false OR status IN ('awaiting_confirm', 'running'))
+            ORDER BY id DESC LIMIT 50
+            """,
+            workspace_id,
+            open_only,
+        )
+        return [_action(row) for row in rows]
+
+    # Transitions: each is one statement, guarded by the status it leaves. -----------------------
+
+    async def start(self, action_id: int, confirmed_by: str) -> Action | None:
+        """awaiting_confirm → running, if not expired. None: someone else won, or too late."""
+        row = await self._pool.fetchrow(
+            f"""
+            UPDATE actions SET status = 'running', confirmed_by = $2, started_at = now()
+            WHERE id = $1 AND status = 'awaiting_confirm' AND expires_at > now()
+            RETURNING {_COLUMNS}
+            """,
+            action_id,
+            confirmed_by,
+        )
+        return _action(row) if row else None
+
+    async def cancel(self, action_id: int, cancelled_by: str) -> Action | None:
+        row = await self._pool.fetchrow(
+            f"""
+            UPDATE actions SET status = 'cancelled', cancelled_by = $2, finished_at = now()
+            WHERE id = $1 AND status = 'awaiting_confirm'
+            RETURNING {_COLUMNS}
+            """,
+            action_id,
+            cancelled_by,
+        )
+        return _action(row) if row else None
+
+    async def finish(
+        self, action_id: int, status: str, *, result: dict[str, Any] | None, error: str | None
+    ) -> Action | None:
+        """running → done | error."""
+        row = await self._pool.fetchrow(
+            f"""
+            UPDATE actions SET status = $2, result = $3, error = $4, finished_at = now()
+            WHERE id = $1 AND status = 'running'
+            RETURNING {_COLUMNS}
+            """,
+            action_id,
+            status,
+            result,
+            error,
+        )
+        return _action(row) if row else None
+
+    async def expire_due(self) -> list[Action]:
+        rows = await self._pool.fetch(
+            f"""
+            UPDATE actions SET status = 'expired', finished_at = now()
+            WHERE status = 'awaiting_confirm' AND expires_at <= now()
+            RETURNING {_COLUMNS}
+            """
+        )
+        return [_action(row) for row in rows]
+
+    async def running(self) -> list[Action]:
+        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM actions WHERE status = 'running'")
+        return [_action(row) for row in rows]
+
+    async def claim_host_notice(self, action_id: int) -> bool:
+        """True once per action: the caller DMs the host."""
+        result = await self._pool.execute(
+            "UPDATE actions SET host_notified = true WHERE id = $1 AND NOT host_notified",
+            action_id,
+        )
+        return bool(result.endswith(" 1"))
+
+    async def claim_outsider_notice(self, action_id: int) -> bool:
+        result = await self._pool.execute(
+            "UPDATE actions SET outsider_told = true WHERE id = $1 AND NOT outsider_told",
+            action_id,
+        )
+        return bool(result.endswith(" 1"))
+
+    # The audit log -------------------------------------------------------------------------------
+
+    async def record_run(
+        self,
+        action: Action,
+        outcome: str,
+        *,
+        result: dict[str, Any] | None,
+        external_ids: list[str],
+        error: str | None,
+        duration_ms: int,
+        started_at: datetime,
+    ) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO tool_runs (action_id, workspace_id, room_id, tool, tool_version, args,
+                                   requested_by, confirmed_by, outcome, result, external_ids,
+                                   error, duration_ms, started_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            """,
+            action.id,
+            action.workspace_id,
+            action.room_id,
+            action.tool,
+            action.tool_version,
+            action.args,
+            action.requested_by,
+            action.confirmed_by,
+            outcome,
+            result,
+            external_ids,
+            error,
+            duration_ms,
+            started_at,
+        )

@@ -1,0 +1,148 @@
+"""An answer as it streams (SPEC §3): one m.text, in a thread under the question (or a plain
+reply), edited at most every `edit_interval` seconds while the model writes, ending with status
+`done` (or `error`) and links to its sources. It never stays `streaming`: whatever stops the
+answer, the last edit says how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from appservice.matrix import JSON, MatrixAPI, markdown_content
+from bot import strings
+from bot.replies import Replier
+
+log = logging.getLogger(__name__)
+
+ANSWER_KEY = "org.doryo.answer"
+CURSOR = " ▍"
+
+
+def event_link(room_id: str, event_id: str, domain: str) -> str:
+    return f"https://matrix.to/#/{room_id}/{event_id}?via={domain}"
+
+
+class Answer:
+    def __init__(
+        self,
+        matrix: MatrixAPI,
+        reply: Replier,
+        room_id: str,
+        question_event: str,
+        *,
+        threaded: bool,
+        domain: str,
+        edit_interval: float,
+        thread_root: str | None = None,
+    ) -> None:
+        """`thread_root`: the thread the answer goes in (threaded answers), if not the
+        question's: a Letta agent's continuation goes in the thread of the card it waited on."""
+        self._matrix = matrix
+        self._reply = reply
+        self._room_id = room_id
+        self._question = question_event
+        self._threaded = threaded
+        self._thread_root = thread_root or question_event
+        self._domain = domain
+        self._interval = edit_interval
+        self.event_id: str | None = None
+        self.text = ""
+        self.model: str | None = None
+        self.sources: list[str] = []
+        self._edits = 0
+        self._last_edit = 0.0
+        self._shown = ""
+        self.finished = False
+        self._posting: asyncio.Future[None] | None = None
+
+    def _content(self, body: str, status: str) -> JSON:
+        if self._threaded:
+            # In the question's thread (a reply to it for clients without threads).
+            content = markdown_content(body, thread_root=self._thread_root)
+        else:
+            content = markdown_content(body, reply_to=self._question)
+        content[ANSWER_KEY] = {
+            "question": self._question,
+            "status": status,
+            "model": self.model,
+            "sources": list(self.sources),
+        }
+        return content
+
+    def start(self) -> None:
+        """Post the answer's first form ("…") while the caller gathers what the model needs:
+        the two overlap, and the first edit waits for it."""
+        self._posting = asyncio.ensure_future(self._post())
+
+    async def _post(self) -> None:
+        self.event_id = await self._reply.send(self._content(strings.ANSWER_THINKING, "streaming"))
+        self._last_edit = time.monotonic()
+
+    async def posted(self) -> bool:
+        """Wait for the first form to be posted; False if that failed (nothing to edit)."""
+        if self._posting is None:
+            return False
+        try:
+            await self._posting
+        except Exception as e:
+            log.warning("could not post the answer: %s", e)
+            return False
+        return self.event_id is not None
+
+    async def _edit(self, body: str, status: str) -> None:
+        if self._posting is not None:
+            await self._posting  # its failure (homeserver away) is the caller's to handle
+        assert self.event_id is not None
+        self._edits += 1
+        txn_id = f"{self._reply.next_txn_id()}.e{self._edits}"
+        content: dict[str, Any] = self._content(body, status)
+        await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
+        self._last_edit = time.monotonic()
+        self._shown = body
+
+    async def append(self, delta: str) -> None:
+        """More text from the model: shown at the next allowed edit."""
+        self.text += delta
+        if time.monotonic() - self._last_edit >= self._interval and self.text.strip():
+            await self._edit(self.text + CURSOR, "streaming")
+
+    def _with_sources(self, body: str, room_id_of: dict[str, str]) -> str:
+        if not self.sources:
+            return body
+        links = [
+            f"[{n}]({event_link(room_id_of.get(source, self._room_id), source, self._domain)})"
+            for n, source in enumerate(self.sources, start=1)
+        ]
+        return f"{body}\n\n{strings.ANSWER_SOURCES} {' '.join(links)}"
+
+    async def finish(
+        self,
+        *,
+        model: str | None,
+        sources: Sequence[tuple[str, str]] = (),
+        text: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        """The last edit: status done, the full text, notes (fallbacks, budgets), sources."""
+        self.model = model
+        self.sources = [event for _, event in sources]
+        body = (text if text is not None else self.text).strip() or strings.ANSWER_EMPTY
+        if notes:
+            body += "\n\n" + " ".join(f"_{note}_" for note in notes)
+        await self._edit(self._with_sources(body, {e: r for r, e in sources}), "done")
+        self.finished = True
+
+    async def fail(self, reason: str) -> None:
+        """The last edit: status error, with what was written so far and why it stopped."""
+        if self.finished or not await self.posted():
+            return
+        body = (self.text.strip() + "\n\n" if self.text.strip() else "") + f"⚠️ {reason}"
+        try:
+            await self._edit(body, "error")
+        except Exception as e:
+            log.warning("could not mark the answer %s as failed: %s", self.event_id, e)
+        self.finished = True

@@ -1,0 +1,309 @@
+"""@ask: gather, stream the model's answer into one message, cite, and never leave it hanging.
+
+1. The workspace of the room (none in a DM of someone without one: then no memory), the session,
+   and the blueprint that answers there (bot.agent.choice).
+2. What the model is told (bot.agent.prompt): the top memories of the workspace, the session's
+   recent messages within a token budget, the question.
+3. The answer streams into one message (bot.agent.answer); the model may use read-only tools
+   (search_docs, summarize_channel) for a few rounds — never a writing one: those need @act and
+   the host's ✅.
+4. No model answers (none configured, all failing): the answer is the most relevant memories,
+   saying that no model answered. A rate limit or budget: the answer says which, and ends.
+
+A blueprint with `backend: letta` answers through the workspace's Letta agent instead
+(bot.letta), into the same answer message; with Letta unreachable, the room is told and (per
+letta.fallback_to_native) the steps above answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from appservice.errors import HomeserverUnavailable
+from bot import strings
+from bot.agent import prompt
+from bot.agent.answer import Answer, event_link
+from bot.agent.choice import blueprint_for
+from bot.blueprints import Blueprint
+from bot.commands.call import CommandCall
+from bot.errors import (
+    BudgetExceeded,
+    EmbeddingError,
+    EmbeddingModelMismatch,
+    LLMUnavailable,
+    RateLimited,
+    UnknownModel,
+    UserError,
+)
+from bot.llm import CallContext, ChatResult, Limits, Message, TextDelta, ToolSchema
+from bot.memory import MemoryHit
+from bot.tools.permissions import allowed_tools
+from bot.tools.registry import Tool, ToolCall
+from bot.workspaces.access import require_member, workspace_of_room
+from bot.workspaces.store import Workspace
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+log = logging.getLogger(__name__)
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+RECENT_MESSAGES = 60
+
+
+def workspace_limits(workspace: Workspace | None) -> Limits | None:
+    if workspace is None or workspace.settings.budget_usd is None:
+        return None
+    return Limits(workspace_monthly_usd=Decimal(str(workspace.settings.budget_usd)))
+
+
+async def _workspace(ctx: Context, room_id: str, sender: str) -> Workspace | None:
+    try:
+        workspace = await workspace_of_room(ctx, room_id, sender)
+    except UserError:
+        return None  # a DM of someone in no workspace, or in several without a choice
+    if workspace is not None:
+        await require_member(ctx, workspace, sender)
+    return workspace
+
+
+async def memories(ctx: Context, workspace: Workspace | None, question: str) -> list[MemoryHit]:
+    if workspace is None or ctx.memory is None or ctx.config.agent.memories == 0:
+        return []
+    k = ctx.config.agent.memories
+    try:
+        return await ctx.memory.search(workspace.id, question, k=k)
+    except EmbeddingModelMismatch as e:
+        log.error("%s; searching memory by words only", e)
+        return await ctx.memory.search(workspace.id, question, k=k, mode="fulltext")
+    except EmbeddingError as e:
+        log.warning("memory search failed: %s", e)
+        return []
+
+
+async def recent_lines(ctx: Context, room_id: str, question_event: str) -> list[prompt.Line]:
+    """The room's latest messages: from the session history, or asked of the homeserver."""
+    session = await ctx.sessions.get(room_id)
+    if session is not None:
+        stored = await ctx.history.recent(room_id, RECENT_MESSAGES)
+        return [
+            prompt.Line(m.sender, m.body, m.sent_at, from_agent=m.kind == "agent")
+            for m in stored
+            if m.body and m.event_id != question_event and not m.is_command and m.kind != "system"
+        ]
+    page = await ctx.matrix.messages(
+        room_id, limit=RECENT_MESSAGES, event_filter={"types": ["m.room.message"]}
+    )
+    lines = []
+    for event in reversed(page.get("chunk", [])):
+        content = event.get("content", {})
+        body = content.get("body")
+        if not isinstance(body, str) or event.get("event_id") == question_event:
+            continue
+        if content.get("msgtype") == "m.notice" or body.startswith(("!", "/")):
+            continue
+        sent = datetime.fromtimestamp(event.get("origin_server_ts", 0) / 1000, UTC)
+        from_agent = bool(ctx.namespace.match(str(event.get("sender", ""))))
+        lines.append(prompt.Line(str(event.get("sender")), body, sent, from_agent=from_agent))
+    return lines
+
+
+def read_only_tools(ctx: Context, allowed: set[str] | None) -> list[Tool]:
+    return [t for t in ctx.tools.allowed(allowed) if not t.writes]
+
+
+def schemas(tools: Sequence[Tool]) -> list[ToolSchema]:
+    found = []
+    for tool in tools:
+        function = tool.schema()["function"]
+        found.append(ToolSchema(function["name"], function["description"], function["parameters"]))
+    return found
+
+
+async def run_read_only(
+    ctx: Context,
+    tools: Sequence[Tool],
+    workspace: Workspace,
+    room_id: str,
+    asker: str,
+    name: str,
+    arguments: dict[str, Any],
+    key: str,
+) -> str:
+    """A tool call the model made during an answer, run at once if it only reads."""
+    tool = next((t for t in tools if t.name == name), None)
+    if tool is None:
+        return strings.ANSWER_TOOL_REFUSED.format(tool=name)
+    try:
+        args = tool.validate(arguments)
+        call = ToolCall(ctx, workspace, room_id, asker, None, key)
+        return (await tool.run(call, args)).summary
+    except UserError as e:
+        return f"error: {e}"
+
+
+async def converse(
+    ctx: Context,
+    blueprint: Blueprint,
+    messages: list[Message],
+    answer: Answer | None,
+    *,
+    workspace: Workspace | None,
+    room_id: str,
+    asker: str,
+    key: str,
+) -> ChatResult:
+    """Stream the model's answer (into `answer`), letting it use read-only tools a few rounds."""
+    tools: list[Tool] = []
+    if workspace is not None:
+        tools = read_only_tools(ctx, await allowed_tools(ctx, room_id, workspace))
+    context = CallContext(
+        workspace_id=workspace.id if workspace else None, room_id=room_id, user_id=asker
+    )
+    for round_ in range(ctx.config.agent.tool_rounds + 1):
+        offered = schemas(tools) if round_ < ctx.config.agent.tool_rounds else []
+        request = blueprint.request(
+            messages, context=context, tools=offered, limits=workspace_limits(workspace)
+        )
+        result: ChatResult | None = None
+        async with contextlib.aclosing(ctx.llm.stream(request)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta) and answer is not None:
+                    await answer.append(event.text)
+                elif isinstance(event, ChatResult):
+                    result = event
+        assert result is not None
+        if not result.tool_calls or workspace is None:
+            return result
+        messages = [*messages, result.message()]
+        for n, tool_call in enumerate(result.tool_calls):
+            output = await run_read_only(
+                ctx,
+                tools,
+                workspace,
+                room_id,
+                asker,
+                tool_call.name,
+                dict(tool_call.arguments),
+                f"{key}.{round_}.{n}",
+            )
+            messages.append(Message.tool_result(tool_call.id, output))
+    raise AssertionError("unreachable: the last round offers no tools")
+
+
+def cited_sources(text: str, hits: Sequence[MemoryHit]) -> list[tuple[str, str]]:
+    """(room, event) of the memories the answer cites; of all offered if it cites none."""
+    numbers = {int(n) for n in _CITATION.findall(text)}
+    chosen = [h for n, h in enumerate(hits, start=1) if n in numbers] or list(hits)
+    return [(h.item.room_id or "", h.item.event_id) for h in chosen if h.item.event_id]
+
+
+def memory_only_text(reason: str, hits: Sequence[MemoryHit], domain: str) -> str:
+    if not hits:
+        return strings.ANSWER_NO_MODEL_NOTHING.format(reason=reason)
+    lines = [strings.ANSWER_NO_MODEL.format(reason=reason)]
+    for n, hit in enumerate(hits, start=1):
+        item = hit.item
+        who = prompt.display_name(item.sender) + ", " if item.sender else ""
+        link = (
+            f" — [link]({event_link(item.room_id, item.event_id, domain)})"
+            if item.room_id and item.event_id
+            else ""
+        )
+        text = item.text if len(item.text) < 300 else item.text[:297] + "…"
+        lines.append(f"{n}. {text} _({who}{item.created_at:%Y-%m-%d})_{link}")
+    return "\n".join(lines)
+
+
+async def ask(call: CommandCall) -> None:
+    ctx = call.ctx
+    question = call.command.text.strip()
+    if not question:
+        raise UserError(strings.EMPTY_ASK)
+    workspace = await _workspace(ctx, call.room_id, call.sender)
+    session = await ctx.sessions.get(call.room_id)
+    question_event = call.reply.event_id
+    domain = ctx.config.homeserver.domain
+    answer = Answer(
+        ctx.matrix,
+        call.reply,
+        call.room_id,
+        question_event,
+        threaded=workspace.settings.threads if workspace else True,
+        domain=domain,
+        edit_interval=ctx.config.agent.edit_interval,
+    )
+    answer.start()  # "…" appears while memory is searched
+    try:
+        blueprint = await blueprint_for(ctx, workspace, session)
+        if blueprint.backend == "letta" and workspace is not None and ctx.letta is not None:
+            if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
+                return
+        hits, lines = await asyncio.gather(
+            memories(ctx, workspace, question),
+            recent_lines(ctx, call.room_id, question_event),
+        )
+        place = strings.ASK_PLACE_DIRECT
+        if workspace is not None:
+            topic = session.topic if session and session.topic else strings.SESSION_UNTITLED
+            place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
+        messages = prompt.build(
+            question,
+            call.sender,
+            bot_name=ctx.config.appservice.bot_displayname,
+            place=place,
+            lines=lines,
+            memories=[
+                prompt.Memory(
+                    h.item.text,
+                    h.item.kind,
+                    h.item.sender,
+                    h.item.created_at,
+                    h.item.room_id,
+                    h.item.event_id,
+                )
+                for h in hits
+            ],
+            budget_tokens=ctx.config.agent.context_tokens,
+        )
+        try:
+            result = await converse(
+                ctx,
+                blueprint,
+                messages,
+                answer,
+                workspace=workspace,
+                room_id=call.room_id,
+                asker=call.sender,
+                key=question_event,
+            )
+        except (LLMUnavailable, UnknownModel) as e:
+            if answer.text.strip():  # the model stopped half-way: keep what it wrote, say why
+                await answer.fail(str(e))
+                return
+            await answer.finish(
+                model=None,
+                sources=[(h.item.room_id or "", h.item.event_id) for h in hits if h.item.event_id],
+                text=memory_only_text(str(e), hits, domain),
+            )
+            return
+        await answer.finish(
+            model=result.model,
+            sources=cited_sources(result.text, hits),
+            text=result.text,
+            notes=result.notes,
+        )
+    except (RateLimited, BudgetExceeded, UserError) as e:
+        await answer.fail(str(e))
+    except HomeserverUnavailable:
+        raise  # the whole event is handled again later; the answer is found and edited then
+    except BaseException:
+        await answer.fail(strings.ANSWER_FAILED)
+        raise

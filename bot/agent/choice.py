@@ -1,0 +1,50 @@
+"""Which blueprint answers in a room: the session's own (`!agent use`), else the workspace's
+(`!ws settings agent`), else `assistant`. "code" follows the current version; "code@3" pins."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from bot import strings
+from bot.blueprints import Blueprint
+from bot.errors import BlueprintError, UserError
+from bot.sessions.store import Session
+from bot.workspaces.store import Workspace
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "assistant"
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    code, _, version = ref.strip().partition("@")
+    if version and not version.isdigit():
+        raise UserError(strings.AGENT_BAD_REF.format(ref=ref))
+    return code.lower(), int(version) if version else None
+
+
+def configured_ref(workspace: Workspace | None, session: Session | None) -> str:
+    if session is not None and session.agent:
+        return session.agent
+    if workspace is not None:
+        return workspace.settings.agent
+    return DEFAULT
+
+
+async def blueprint_for(
+    ctx: Context, workspace: Workspace | None, session: Session | None
+) -> Blueprint:
+    ref = configured_ref(workspace, session)
+    code, version = parse_ref(ref)
+    try:
+        return await ctx.blueprints.get(code, version)
+    except BlueprintError as e:
+        if code == DEFAULT and version is None:
+            raise
+        # A setting naming a blueprint that is gone must not silence the agent.
+        log.warning("blueprint %s is not available (%s); answering as %s", ref, e, DEFAULT)
+        return await ctx.blueprints.get(DEFAULT)

@@ -1,0 +1,89 @@
+"""What the model is told for an @ask: a pure function of what the bot gathered.
+
+The blueprint's instructions come first (Blueprint.request adds them); then who is asking where,
+the workspace's memories (numbered, so the answer can cite them as [1], [2]), the session's recent
+messages within a token budget (newest kept), and the question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.llm import Message
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A message of the conversation, as the prompt shows it."""
+
+    sender: str
+    text: str
+    sent_at: datetime
+    from_agent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A memory offered to the model, with what makes it citable."""
+
+    text: str
+    kind: str
+    sender: str | None
+    created_at: datetime
+    room_id: str | None
+    event_id: str | None
+
+
+def display_name(user_id: str) -> str:
+    """@alice:example.org → alice: short, and enough inside one workspace."""
+    return user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id
+
+
+def _within_budget(lines: Sequence[Line], budget_tokens: int) -> list[Line]:
+    kept: list[Line] = []
+    used = 0
+    for line in reversed(lines):
+        cost = (len(line.text) + len(line.sender) + 8) // CHARS_PER_TOKEN + 1
+        if used + cost > budget_tokens:
+            break
+        kept.append(line)
+        used += cost
+    return list(reversed(kept))
+
+
+def build(
+    question: str,
+    asker: str,
+    *,
+    bot_name: str,
+    place: str,
+    lines: Sequence[Line],
+    memories: Sequence[Memory],
+    budget_tokens: int,
+) -> list[Message]:
+    parts = [
+        f"You are {bot_name}, an AI colleague in a Matrix chat ({place}). People write in "
+        "Markdown. Answer briefly and concretely. Use the memories and the conversation below; "
+        "when you use a memory, cite it by its number like [2]. If they do not hold the answer, "
+        "say so rather than guess."
+    ]
+    if memories:
+        parts.append("Memories of this workspace, most relevant first:")
+        for n, memory in enumerate(memories, start=1):
+            who = f"{display_name(memory.sender)}, " if memory.sender else ""
+            when = memory.created_at.strftime("%Y-%m-%d")
+            parts.append(f"[{n}] ({memory.kind}, {who}{when}) {memory.text}")
+    messages = [Message.system("\n".join(parts))]
+    kept = _within_budget(lines, budget_tokens)
+    if kept:
+        transcript = "\n".join(
+            f"{'(you) ' if line.from_agent else ''}{display_name(line.sender)}: {line.text}"
+            for line in kept
+        )
+        messages.append(Message.user(f"Recent conversation here:\n{transcript}"))
+    messages.append(Message.user(f"{display_name(asker)} asks: {question}"))
+    return messages

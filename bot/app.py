@@ -1,0 +1,303 @@
+"""Doryo, assembled: database, Redis, the Matrix API, the receiver, the dispatcher; start and stop.
+
+Start order: the database (migrated) and Redis must be there, or start fails with a clear error.
+The homeserver may come later: the bot keeps trying to reach it in the background and asks it to
+deliver any backlog at once (the appservice ping) as soon as it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from mautrix.api import Method, Path
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestError
+from appservice.matrix import MatrixAPI
+from appservice.presence import PresenceCache
+from appservice.transactions import JSON, TransactionReceiver
+from bot import admin, catchup, db, health
+from bot.actions.flow import Actions
+from bot.actions.store import ActionStore
+from bot.activity import Activity
+from bot.blueprints import BlueprintStore, templates_dir
+from bot.composio.client import ComposioClient
+from bot.composio.recipes import recipe_tools
+from bot.config import Config
+from bot.context import Context
+from bot.dispatcher import Dispatcher
+from bot.embedded_pg import start_embedded, stop_embedded
+from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
+from bot.events import EventHandler
+from bot.followups import scheduler as followups
+from bot.followups.store import FollowupStore
+from bot.history.store import HistoryStore
+from bot.inbox import Inbox, InboxStore
+from bot.letta.service import LettaService
+from bot.llm import LLMRouter
+from bot.memory import Embedder, Memory
+from bot.metrics import Metrics
+from bot.replies import SentEventStore
+from bot.rooms import RoomStore
+from bot.sessions.store import SessionStore
+from bot.tasklist.store import TaskStore
+from bot.tasks import BackgroundTasks
+from bot.tools.builtin import builtin_tools
+from bot.tools.known import KnownTools
+from bot.tools.registry import ToolRegistry
+from bot.workspaces.store import WorkspaceStore
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_INTERVAL = 30.0
+INBOX_RETENTION = timedelta(days=7)
+
+
+class Doryo:
+    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
+        """`embedder`: a loaded embedding model to share (tests); default: embeddings.model."""
+        self.config = config
+        self._embedder = embedder
+        self.metrics = Metrics()
+        self.presence = PresenceCache()
+        self.connected = asyncio.Event()
+        """Set once the homeserver answered and the bot user is set up."""
+        self._tasks = BackgroundTasks()
+        """Work that should finish (tool runs); stop() gives it a moment."""
+        self._loops = BackgroundTasks()
+        """Loops that run until stopped."""
+        self._runner: web.AppRunner | None = None
+        self._embedded_pg: Any = None
+        self.ctx: Context
+        self.dispatcher: Dispatcher
+        self.inbox: InboxStore
+        self.receiver: TransactionReceiver
+
+    async def _open_database(self) -> asyncpg.Pool:
+        url = self.config.database.url
+        if url == "embedded":
+            url, self._embedded_pg = await start_embedded(self.config.data_dir / "postgres")
+        return await db.connect(
+            url,
+            min_size=self.config.database.min_connections,
+            max_size=self.config.database.max_connections,
+        )
+
+    async def _open_redis(self) -> Redis:
+        redis = Redis.from_url(self.config.redis.url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as e:
+            await redis.aclose()
+            raise DoryoError(
+                f"cannot reach Redis at redis.url ({self.config.redis.url}): {e}"
+            ) from None
+        return redis
+
+    async def start(self) -> None:
+        config = self.config
+        pool = await self._open_database()
+        try:
+            redis = await self._open_redis()
+        except DoryoError:
+            await pool.close()
+            raise
+        http = aiohttp.ClientSession(headers={"User-Agent": "Doryo/0.1"})
+        matrix = MatrixAPI(
+            config.homeserver.address,
+            config.appservice.as_token.get_secret_value(),
+            config.bot_user_id,
+            http,
+            timeout=config.homeserver.request_timeout,
+        )
+        tools = ToolRegistry(builtin_tools())
+        router = LLMRouter.from_config(config, redis=redis, db=pool)
+        blueprints = BlueprintStore(
+            pool,
+            resolve_model=router.resolve,
+            known_tools=KnownTools(tools, config),
+            letta_enabled=config.letta.enabled,
+        )
+        report = await blueprints.load_directory(templates_dir())
+        log.info("blueprints: %s", report)
+        memory = await self._open_memory(pool)
+        self.ctx = Context(
+            config=config,
+            db=pool,
+            redis=redis,
+            http=http,
+            matrix=matrix,
+            presence=self.presence,
+            rooms=RoomStore(pool),
+            sent=SentEventStore(pool),
+            workspaces=WorkspaceStore(pool),
+            sessions=SessionStore(pool),
+            history=HistoryStore(pool),
+            activity=Activity(matrix),
+            inbox=InboxStore(pool),
+            tools=tools,
+            tasklist=TaskStore(pool),
+            followups=FollowupStore(pool),
+            metrics=self.metrics,
+            llm=router,
+            blueprints=blueprints,
+            memory=memory,
+            tasks=self._tasks,
+        )
+        if config.composio.api_key.get_secret_value():
+            self.ctx.composio = ComposioClient(config.composio)
+            for tool in recipe_tools():
+                self.ctx.tools.register(tool)
+        if config.letta.enabled:
+            self.ctx.letta = LettaService(self.ctx, config.letta)
+        self.ctx.actions = Actions(
+            self.ctx,
+            ActionStore(pool),
+            self.ctx.tools,
+            on_settled=self.ctx.letta.approvals.settled if self.ctx.letta else None,
+        )
+        self.inbox = self.ctx.inbox
+        handler = EventHandler(self.ctx)
+        self.dispatcher = Dispatcher(
+            self.inbox,
+            handler.handle,
+            self.metrics,
+            max_parallel_rooms=config.bot.max_parallel_rooms,
+        )
+        self.catchup = catchup.CatchUp(self.ctx.matrix, self.inbox, self.dispatcher.wake)
+        sink = Inbox(self.inbox, self.dispatcher.wake, self._on_ephemeral)
+        self.receiver = TransactionReceiver(
+            config.appservice.hs_token.get_secret_value(), sink, self.metrics.registry
+        )
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.receiver.add_routes(app)
+        health.add_routes(app, self.ctx)
+        admin.add_routes(app, self.ctx)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.appservice.hostname, config.appservice.port)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._close_clients()
+            raise DoryoError(
+                f"cannot listen on {config.appservice.hostname}:{config.appservice.port} "
+                f"(appservice.hostname/port): {e}"
+            ) from None
+        resumed = await self.dispatcher.resume()
+        if resumed:
+            log.info("resuming %d rooms with events left from the last run", resumed)
+        self._loops.spawn(self._connect_homeserver(), "connect to the homeserver")
+        self._loops.spawn(self._maintenance(), "maintenance")
+        log.info(
+            "listening on %s:%d as %s",
+            config.appservice.hostname,
+            config.appservice.port,
+            config.bot_user_id,
+        )
+
+    async def _open_memory(self, pool: asyncpg.Pool) -> Memory | None:
+        try:
+            return await Memory.open(self.config, pool, embedder=self._embedder)
+        except (EmbeddingError, ConfigError) as e:
+            # Without memory the agent still answers from the conversation; say why loudly.
+            log.error("workspace memory is off: %s", e)
+            return None
+
+    async def _on_ephemeral(self, events: Sequence[JSON]) -> None:
+        for event in events:
+            if event.get("type") == "m.presence":
+                await self.presence.update(event)
+
+    async def _connect_homeserver(self) -> None:
+        """Set up the bot user and ask for the backlog, retrying until the homeserver answers."""
+        delay = 0.5
+        while True:
+            try:
+                await self._set_up_bot_user()
+                duration = await self.ctx.matrix.ping_appservice(self.config.appservice.id)
+                break
+            except HomeserverUnavailable as e:
+                log.warning("homeserver not reachable yet (%s); retrying in %.0f s", e, delay)
+            except MatrixRequestError as e:
+                log.error(
+                    "the homeserver refused the appservice (%s); is the registration loaded "
+                    "and are the tokens the same? Retrying in %.0f s",
+                    e,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+        self.connected.set()
+        log.info(
+            "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
+        )
+        await self.ctx.actions.recover()
+        if self.ctx.letta is not None:
+            self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
+        self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
+        self._loops.spawn(self.catchup.watch(), "catch up after homeserver outages")
+
+    async def _set_up_bot_user(self) -> None:
+        matrix = self.ctx.matrix
+        await matrix.ensure_registered()
+        profile = await matrix.request(Method.GET, Path.v3.profile[matrix.user_id])
+        if profile.get("displayname") != self.config.appservice.bot_displayname:
+            await matrix.set_displayname(self.config.appservice.bot_displayname)
+        await matrix.set_presence_no_fail("online")
+
+    async def _maintenance(self) -> None:
+        """Now and then: wake rooms whose worker died (database away), catch up on events the
+        homeserver never pushed, and prune old records."""
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                await self.dispatcher.resume()
+                expired = await self.ctx.actions.expire_due()
+                if expired:
+                    log.info("%d actions expired without confirmation", expired)
+                pruned = await self.inbox.prune(INBOX_RETENTION)
+                await self.ctx.sent.prune(INBOX_RETENTION)
+                if pruned:
+                    log.info("pruned %d handled events older than %s", pruned, INBOX_RETENTION)
+                # Last: the homeserver away (its pages) must not hold up the pruning.
+                await self.catchup.recent_rooms(catchup.ROUTINE)
+            except (asyncpg.PostgresError, OSError, DatabaseError, MatrixError) as e:
+                log.warning("maintenance skipped: %s", e)
+
+    async def stop(self) -> None:
+        """Stop taking transactions, let handlers finish (briefly), then close everything."""
+        if self._runner is not None:
+            await self._runner.cleanup()  # the homeserver keeps what it could not deliver
+            self._runner = None
+        await self.dispatcher.stop(timeout=10)
+        await self._loops.cancel_all()
+        if not await self._tasks.wait(timeout=10):
+            log.warning("stopping: cancelling %d tool runs still going", len(self._tasks))
+        await self._tasks.cancel_all()
+        if self.connected.is_set():
+            await self.ctx.matrix.set_presence_no_fail("offline")
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self.ctx.memory is not None:
+            await self.ctx.memory.close()
+        if self.ctx.letta is not None:
+            await self.ctx.letta.close()
+        await self.ctx.llm.close()
+        await self.ctx.http.close()
+        if self.ctx.composio is not None:
+            await self.ctx.composio.close()
+        await self.ctx.redis.aclose()
+        await self.ctx.db.close()
+        if self._embedded_pg is not None:
+            await stop_embedded(self._embedded_pg)
+            self._embedded_pg = None

@@ -1,0 +1,51 @@
+"""Agent blueprints: what an agent is (model, instructions, tools, temperature, limits), kept in
+PostgreSQL as immutable versions, loaded from the YAML templates under blueprints/.
+
+- spec:  the YAML shape, `extends` merging, validation, Blueprint (and Blueprint.request, the
+         router request that answers as it)
+- store: BlueprintStore (create, edit, get, history, rollback, list, load_directory)
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from bot.blueprints.spec import Blueprint, BlueprintLimits, BlueprintSpec, parse_yaml
+from bot.blueprints.store import BlueprintStore, LoadReport, Pin, VersionInfo
+
+# The tools SPEC §4 names (built-in and Composio recipes). The tool registry replaces this as the
+# set blueprints are checked against once it exists.
+SPEC_TOOLS = frozenset(
+    {
+        "create_task",
+        "create_followup",
+        "search_docs",
+        "create_project",
+        "summarize_channel",
+        "send_notification",
+        "create_github_template",
+        "create_notion_itinerary",
+        "create_budget_sheet",
+    }
+)
+
+
+def templates_dir() -> Path:
+    """The shipped templates: blueprints/*.yaml (bot/blueprints/yaml-templates links to it, so that
+    wheels carry them)."""
+    return Path(str(resources.files("bot.blueprints") / "yaml-templates"))
+
+
+__all__ = [
+    "SPEC_TOOLS",
+    "Blueprint",
+    "BlueprintLimits",
+    "BlueprintSpec",
+    "BlueprintStore",
+    "LoadReport",
+    "Pin",
+    "VersionInfo",
+    "parse_yaml",
+    "templates_dir",
+]

@@ -1,0 +1,179 @@
+"""The `doryo` command: dev, registration, migrate, run, reindex (SPEC §1).
+
+Exit codes: 0 fine, 1 a failure at run time (database down, port taken, ...), 2 bad configuration
+or usage. Errors are one clear line (or one per bad key) on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from bot import log as logs
+from bot.config import Config, generate_tokens, load_config
+from bot.errors import ConfigError, DoryoError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doryo", description="An AI colleague inside Matrix.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run Synapse, PostgreSQL, Redis and the bot locally")
+    dev.add_argument("--data-dir", type=Path, default=Path("data"), help="where state is kept")
+    dev.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="a Redis to use if it answers; otherwise a private redis-server is started",
+    )
+
+    reg = sub.add_parser("registration", help="write the appservice registration file")
+    reg.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    reg.add_argument("-o", "--output", type=Path, default=Path("registration.yaml"))
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+
+    run = sub.add_parser("run", help="run the appservice")
+    run.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+
+    rei = sub.add_parser(
+        "reindex", help="re-embed the workspace memory with the configured embedding model"
+    )
+    rei.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    rei.add_argument("--batch-size", type=int, default=256, help="texts embedded at a time")
+    return parser
+
+
+def _write_registration(config_path: Path, output: Path) -> None:
+    if generate_tokens(config_path):
+        print(f"generated as_token and hs_token in {config_path}")
+    config = load_config(config_path)
+    yaml = YAML()
+    with output.open("w", encoding="utf-8") as f:
+        yaml.dump(config.registration(), f)
+    output.chmod(0o600)
+    print(f"wrote {output}: add it to app_service_config_files in homeserver.yaml, restart it")
+
+
+async def _migrate(config: Config) -> None:
+    from bot import db
+    from bot.embedded_pg import start_embedded
+
+    url = config.database.url
+    if url == "embedded":
+        url, _ = await start_embedded(config.data_dir / "postgres")
+    pool = await db.connect(url, min_size=0, max_size=1)
+    async with pool.acquire() as conn:
+        version = await db.schema_version(conn)
+    await pool.close()
+    print(f"database schema at version {version}")
+
+
+async def _reindex(config: Config, batch_size: int) -> None:
+    from bot import db
+    from bot.embedded_pg import start_embedded
+    from bot.memory import MemoryStore, build_embedder, reindex
+
+    embedder = build_embedder(config)
+    url = config.database.url
+    if url == "embedded":
+        url, _ = await start_embedded(config.data_dir / "postgres")
+    pool = await db.connect(url, min_size=0, max_size=2)
+    step = max(batch_size * 20, 1000)
+
+    def progress(done: int) -> None:
+        if done % step < batch_size:
+            print(f"re-embedded {done} items", flush=True)
+
+    try:
+        print(f"re-embedding the workspace memory with {embedder.model}", flush=True)
+        result = await reindex(
+            MemoryStore(pool), embedder, batch_size=batch_size, progress=progress
+        )
+    finally:
+        await pool.close()
+        await embedder.aclose()
+    print(
+        f"memory re-embedded with {result.model} ({result.dims} dimensions): "
+        f"{result.items} items in {result.seconds:.1f} s"
+    )
+
+
+async def _until_signalled(
+    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await start()
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await stop()
+
+
+async def _run(config: Config) -> None:
+    from bot.app import Doryo
+
+    doryo = Doryo(config)
+    started = False
+
+    async def start() -> None:
+        nonlocal started
+        await doryo.start()
+        started = True
+
+    async def stop() -> None:
+        if started:
+            await doryo.stop()
+
+    await _until_signalled(start, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.setup("INFO")
+    try:
+        if args.command == "dev":
+            from bot.dev import run_dev
+
+            asyncio.run(run_dev(args.data_dir.absolute(), args.redis_url))
+        elif args.command == "registration":
+            _write_registration(args.config, args.output)
+        else:
+            config = load_config(args.config)
+            logs.setup(config.logging.level, config.logging.format)
+            if args.command == "migrate":
+                asyncio.run(_migrate(config))
+            elif args.command == "reindex":
+                asyncio.run(_reindex(config, args.batch_size))
+            else:
+                asyncio.run(_run(config))
+    except ConfigError as e:
+        print(
+            f"config error in {getattr(args, 'config', 'the dev config')}:\n{e}", file=sys.stderr
+        )
+        return 2
+    except DoryoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

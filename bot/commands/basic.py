@@ -1,0 +1,10 @@
+"""Commands that need nothing but the bot itself."""
+
+from __future__ import annotations
+
+from bot import strings
+from bot.commands.call import CommandCall
+
+
+async def ping(call: CommandCall) -> None:
+    await call.reply.send_notice(strings.PONG.format(ms=call.age_ms))

@@ -1,0 +1,90 @@
+"""The one object handed to everything that does I/O: config, pools, clients and stores.
+
+Built once by bot.app.Doryo; passed explicitly, never reached through a global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+
+from appservice.matrix import MatrixAPI
+from appservice.presence import PresenceCache
+from bot.actions.flow import Actions
+from bot.activity import Activity
+from bot.blueprints import BlueprintStore
+from bot.composio.client import ComposioClient
+from bot.config import Config
+from bot.followups.store import FollowupStore
+from bot.history.store import HistoryStore
+from bot.inbox import InboxStore
+from bot.llm import LLMRouter
+from bot.memory import Memory
+from bot.metrics import Metrics
+from bot.replies import SentEventStore
+from bot.rooms import RoomStore
+from bot.sessions.store import SessionStore
+from bot.tasklist.store import TaskStore
+from bot.tasks import BackgroundTasks
+from bot.tools.registry import ToolRegistry
+from bot.workspaces.store import WorkspaceStore
+
+if TYPE_CHECKING:
+    from bot.letta.service import LettaService
+
+
+@dataclass
+class Context:
+    config: Config
+    db: asyncpg.Pool
+    redis: Redis
+    http: aiohttp.ClientSession
+    matrix: MatrixAPI
+    """The homeserver API as the bot user."""
+    presence: PresenceCache
+    rooms: RoomStore
+    sent: SentEventStore
+    """What the bot sent, by transaction ID (bot.replies)."""
+    workspaces: WorkspaceStore
+    sessions: SessionStore
+    history: HistoryStore
+    activity: Activity
+    """Typing and presence status while the bot works."""
+    inbox: InboxStore
+    tools: ToolRegistry
+    tasklist: TaskStore
+    followups: FollowupStore
+    metrics: Metrics
+    llm: LLMRouter
+    blueprints: BlueprintStore
+    memory: Memory | None
+    """The workspace memory; None only when it could not be opened (see the log)."""
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    create_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Rooms' m.room.create events, by room: they never change, so they are read once."""
+    followup_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a reminder is added, so that the reminder loop looks again."""
+    composio: ComposioClient | None = None
+    """The Composio client; None when Composio is off (composio.api_key empty)."""
+    letta: LettaService | None = None
+    """Letta agents (bot.letta); None when Letta is off (letta.base_url empty)."""
+    actions: Actions = field(init=False)
+    """Built once the context exists (it needs it)."""
+
+    @property
+    def bot_user_id(self) -> str:
+        return self.config.bot_user_id
+
+    @cached_property
+    def namespace(self) -> re.Pattern[str]:
+        return re.compile(self.config.user_namespace_regex)
+
+    def redis_key(self, *parts: str) -> str:
+        return self.config.redis.key_prefix + ":".join(parts)

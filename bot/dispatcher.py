@@ -1,0 +1,160 @@
+"""Works through the inbox: each room's events in order, rooms concurrently.
+
+The database is the queue. Waking a room starts a worker for it (unless one runs) that handles
+its pending events oldest first and marks each done or failed. When the homeserver is down, the
+worker retries the same event with backoff, so a room's order holds and nothing is dropped. After
+a crash, `resume` wakes every room that still has pending events; the bot also calls it now and
+then, which restarts a room whose worker died because the database was away.
+
+Handling an event twice is made harmless by the handler, not here: it is told the attempt number,
+and replies are sent once per event whatever the number of attempts (bot.replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from appservice.errors import HomeserverUnavailable
+from bot.inbox import InboxEvent, InboxStore
+from bot.log import bind
+from bot.metrics import Metrics
+from bot.tasks import BackgroundTasks
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[InboxEvent, int], Awaitable[None]]
+"""Called with the event and the attempt number: 1, then more after a crash or a retry."""
+
+# Failures of what the bot depends on, not of the event: wait and handle the same event again.
+RETRYABLE = (
+    HomeserverUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+)
+RETRY_FIRST_DELAY = 0.5
+# How many times an event may be picked up (the bot stopping or crashing while on it) before it
+# is marked failed.
+MAX_PICKUPS = 10
+RETRY_MAX_DELAY = 30.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: InboxStore,
+        handler: Handler,
+        metrics: Metrics,
+        *,
+        max_parallel_rooms: int = 32,
+    ) -> None:
+        self._store = store
+        self._handler = handler
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(max_parallel_rooms)
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._tasks = BackgroundTasks()
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def wake(self, room_ids: Sequence[str]) -> None:
+        """There are new pending events in these rooms."""
+        if self._stopping.is_set():
+            return  # they stay pending; `resume` picks them up at the next start
+        for room_id in room_ids:
+            if room_id in self._workers:
+                self._dirty.add(room_id)
+            else:
+                self._idle.clear()
+                self._workers[room_id] = self._tasks.spawn(self._drain(room_id), f"room {room_id}")
+
+    async def resume(self) -> int:
+        """Wake every room with pending events (after a start). Returns how many."""
+        rooms = await self._store.rooms_with_pending()
+        self.wake(rooms)
+        return len(rooms)
+
+    @property
+    def busy_rooms(self) -> int:
+        return len(self._workers)
+
+    async def idle(self, timeout: float) -> None:
+        """Wait until no room has work in progress (for tests and benchmarks)."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let events being handled finish (up to `timeout`), then cancel the rest.
+
+        Cancelled events stay pending in the database and are handled after the next start.
+        """
+        self._stopping.set()
+        if not await self._tasks.wait(timeout):
+            log.warning("stopping: cancelling %d room workers still busy", len(self._tasks))
+        await self._tasks.cancel_all()
+
+    async def _drain(self, room_id: str) -> None:
+        try:
+            async with self._slots:
+                self._metrics.rooms_active.inc()
+                try:
+                    while not self._stopping.is_set():
+                        self._dirty.discard(room_id)
+                        batch = await self._store.pending(room_id)
+                        for event in batch:
+                            if self._stopping.is_set():
+                                return
+                            await self._handle(event)
+                        if not batch and room_id not in self._dirty:
+                            return
+                finally:
+                    self._metrics.rooms_active.dec()
+        finally:
+            # No await between the last check of _dirty and this: a wake() cannot slip between.
+            del self._workers[room_id]
+            if not self._workers:
+                self._idle.set()
+
+    async def _handle(self, event: InboxEvent) -> None:
+        delay = RETRY_FIRST_DELAY
+        with bind(room=event.room_id, event=event.event_id):
+            if event.attempts >= MAX_PICKUPS:
+                # The bot went down every time it worked on this one: don't let it block the room.
+                log.error("giving up on %s after %d attempts", event.event_id, event.attempts)
+                self._metrics.events_processed.labels("failed").inc()
+                await self._store.mark_failed(event.id, f"gave up after {event.attempts} attempts")
+                return
+            await self._store.start_attempt(event.id)
+            attempt = event.attempts + 1
+            while True:
+                try:
+                    await self._handler(event, attempt)
+                except RETRYABLE as e:
+                    if self._stopping.is_set():
+                        return  # stays pending
+                    log.warning("%s (%s); retrying in %.1f s", type(e).__name__, e, delay)
+                    self._metrics.homeserver_retries.inc()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_DELAY)
+                    attempt += 1
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.exception("handling %s failed", event.event_id)
+                    self._metrics.errors.labels("handler").inc()
+                    self._metrics.events_processed.labels("failed").inc()
+                    await self._store.mark_failed(event.id, f"{type(e).__name__}: {e}")
+                    return
+                await self._store.mark_done(event.id)
+                self._metrics.events_processed.labels("done").inc()
+                lag = time.time() - event.received_at.timestamp()
+                self._metrics.processing_lag.observe(max(0.0, lag))
+                return

@@ -1,0 +1,190 @@
+"""The per-event boundary: route a persisted event, do what it calls for, report failures.
+
+A UserError's text is told to the room. Any other exception is a bug: the room gets a short
+notice with a reference, and the exception goes on to the dispatcher, which logs it and marks the
+event failed. Failures of what the bot depends on (homeserver, database) pass through untouched:
+the dispatcher retries the event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from appservice.errors import MatrixRequestError
+from bot import rooms, strings
+from bot.commands.catalog import NAMES
+from bot.commands.dispatch import dispatch
+from bot.commands.parser import Act, Addressing, Ask, Request, parse
+from bot.context import Context
+from bot.dispatcher import RETRYABLE
+from bot.errors import UserError
+from bot.history import recorder as history
+from bot.inbox import InboxEvent
+from bot.replies import Replier
+from bot.router import (
+    BotInvited,
+    BotMembership,
+    Ignore,
+    Message,
+    PowerLevelsChanged,
+    Reaction,
+    RouterRules,
+    StaleMessage,
+    route,
+)
+from bot.sessions.rooms import take_part
+from bot.workspaces.observe import on_space_event
+from bot.workspaces.spaces import adopt_space, is_space
+from bot.workspaces.store import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class EventHandler:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.rules = RouterRules(
+            bot_user_id=ctx.bot_user_id,
+            namespace=ctx.namespace,
+            ignore_users=tuple(re.compile(p) for p in config.bot.ignore_users),
+            max_command_age_ms=int(config.bot.max_command_age * 1000),
+        )
+
+    async def handle(self, item: InboxEvent, attempt: int) -> None:
+        event = item.event
+        room_id = item.room_id
+        decision = route(event, self.rules, now_ms=time.time_ns() // 1_000_000)
+        reply = Replier(
+            self.ctx.matrix, self.ctx.sent, room_id, item.event_id, retried=attempt > 1
+        )
+        await self._observe(room_id, event)
+        match decision:
+            case Ignore(reason):
+                log.debug("ignoring %s: %s", item.event_id, reason)
+            case BotInvited(inviter, is_direct):
+                if await rooms.join_invited(self.ctx, room_id, inviter, is_direct):
+                    await self._joined(room_id, inviter, is_direct, reply)
+            case BotMembership("join"):
+                await self.ctx.rooms.set_membership(room_id, "join")
+                if await self.ctx.workspaces.by_space(room_id) is None:
+                    await rooms.publish_commands(self.ctx, room_id)
+            case BotMembership(membership):
+                await self.ctx.rooms.set_membership(room_id, membership)
+            case PowerLevelsChanged():
+                room = await self.ctx.rooms.get(room_id)
+                if room is not None and room.membership == "join":
+                    await rooms.publish_commands(self.ctx, room_id)
+            case Reaction(target, key):
+                sender = str(event.get("sender", ""))
+                await self.ctx.actions.on_reaction(
+                    room_id, sender, target, key, item.event_id, reply
+                )
+            case StaleMessage(age_ms):
+                if await self._request(room_id, event) is not None:
+                    age = strings.duration(age_ms)
+                    await reply.send_notice(strings.STALE_COMMAND.format(age=age))
+            case Message(age_ms):
+                request = await self._request(room_id, event)
+                if request is not None:
+                    await self._run(request, room_id, event, reply, age_ms)
+
+    async def _observe(self, room_id: str, event: Mapping[str, Any]) -> None:
+        """Keep what the bot knows current: a workspace's space, a session's history."""
+        workspace = await self.ctx.workspaces.by_space(room_id)
+        if workspace is not None:
+            await on_space_event(self.ctx, workspace, event)
+        session = await self.ctx.sessions.get(room_id)
+        if session is not None:
+            await history.record(self.ctx, session, event)
+
+    async def _joined(self, room_id: str, inviter: str, is_direct: bool, reply: Replier) -> None:
+        """Just joined: a space becomes a workspace, a room of one becomes a session."""
+        state = {
+            (e.get("type"), e.get("state_key")): e
+            for e in await self.ctx.matrix.get_state(room_id)
+        }
+        create = state.get(("m.room.create", ""), {}).get("content", {})
+        if is_space(create):
+            await adopt_space(self.ctx, room_id, inviter)
+            return  # a space has no conversation to greet
+        workspace = await self._workspace_of_child(room_id, state)
+        if workspace is not None:
+            await take_part(self.ctx, workspace, room_id, inviter)
+        await rooms.greet(self.ctx, room_id, is_direct, reply)
+
+    async def _workspace_of_child(
+        self, room_id: str, state: Mapping[tuple[Any, Any], Mapping[str, Any]]
+    ) -> Workspace | None:
+        known = await self.ctx.sessions.get(room_id)  # the bot asked to be invited to it
+        if known is not None:
+            return await self.ctx.workspaces.get(known.workspace_id)
+        for (event_type, state_key), event in state.items():
+            if event_type == "m.space.parent" and event.get("content", {}).get("via"):
+                workspace = await self.ctx.workspaces.by_space(str(state_key))
+                if workspace is not None:
+                    return workspace
+        return None
+
+    async def _request(self, room_id: str, event: Mapping[str, Any]) -> Request | None:
+        content = event["content"]
+        room = await self.ctx.rooms.get(room_id)
+        addressing = Addressing(
+            bot_user_id=self.ctx.bot_user_id,
+            bot_names=(self.ctx.config.appservice.bot_displayname,),
+            is_direct=room is not None and room.is_direct,
+            reply_to_bot=await self._replies_to_bot(room_id, content),
+            commands=NAMES,
+        )
+        return parse(content, addressing)
+
+    async def _replies_to_bot(self, room_id: str, content: Mapping[str, Any]) -> bool:
+        relates = content.get("m.relates_to")
+        if not isinstance(relates, Mapping):
+            return False
+        in_reply_to = relates.get("m.in_reply_to")
+        if not isinstance(in_reply_to, Mapping) or not isinstance(
+            in_reply_to.get("event_id"), str
+        ):
+            return False
+        mentions = content.get("m.mentions")
+        if isinstance(mentions, Mapping) and self.ctx.bot_user_id in (
+            mentions.get("user_ids") or []
+        ):
+            return True  # clients add the replied-to sender to the mentions: no lookup needed
+        try:
+            replied = await self.ctx.matrix.get_event(room_id, in_reply_to["event_id"])
+        except MatrixRequestError:
+            return False  # not visible to the bot, or gone: not a reply to it
+        return replied.get("sender") == self.ctx.bot_user_id
+
+    async def _run(
+        self, request: Request, room_id: str, event: dict[str, Any], reply: Replier, age_ms: int
+    ) -> None:
+        if isinstance(request, Ask | Act):
+            session = await self.ctx.sessions.get(room_id)
+            if session is not None and not session.active:
+                await reply.send_notice(strings.SESSION_IS_ENDED)
+                return
+        try:
+            async with self.ctx.activity.busy(room_id):
+                await dispatch(
+                    self.ctx, request, room_id=room_id, event=event, reply=reply, age_ms=age_ms
+                )
+        except UserError as e:
+            await reply.send_notice(str(e))
+        except RETRYABLE:
+            raise
+        except Exception:
+            ref = hashlib.sha256(str(event.get("event_id")).encode()).hexdigest()[:8]
+            log.error("command failed, reference %s (traceback follows from the dispatcher)", ref)
+            try:
+                await reply.send_notice(strings.INTERNAL_ERROR.format(ref=ref))
+            except Exception as notice_error:
+                log.warning("could not tell the room about the failure: %s", notice_error)
+            raise

@@ -1,0 +1,1 @@
+"""Follow-up reminders: posted by the bot when due, in the room or in a person's DM."""

@@ -1,0 +1,1 @@
+"""Session history: every message of every session, numbered without gaps."""

@@ -1,0 +1,185 @@
+"""What goes into a session's history: messages (people's, the agent's answers, the bot's
+notices), edits (the stored text follows), redactions (the stored text is deleted), and, when the
+bot joins a room that already has a past, its recent messages (backfill through /messages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.agent.answer import ANSWER_KEY
+from bot.commands.catalog import NAMES
+from bot.commands.parser import Addressing, Command, UnknownCommand, parse
+from bot.memory import MemoryInput
+from bot.sessions.store import Session
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+log = logging.getLogger(__name__)
+
+BACKFILL_PAGE = 100
+
+
+def _sent_at(event: Mapping[str, Any]) -> datetime:
+    ts = event.get("origin_server_ts")
+    return datetime.fromtimestamp(ts / 1000, UTC) if isinstance(ts, int) else datetime.now(UTC)
+
+
+def message_kind(event: Mapping[str, Any], ctx: Context) -> str | None:
+    """user | agent | system for a message worth keeping; None for anything else."""
+    if event.get("type") != "m.room.message":
+        return None
+    content = event.get("content", {})
+    if not isinstance(content.get("body"), str) or _replaced(content) is not None:
+        return None
+    if ctx.namespace.match(str(event.get("sender", ""))):
+        return "system" if content.get("msgtype") == "m.notice" else "agent"
+    return "user"
+
+
+def _replaced(content: Mapping[str, Any]) -> str | None:
+    relates = content.get("m.relates_to")
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.replace":
+        target = relates.get("event_id")
+        return target if isinstance(target, str) else ""
+    return None
+
+
+def _redacted(event: Mapping[str, Any]) -> str | None:
+    if event.get("type") != "m.room.redaction":
+        return None
+    target = event.get("redacts") or event.get("content", {}).get("redacts")  # v11 moved it
+    return target if isinstance(target, str) else None
+
+
+async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> None:
+    """Apply one live event of a session room to its history, and to the workspace's memory:
+    people's messages (not commands) are remembered, the agent's answers once done; an edit is
+    re-remembered, a redaction forgotten."""
+    if (target := _redacted(event)) is not None:
+        if await ctx.history.redact(target):
+            log.debug("history: %s redacted", target)
+        if ctx.memory is not None:
+            await ctx.memory.indexer.delete_event(session.workspace_id, target)
+        return
+    content = event.get("content", {})
+    if not isinstance(content, Mapping):
+        return
+    if (target := _replaced(content)) is not None:
+        await _edit(ctx, session, event, content, target)
+        return
+    kind = message_kind(event, ctx)
+    if kind is None:
+        return
+    body = str(content["body"])
+    is_command = kind == "user" and _is_command(content, ctx)
+    await ctx.history.add(
+        session.room_id,
+        str(event["event_id"]),
+        str(event["sender"]),
+        kind,
+        body,
+        _sent_at(event),
+        is_command=is_command,
+    )
+    if kind == "user" and not is_command:
+        await _remember(ctx, session, event, body)
+
+
+async def _edit(
+    ctx: Context,
+    session: Session,
+    event: Mapping[str, Any],
+    content: Mapping[str, Any],
+    target: str,
+) -> None:
+    new = content.get("m.new_content", {})
+    if not isinstance(new, Mapping) or not isinstance(new.get("body"), str):
+        return
+    original = await ctx.history.sender_of(target)
+    # Only the author may edit a message (clients ignore edits by anyone else too).
+    if original != event.get("sender"):
+        return
+    await ctx.history.edit(target, new["body"], _sent_at(event))
+    if ctx.memory is None:
+        return
+    answer = new.get(ANSWER_KEY)
+    if isinstance(answer, Mapping):
+        # The agent's answer streams as edits: it is remembered once, when done.
+        if answer.get("status") == "done":
+            await _remember(ctx, session, {**event, "event_id": target}, new["body"])
+        return
+    if not _is_command(new, ctx):
+        await ctx.memory.indexer.update_event(
+            session.workspace_id, target, new["body"], edited_at=_sent_at(event)
+        )
+
+
+async def _remember(ctx: Context, session: Session, event: Mapping[str, Any], text: str) -> None:
+    if ctx.memory is None:
+        return
+    await ctx.memory.indexer.add(
+        [
+            MemoryInput(
+                workspace_id=session.workspace_id,
+                text=text,
+                kind="message",
+                context=session.topic or None,
+                room_id=session.room_id,
+                event_id=str(event["event_id"]),
+                sender=str(event.get("sender", "")),
+                created_at=_sent_at(event),
+            )
+        ]
+    )
+
+
+def _is_command(content: Mapping[str, Any], ctx: Context) -> bool:
+    request = parse(content, Addressing(bot_user_id=ctx.bot_user_id, commands=NAMES))
+    return isinstance(request, Command | UnknownCommand)
+
+
+async def backfill(ctx: Context, session: Session) -> int:
+    """Store the session room's recent messages from before the bot joined (oldest first), and
+    remember people's."""
+    room_id = session.room_id
+    wanted = ctx.config.bot.backfill_messages
+    if wanted <= 0:
+        return 0
+    found: list[dict[str, Any]] = []
+    token: str | None = None
+    while len(found) < wanted:
+        page = await ctx.matrix.messages(
+            room_id,
+            limit=min(BACKFILL_PAGE, wanted - len(found)),
+            from_token=token,
+            event_filter={"types": ["m.room.message"]},
+        )
+        chunk = [e for e in page.get("chunk", []) if message_kind(e, ctx) is not None]
+        found.extend(chunk)
+        token = page.get("end")
+        if not page.get("chunk") or not token:
+            break
+    stored = 0
+    for event in reversed(found):  # /messages walked backwards
+        kind = str(message_kind(event, ctx))
+        is_command = _is_command(event["content"], ctx)
+        body = str(event["content"]["body"])
+        seq = await ctx.history.add(
+            room_id,
+            str(event["event_id"]),
+            str(event["sender"]),
+            kind,
+            body,
+            _sent_at(event),
+            is_command=is_command,
+        )
+        if seq is not None:
+            stored += 1
+            if kind == "user" and not is_command:
+                await _remember(ctx, session, event, body)
+    return stored

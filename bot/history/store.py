@@ -1,0 +1,156 @@
+"""Messages of sessions in PostgreSQL, each with a per-session seq: 1, 2, 3 … without gaps.
+
+The seq comes from the session row (`last_seq`), incremented in the same transaction as the
+insert: the row lock orders concurrent writers and a failed insert gives its number back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    event_id: str
+    sender: str
+    kind: str
+    body: str | None
+    sent_at: datetime
+    edited_at: datetime | None
+    redacted: bool
+    is_command: bool
+
+
+class HistoryStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add(
+        self,
+        room_id: str,
+        event_id: str,
+        sender: str,
+        kind: str,
+        body: str,
+        sent_at: datetime,
+        *,
+        is_command: bool = False,
+    ) -> int | None:
+        """Store a message of a session. Returns its seq; None if it was stored already."""
+        try:
+            return await self._add(room_id, event_id, sender, kind, body, sent_at, is_command)
+        except asyncpg.UniqueViolationError:
+            return None  # stored at the same moment by another worker; its seq was given back
+
+    async def _add(
+        self,
+        room_id: str,
+        event_id: str,
+        sender: str,
+        kind: str,
+        body: str,
+        sent_at: datetime,
+        is_command: bool,
+    ) -> int | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            exists = await conn.fetchval("SELECT seq FROM messages WHERE event_id = $1", event_id)
+            if exists is not None:
+                return None
+            seq = await conn.fetchval(
+                """
+                UPDATE sessions SET last_seq = last_seq + 1 WHERE room_id = $1
+                RETURNING last_seq
+                """,
+                room_id,
+            )
+            if seq is None:
+                return None  # not a session
+            await conn.execute(
+                """
+                INSERT INTO messages
+                    (room_id, seq, event_id, sender, kind, body, sent_at, is_command)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                """,
+                room_id,
+                seq,
+                event_id,
+                sender,
+                kind,
+                body,
+                sent_at,
+                is_command,
+            )
+            return int(seq)
+
+    async def sender_of(self, event_id: str) -> str | None:
+        sender = await self._pool.fetchval(
+            "SELECT sender FROM messages WHERE event_id = $1", event_id
+        )
+        return str(sender) if sender is not None else None
+
+    async def edit(self, event_id: str, body: str, edited_at: datetime) -> bool:
+        result = await self._pool.execute(
+            """
+            UPDATE messages SET body = $2, edited_at = $3
+            WHERE event_id = $1 AND redacted_at IS NULL
+            """,
+            event_id,
+            body,
+            edited_at,
+        )
+        return bool(result.endswith(" 1"))
+
+    async def redact(self, event_id: str) -> bool:
+        result = await self._pool.execute(
+            "UPDATE messages SET body = NULL, redacted_at = now() WHERE event_id = $1", event_id
+        )
+        return bool(result.endswith(" 1"))
+
+    async def page(
+        self, room_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[StoredMessage]:
+        rows = await self._pool.fetch(
+            """
+            SELECT seq, event_id, sender, kind, body, sent_at, edited_at,
+                   redacted_at IS NOT NULL AS redacted, is_command
+            FROM messages WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+            """,
+            room_id,
+            after_seq,
+            limit,
+        )
+        return [StoredMessage(**dict(row)) for row in rows]
+
+    async def recent(self, room_id: str, limit: int) -> list[StoredMessage]:
+        """The last `limit` messages, oldest first."""
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM (
+                SELECT seq, event_id, sender, kind, body, sent_at, edited_at,
+                       redacted_at IS NOT NULL AS redacted, is_command
+                FROM messages WHERE room_id = $1 ORDER BY seq DESC LIMIT $2
+            ) last ORDER BY seq
+            """,
+            room_id,
+            limit,
+        )
+        return [StoredMessage(**dict(row)) for row in rows]
+
+    async def stats(self, room_id: str) -> tuple[int, list[str], datetime | None, datetime | None]:
+        """(messages, people who wrote, first, last) of a session's conversation: people's
+        messages, neither commands nor redacted ones."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT count(*) AS n, array_agg(DISTINCT sender) AS people,
+                   min(sent_at) AS first, max(sent_at) AS last
+            FROM messages
+            WHERE room_id = $1 AND redacted_at IS NULL AND kind = 'user' AND NOT is_command
+            """,
+            room_id,
+        )
+        assert row is not None
+        return int(row["n"]), sorted(row["people"] or []), row["first"], row["last"]

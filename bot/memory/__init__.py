@@ -1,0 +1,42 @@
+"""Workspace memory: embeddings, the pgvector + full-text store, the indexer, the Memory service.
+
+See bot.memory.service for the API the rest of Doryo uses, and bot.memory.store for the schema.
+"""
+
+from __future__ import annotations
+
+from bot.memory.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder, build_embedder
+from bot.memory.indexer import Indexer
+from bot.memory.service import (
+    Memory,
+    MemoryHit,
+    PruneResult,
+    ReindexResult,
+    SearchMode,
+    Summarizer,
+    extractive_summarizer,
+    reindex,
+)
+from bot.memory.store import KINDS, MemoryInput, MemoryItem, MemoryKind, MemoryStats, MemoryStore
+
+__all__ = [
+    "KINDS",
+    "Embedder",
+    "Indexer",
+    "LocalEmbedder",
+    "Memory",
+    "MemoryHit",
+    "MemoryInput",
+    "MemoryItem",
+    "MemoryKind",
+    "MemoryStats",
+    "MemoryStore",
+    "OpenAIEmbedder",
+    "PruneResult",
+    "ReindexResult",
+    "SearchMode",
+    "Summarizer",
+    "build_embedder",
+    "extractive_summarizer",
+    "reindex",
+]

@@ -1,0 +1,101 @@
+"""!remember TEXT, !forget ID (host or author), !memory [QUERY]."""
+
+from __future__ import annotations
+
+from bot import strings
+from bot.agent.answer import event_link
+from bot.commands.call import CommandCall
+from bot.commands.catalog import BY_NAME
+from bot.errors import EmbeddingModelMismatch, PermissionDenied, UserError
+from bot.memory.service import Memory
+from bot.workspaces.access import current_role, require_member, require_workspace
+
+RESULTS = 5
+
+
+def _memory(call: CommandCall) -> Memory:
+    if call.ctx.memory is None:
+        raise UserError(strings.MEMORY_OFF)
+    return call.ctx.memory
+
+
+async def remember(call: CommandCall) -> None:
+    text = call.command.text.strip()
+    if not text:
+        raise UserError(strings.USAGE.format(usage=BY_NAME["remember"].usage))
+    memory = _memory(call)
+    workspace = await require_workspace(call.ctx, call.room_id, call.sender)
+    await require_member(call.ctx, workspace, call.sender)
+    try:
+        item = await memory.remember(
+            workspace.id,
+            text,
+            author=call.sender,
+            room_id=call.room_id,
+            event_id=call.reply.event_id,
+        )
+    except EmbeddingModelMismatch:
+        raise UserError(strings.MEMORY_NEEDS_REINDEX) from None
+    if item is None:
+        raise UserError(strings.USAGE.format(usage=BY_NAME["remember"].usage))
+    await call.reply.send_notice(strings.REMEMBERED.format(id=item.id))
+
+
+async def forget(call: CommandCall) -> None:
+    raw = call.command.text.strip().lstrip("#")
+    if not raw.isdigit():
+        raise UserError(strings.USAGE.format(usage=BY_NAME["forget"].usage))
+    memory = _memory(call)
+    workspace = await require_workspace(call.ctx, call.room_id, call.sender)
+    item = await memory.get(workspace.id, int(raw))
+    if item is None:
+        raise UserError(strings.NO_SUCH_MEMORY.format(id=raw))
+    if (
+        item.author != call.sender
+        and await current_role(call.ctx, workspace, call.sender) != "host"
+    ):
+        raise PermissionDenied(strings.FORGET_WHO.format(host=workspace.host))
+    await memory.forget(workspace.id, item.id)
+    await call.reply.send_notice(strings.FORGOTTEN.format(id=item.id))
+
+
+async def search(call: CommandCall) -> None:
+    memory = _memory(call)
+    workspace = await require_workspace(call.ctx, call.room_id, call.sender)
+    await require_member(call.ctx, workspace, call.sender)
+    query = call.command.text.strip()
+    if not query:
+        stats = await memory.stats(workspace.id)
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(stats.by_kind.items())) or "—"
+        await call.reply.send_notice(
+            strings.MEMORY_STATS.format(
+                name=workspace.name, items=stats.items, kinds=kinds, model=stats.model or "—"
+            )
+        )
+        return
+    try:
+        hits = await memory.search(workspace.id, query, k=RESULTS)
+    except EmbeddingModelMismatch:
+        hits = await memory.search(workspace.id, query, k=RESULTS, mode="fulltext")
+    if not hits:
+        await call.reply.send_notice(strings.SEARCH_NOTHING.format(query=query))
+        return
+    domain = call.ctx.config.homeserver.domain
+    lines = [strings.MEMORY_RESULTS.format(query=query)]
+    for hit in hits:
+        item = hit.item
+        link = (
+            f" — [link]({event_link(item.room_id, item.event_id, domain)})"
+            if item.room_id and item.event_id
+            else ""
+        )
+        lines.append(
+            strings.MEMORY_RESULT.format(
+                id=item.id,
+                kind=item.kind,
+                text=item.text[:300],
+                when=item.created_at.strftime("%Y-%m-%d"),
+                link=link,
+            )
+        )
+    await call.reply.send_notice("\n".join(lines))

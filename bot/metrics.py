@@ -1,0 +1,46 @@
+"""Prometheus metrics of the bot side. One registry per running bot (no module-level globals):
+the transport registers its own metrics (appservice.transactions) in the same registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events_processed = Counter(
+            "doryo_events_processed",
+            "Persisted events the bot has worked through, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.processing_lag = Histogram(
+            "doryo_processing_lag_seconds",
+            "Time from an event being persisted to the bot having handled it",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "doryo_errors",
+            "Errors while handling events, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.homeserver_retries = Counter(
+            "doryo_homeserver_retries",
+            "Events whose handling waited for the homeserver to come back",
+            registry=self.registry,
+        )
+        self.rooms_active = Gauge(
+            "doryo_rooms_active",
+            "Rooms whose events are being worked on right now",
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "doryo_commands",
+            "Requests made of the bot, by command",
+            ["command"],
+            registry=self.registry,
+        )

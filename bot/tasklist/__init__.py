@@ -1,0 +1,1 @@
+"""The workspace's task list: tasks the agent made (create_task) or people added."""

@@ -1,0 +1,48 @@
+"""!tasks and !task done ID."""
+
+from __future__ import annotations
+
+from bot import strings
+from bot.commands.call import CommandCall
+from bot.commands.catalog import BY_NAME
+from bot.errors import UserError
+from bot.workspaces.access import require_member, require_workspace
+
+
+async def tasks_list(call: CommandCall) -> None:
+    ctx = call.ctx
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_member(ctx, workspace, call.sender)
+    tasks = await ctx.tasklist.of_workspace(workspace.id)
+    if not tasks:
+        await call.reply.send_notice(strings.NO_TASKS.format(name=workspace.name))
+        return
+    lines = [strings.TASKS_HEADER.format(name=workspace.name)]
+    for task in tasks:
+        extra = []
+        if task.assignee:
+            extra.append(task.assignee)
+        if task.due:
+            extra.append(strings.TASK_DUE.format(due=task.due.isoformat()))
+        lines.append(
+            strings.TASK_LINE.format(
+                id=task.id, title=task.title, extra=f" ({', '.join(extra)})" if extra else ""
+            )
+        )
+    await call.reply.send_notice("\n".join(lines))
+
+
+async def task_group(call: CommandCall) -> None:
+    raise UserError(strings.USAGE.format(usage=BY_NAME["task done"].usage))
+
+
+async def task_done(call: CommandCall) -> None:
+    ctx = call.ctx
+    raw = call.command.text.strip().lstrip("#")
+    if not raw.isdigit():
+        raise UserError(strings.USAGE.format(usage=BY_NAME["task done"].usage))
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_member(ctx, workspace, call.sender)
+    if not await ctx.tasklist.mark_done(workspace.id, int(raw), call.sender):
+        raise UserError(strings.NO_SUCH_TASK.format(id=raw))
+    await call.reply.send_notice(strings.TASK_DONE.format(id=raw))

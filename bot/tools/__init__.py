@@ -1,0 +1,1 @@
+"""Tools the agent may use: the registry, the built-in tools and their argument parsing."""

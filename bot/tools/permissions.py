@@ -1,0 +1,39 @@
+"""Which tools the agent of a room may use: those its blueprint lists (SPEC §4).
+
+A Composio tool a blueprint names by its slug (GITHUB_CREATE_AN_ISSUE) is registered the first
+time it is needed, with its schema fetched from Composio.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from bot.agent.choice import blueprint_for
+from bot.errors import UserError
+from bot.workspaces.store import Workspace
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+log = logging.getLogger(__name__)
+
+COMPOSIO_SLUG = re.compile(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$")
+
+
+async def allowed_tools(ctx: Context, room_id: str, workspace: Workspace) -> set[str]:
+    """The names of the tools the agent answering in this room may use."""
+    blueprint = await blueprint_for(ctx, workspace, await ctx.sessions.get(room_id))
+    names = set(blueprint.tools)
+    missing = [n for n in names if ctx.tools.get(n) is None and COMPOSIO_SLUG.match(n)]
+    if missing and ctx.composio is not None:
+        from bot.composio.tools import composio_tools
+
+        try:
+            for tool in await composio_tools(ctx, missing):
+                if ctx.tools.get(tool.name) is None:
+                    ctx.tools.register(tool)
+        except UserError as e:
+            log.warning("could not load Composio tools %s: %s", missing, e)
+    return {n for n in names if ctx.tools.get(n) is not None}

@@ -1,0 +1,223 @@
+"""!ws create, invite, join, members, delegate, undelegate, settings, use."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from appservice.errors import MatrixRequestError
+from bot import strings
+from bot.commands.call import CommandCall
+from bot.commands.catalog import BY_NAME
+from bot.errors import PermissionDenied, UserError
+from bot.workspaces import invites, settings
+from bot.workspaces.access import current_role, require_host, require_workspace
+from bot.workspaces.roles import DELEGATE_LEVEL
+from bot.workspaces.spaces import create_workspace, invite_everywhere, set_role_level
+
+_USER_ID = re.compile(r"^@[^:\s]+:\S+$")
+DEFAULT_CODE_USES = 1
+DEFAULT_CODE_DAYS = 7
+JOIN_FAILURES_ALLOWED = 5
+JOIN_FAILURE_WINDOW = 900  # seconds
+
+
+def _usage(name: str) -> UserError:
+    return UserError(strings.USAGE.format(usage=BY_NAME[name].usage))
+
+
+def _explained(error: MatrixRequestError) -> Exception:
+    """A refusal for lack of power, in words for the room; any other refusal as it is."""
+    return UserError(strings.NEED_POWER) if error.errcode == "M_FORBIDDEN" else error
+
+
+async def ws_group(call: CommandCall) -> None:
+    """`!ws` alone or with an unknown subcommand: show the subcommands."""
+    lines = [strings.USAGE.format(usage=BY_NAME["ws"].usage)]
+    await call.reply.send_notice("\n".join(lines) + "\n" + strings.SEE_HELP.format(command="ws"))
+
+
+async def ws_create(call: CommandCall) -> None:
+    name = call.command.text.strip().strip("\"'").strip()
+    if not name:
+        raise _usage("ws create")
+    if len(name) > 80:
+        raise UserError(strings.NAME_TOO_LONG)
+    allowed = call.ctx.config.bot.workspace_creators
+    if allowed and not any(re.fullmatch(p, call.sender) for p in allowed):
+        raise PermissionDenied(strings.CREATE_NOT_ALLOWED)
+    workspace = await create_workspace(call.ctx, name, call.sender, call.reply.event_id)
+    room = await call.ctx.rooms.get(call.room_id)
+    if room is not None and room.is_direct:
+        await call.ctx.workspaces.set_direct_choice(call.sender, workspace.id)
+    await call.reply.send_notice(strings.WS_CREATED.format(name=name))
+
+
+def _code_options(args: tuple[str, ...]) -> tuple[int, timedelta]:
+    uses, days = DEFAULT_CODE_USES, DEFAULT_CODE_DAYS
+    for arg in args:
+        if arg.isdigit() and 0 < int(arg) <= 1000:
+            uses = int(arg)
+        elif re.fullmatch(r"\d{1,3}d", arg) and 0 < int(arg[:-1]) <= 365:
+            days = int(arg[:-1])
+        else:
+            raise UserError(strings.INVITE_OPTIONS)
+    return uses, timedelta(days=days)
+
+
+async def ws_invite(call: CommandCall) -> None:
+    ctx = call.ctx
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    users = [a for a in call.command.args if a.startswith("@")]
+    if users:
+        bad = [u for u in users if not _USER_ID.match(u)]
+        if bad or len(users) != len(call.command.args):
+            raise UserError(strings.NOT_USER_IDS.format(bad=", ".join(bad or call.command.args)))
+        try:
+            rooms = {u: await invite_everywhere(ctx, workspace, u) for u in users}
+        except MatrixRequestError as e:
+            raise _explained(e) from None
+        sessions = max((len(r) - 1 for r in rooms.values()), default=0)
+        await call.reply.send_notice(
+            strings.INVITED.format(users=", ".join(users), name=workspace.name, sessions=sessions)
+        )
+        return
+    uses, valid_for = _code_options(call.command.args)
+    code = invites.new_code()
+    expires = datetime.now(UTC) + valid_for
+    await ctx.workspaces.add_invite(
+        workspace.id, invites.code_hash(code), call.sender, uses, expires
+    )
+    await call.reply.send_notice(
+        strings.INVITE_CODE.format(
+            code=code,
+            name=workspace.name,
+            uses=strings.ONCE if uses == 1 else strings.TIMES.format(n=uses),
+            expires=expires.strftime("%Y-%m-%d %H:%M UTC"),
+            bot=ctx.bot_user_id,
+        )
+    )
+
+
+async def ws_join(call: CommandCall) -> None:
+    ctx = call.ctx
+    if not call.command.text:
+        raise _usage("ws join")
+    failures_key = ctx.redis_key("ws-join-failures", call.sender)
+    failures = int(await ctx.redis.get(failures_key) or 0)
+    if failures >= JOIN_FAILURES_ALLOWED:
+        ttl = max(await ctx.redis.ttl(failures_key), 1)
+        raise UserError(strings.JOIN_TOO_MANY.format(minutes=(ttl + 59) // 60))
+    canonical = invites.normalize(call.command.text)
+    workspace_id, status = (None, "unknown")
+    if canonical is not None:
+        workspace_id, status = await ctx.workspaces.use_invite(invites.code_hash(canonical))
+    if workspace_id is None:
+        async with ctx.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(failures_key)
+            pipe.expire(failures_key, JOIN_FAILURE_WINDOW, nx=True)
+            await pipe.execute()
+        raise UserError(
+            {
+                "expired": strings.CODE_EXPIRED,
+                "used": strings.CODE_USED,
+            }.get(status, strings.CODE_UNKNOWN)
+        )
+    workspace = await ctx.workspaces.get(workspace_id)
+    assert workspace is not None
+    member = await ctx.workspaces.member(workspace.id, call.sender)
+    if member is not None and member.membership == "join":
+        await call.reply.send_notice(strings.ALREADY_MEMBER.format(name=workspace.name))
+        return
+    try:
+        await invite_everywhere(ctx, workspace, call.sender)
+    except MatrixRequestError as e:
+        raise _explained(e) from None
+    await call.reply.send_notice(strings.JOINED.format(name=workspace.name))
+
+
+async def ws_members(call: CommandCall) -> None:
+    ctx = call.ctx
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    lines = [strings.MEMBERS_HEADER.format(name=workspace.name)]
+    for member in await ctx.workspaces.members(workspace.id):
+        if member.membership not in ("join", "invite"):
+            continue
+        presence = ctx.presence.get(member.user_id)
+        state = presence.presence if presence else strings.PRESENCE_UNKNOWN
+        pending = strings.MEMBER_INVITED if member.membership == "invite" else ""
+        lines.append(
+            strings.MEMBER_LINE.format(
+                user=member.user_id, role=member.role, presence=state, pending=pending
+            )
+        )
+    await call.reply.send_notice("\n".join(lines))
+
+
+async def _delegation(call: CommandCall, level: int) -> None:
+    ctx = call.ctx
+    name = "ws delegate" if level else "ws undelegate"
+    if len(call.command.args) != 1 or not _USER_ID.match(call.command.args[0]):
+        raise _usage(name)
+    user = call.command.args[0]
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    member = await ctx.workspaces.member(workspace.id, user)
+    if member is None or member.membership not in ("join", "invite"):
+        raise UserError(strings.NOT_A_MEMBER.format(user=user, name=workspace.name))
+    if await current_role(ctx, workspace, user) == "host":
+        raise UserError(strings.HOST_NOT_DELEGATE.format(user=user))
+    try:
+        await set_role_level(ctx, workspace, user, level)
+    except MatrixRequestError as e:
+        raise _explained(e) from None
+    text = strings.DELEGATED if level else strings.UNDELEGATED
+    await call.reply.send_notice(text.format(user=user, name=workspace.name))
+
+
+async def ws_delegate(call: CommandCall) -> None:
+    await _delegation(call, DELEGATE_LEVEL)
+
+
+async def ws_undelegate(call: CommandCall) -> None:
+    await _delegation(call, 0)
+
+
+async def ws_settings(call: CommandCall) -> None:
+    ctx = call.ctx
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    current = workspace.settings
+    args = call.command.args
+    if args:
+        if len(args) < 2:
+            raise _usage("ws settings")
+        current = settings.updated(current, args[0], " ".join(args[1:]))
+        await ctx.workspaces.set_settings(workspace.id, current)
+    lines = [strings.SETTINGS_HEADER.format(name=workspace.name)]
+    lines += [
+        strings.SETTING_LINE.format(key=k, value=v, description=d)
+        for k, v, d in settings.describe(current)
+    ]
+    lines.append(strings.SETTINGS_FOOTER)
+    await call.reply.send_notice("\n".join(lines))
+
+
+async def ws_use(call: CommandCall) -> None:
+    ctx = call.ctx
+    name = call.command.text.strip().strip("\"'").lower()
+    if not name:
+        raise _usage("ws use")
+    mine = await ctx.workspaces.of_member(call.sender)
+    matches = [w for w in mine if w.name.lower() == name] or [
+        w for w in mine if w.name.lower().startswith(name)
+    ]
+    if len(matches) != 1:
+        names = ", ".join(f"**{w.name}**" for w in mine) or strings.NONE
+        raise UserError(strings.NO_SUCH_WORKSPACE.format(name=name, names=names))
+    await ctx.workspaces.set_direct_choice(call.sender, matches[0].id)
+    room = await ctx.rooms.get(call.room_id)
+    note = "" if room is not None and room.is_direct else strings.USE_ONLY_IN_DM
+    await call.reply.send_notice(strings.USING.format(name=matches[0].name) + note)

@@ -1,0 +1,102 @@
+"""A workspace's settings: what they are, their defaults, and `!ws settings KEY VALUE` parsing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import UserError
+
+
+class WorkspaceSettings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    agent: str = Field(default="assistant", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}(@\d+)?$")
+    """The blueprint answering in this workspace's sessions (CODE or CODE@VERSION)."""
+    act: Literal["members", "host"] = "members"
+    """Who may propose actions with @act."""
+    threads: bool = True
+    """Answers in a thread under the question (on) or as plain replies (off)."""
+    budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    """Monthly LLM budget of the workspace, in USD. None: no budget of its own."""
+    memory_retention_days: int = Field(default=365, ge=1, le=36_500)
+    """Messages older than this are compacted into summaries."""
+    composio_account: Literal["host", "requester"] = "host"
+    """Whose linked Composio account runs the actions: the host's or the requester's."""
+
+
+# What people type → the field, with a description for !ws settings.
+KEYS: dict[str, tuple[str, str]] = {
+    "agent": ("agent", "blueprint answering here, e.g. assistant or planner@3"),
+    "act": ("act", "who may propose actions: members or host"),
+    "threads": ("threads", "answers in threads: on or off"),
+    "budget": ("budget_usd", "monthly LLM budget in USD, or none"),
+    "retention": ("memory_retention_days", "days of messages kept before compaction"),
+    "composio_account": (
+        "composio_account",
+        "whose account runs Composio actions: host or requester",
+    ),
+}
+_ALIASES = {
+    "memory_retention": "retention",
+    "memory_retention_days": "retention",
+    "budget_usd": "budget",
+}
+
+
+def _value(field: str, raw: str) -> Any:
+    text = raw.strip().lower()
+    if field == "threads":
+        if text in ("on", "yes", "true", "1"):
+            return True
+        if text in ("off", "no", "false", "0"):
+            return False
+        raise UserError("threads is on or off.")
+    if field == "budget_usd":
+        if text in ("none", "off", "-", ""):
+            return None
+        number = re.sub(r"^\$|usd$", "", text).strip()
+        try:
+            return float(number)
+        except ValueError:
+            raise UserError(f"budget is a number of USD a month (or none), not `{raw}`.") from None
+    if field == "memory_retention_days":
+        number = text.removesuffix("days").removesuffix("d").strip()
+        if not number.isdigit():
+            raise UserError(f"retention is a number of days, not `{raw}`.")
+        return int(number)
+    if field == "composio_account":
+        return text
+    return raw.strip()
+
+
+def updated(settings: WorkspaceSettings, key: str, raw: str) -> WorkspaceSettings:
+    """Settings with `key` set from what a person typed. UserError names what is wrong."""
+    name = _ALIASES.get(key.lower(), key.lower())
+    if name not in KEYS:
+        raise UserError(f"There is no setting `{key}`. Settings: {', '.join(KEYS)}.")
+    field = KEYS[name][0]
+    try:
+        return WorkspaceSettings.model_validate(
+            {**settings.model_dump(), field: _value(field, raw)}
+        )
+    except ValidationError as e:
+        reason = e.errors()[0]["msg"]
+        raise UserError(f"`{raw}` is not a valid {name}: {reason}.") from None
+
+
+def describe(settings: WorkspaceSettings) -> list[tuple[str, str, str]]:
+    """(key, value as typed, description) for each setting."""
+    shown = []
+    for key, (field, description) in KEYS.items():
+        value = getattr(settings, field)
+        if isinstance(value, bool):
+            text = "on" if value else "off"
+        elif value is None:
+            text = "none"
+        else:
+            text = str(value)
+        shown.append((key, text, description))
+    return shown

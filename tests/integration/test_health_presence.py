@@ -1,0 +1,84 @@
+"""/health, /ready, /metrics, and members' presence reaching the bot's cache."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+
+from bot.activity import Activity
+from bot.app import Doryo
+from tests.client import MatrixClient
+from tests.conftest import Homeserver
+from tests.poll import eventually
+
+
+async def get(bot: Doryo, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{bot.config.appservice.port}{path}"
+        async with session.get(url) as response:
+            return response.status, await response.text()
+
+
+async def test_health_ready_metrics(homeserver: Homeserver, bot: Doryo) -> None:
+    assert (await get(bot, "/health"))[0] == 200
+    status, body = await get(bot, "/ready")
+    assert status == 200, body
+    assert '"database": {"ok": true' in body and '"redis": {"ok": true' in body
+    status, metrics = await get(bot, "/metrics")
+    assert status == 200
+    for name in (
+        "doryo_transactions_total",
+        "doryo_events_received_total",
+        "doryo_processing_lag_seconds",
+        "doryo_errors_total",
+    ):
+        assert name in metrics, name
+
+
+async def test_ready_says_which_dependency_is_down(homeserver: Homeserver, bot: Doryo) -> None:
+    await homeserver.synapse.stop()
+    try:
+        status, body = await get(bot, "/ready")
+        assert status == 503
+        assert '"homeserver": {"ok": false' in body and '"database": {"ok": true' in body
+    finally:
+        await homeserver.synapse.start()
+
+
+async def test_presence_reaches_the_cache_within_a_second(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    alice = await homeserver.user("alice")
+    # The appservice gets presence of users it shares a room with.
+    room = await alice.create_room(invite=[bot.config.bot_user_id])
+    await alice.wait_for(
+        room, lambda e: e["sender"] == bot.config.bot_user_id and e["type"] == "m.room.message"
+    )
+    for state in ("offline", "online", "unavailable", "online"):
+        started = time.monotonic()
+        await alice.set_presence(state, status_msg=f"now {state}")
+        seen = await bot.presence.wait_for(alice.user_id, lambda p, s=state: p.presence == s, 5)
+        assert time.monotonic() - started < 1.0, f"{state} took {time.monotonic() - started:.2f} s"
+        assert seen.status_msg == f"now {state}"
+    assert bot.presence.is_online(alice.user_id) is True
+    assert bot.presence.is_online("@nobody:localhost") is None
+
+
+async def test_typing_and_status_while_working(homeserver: Homeserver, bot: Doryo) -> None:
+    alice = await homeserver.user("alice")
+    bot_id = bot.config.bot_user_id
+    room = await alice.create_room(invite=[bot_id])
+    await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
+    # Show the activity at once (normally only after 0.3 s, so that quick answers don't flicker).
+    bot.ctx.activity = Activity(bot.ctx.matrix, delay=0)
+    ping = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, ping)
+    await eventually(lambda: _typing_went_on_and_off(alice, room, bot_id), timeout=10)
+
+
+async def _typing_went_on_and_off(alice: MatrixClient, room: str, bot_id: str) -> bool:
+    await alice.sync_once(timeout_ms=200)
+    updates = alice.typing.get(room, [])
+    on = [i for i, users in enumerate(updates) if bot_id in users]
+    return bool(on) and any(bot_id not in users for users in updates[on[0] :])

@@ -1,0 +1,245 @@
+"""Nothing lost, nothing done twice: Synapse restarting in the middle of a stream of messages,
+and the bot killed (SIGKILL) in the middle of one."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from appservice.transactions import Transaction
+from bot import catchup
+from bot.app import Doryo
+from bot.config import write_config
+from tests.client import MatrixClient, replies_to
+from tests.conftest import Homeserver, make_config, start_homeserver
+
+MESSAGES = 30
+
+
+@pytest.fixture(scope="module")
+async def homeserver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Homeserver]:
+    # On disk, not in memory: this Synapse is restarted and must keep its state.
+    hs = await start_homeserver(tmp_path_factory.mktemp("synapse"), in_memory=False)
+    yield hs
+    await hs.close_clients()
+    await hs.synapse.stop()
+
+
+async def room_with_bot(homeserver: Homeserver, bot_id: str) -> tuple[MatrixClient, str]:
+    alice = await homeserver.user("alice")
+    room = await alice.create_room(invite=[bot_id])
+    await alice.wait_for(
+        room,
+        lambda e: e["type"] == "m.room.message" and e["sender"] == bot_id,
+        timeout=30,
+    )  # the welcome: the bot has joined and answers
+    return alice, room
+
+
+def assert_one_reply_each(alice: MatrixClient, room: str, sent: list[str], bot_id: str) -> None:
+    replies = Counter(
+        replies_to(e) for e in alice.timeline[room] if e["sender"] == bot_id and replies_to(e)
+    )
+    assert {event_id: replies[event_id] for event_id in sent} == dict.fromkeys(sent, 1)
+
+
+async def wait_for_replies(
+    alice: MatrixClient, room: str, sent: list[str], timeout: float, bot_db: Any = None
+) -> None:
+    """Until every message has an answer; then a little longer, so that a duplicate shows.
+
+    On a timeout, says which messages have no answer and what the bot's inbox holds of them.
+    """
+
+    def unanswered() -> set[str]:
+        return set(sent) - {replies_to(e) for e in alice.timeline.get(room, [])}
+
+    try:
+        async with asyncio.timeout(timeout):
+            while unanswered():
+                await alice.sync_once(timeout_ms=500)
+    except TimeoutError:
+        missing = sorted(unanswered())
+        inbox = []
+        if bot_db is not None:
+            inbox = await bot_db.fetch(
+                "SELECT event_id, state, attempts, error FROM inbox_events"
+                " WHERE event_id = any($1::text[])",
+                missing,
+            )
+        raise AssertionError(
+            f"no answer to {len(missing)} of {len(sent)} messages: {missing}; inbox: {inbox}"
+        ) from None
+    await asyncio.sleep(1)
+    await alice.sync_once(timeout_ms=0)
+
+
+async def handled_once(bot_db: Any, sent: list[str]) -> None:
+    rows = await bot_db.fetch(
+        "SELECT event_id, state FROM inbox_events WHERE event_id = any($1::text[])", sent
+    )
+    assert sorted(r["event_id"] for r in rows) == sorted(sent)
+    assert {r["state"] for r in rows} == {"done"}
+
+
+async def test_synapse_restarted_mid_stream(homeserver: Homeserver, bot: Doryo) -> None:
+    bot_id = bot.config.bot_user_id
+    alice, room = await room_with_bot(homeserver, bot_id)
+    sent: list[str] = []
+    a_third_sent = asyncio.Event()
+
+    async def stream() -> None:
+        for n in range(MESSAGES):
+            sent.append(await alice.send_text(room, f"!ping {n}", retry_for=60))
+            if len(sent) == MESSAGES // 3:
+                a_third_sent.set()
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(stream())
+    await a_third_sent.wait()
+    await homeserver.synapse.restart()
+    await sender
+    await wait_for_replies(alice, room, sent, timeout=90, bot_db=bot.ctx.db)
+    await bot.dispatcher.idle(30)
+    assert_one_reply_each(alice, room, sent, bot_id)
+    await handled_once(bot.ctx.db, sent)
+
+
+async def test_event_never_pushed_is_caught_up(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Synapse does when stopped between writing a transaction and sending it: the event is
+    in the room, the bot never gets it. Here the bot's inbox drops it instead, answering 200."""
+    bot_id = bot.config.bot_user_id
+    alice, room = await room_with_bot(homeserver, bot_id)
+    store_transaction = bot.inbox.store_transaction
+
+    async def losing_one(txn: Transaction) -> tuple[bool, list[str]]:
+        kept = [e for e in txn.events if e.get("content", {}).get("body") != "!ping lost"]
+        return await store_transaction(dataclasses.replace(txn, events=kept))
+
+    monkeypatch.setattr(bot.inbox, "store_transaction", losing_one)
+    lost = await alice.send_text(room, "!ping lost")
+    after = await alice.send_text(room, "!ping after")
+    await wait_for_replies(alice, room, [after], timeout=30)
+    assert await bot.inbox.known([lost]) == set()
+
+    assert await bot.catchup.recent_rooms(catchup.ROUTINE) == 1
+    await wait_for_replies(alice, room, [lost, after], timeout=30, bot_db=bot.ctx.db)
+    assert await bot.catchup.recent_rooms(catchup.ROUTINE) == 0  # found once
+    assert_one_reply_each(alice, room, [lost, after], bot_id)
+
+
+async def start_bot_process(config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as log_file:  # the child keeps its own copy of the descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            "-c",
+            str(config_path),
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+
+
+async def wait_ready(port: int, timeout: float = 30) -> None:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def wait_inbox(
+    database_url: str, room: str, *, done_at_least: int, pending_at_least: int
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                counts = dict(
+                    await conn.fetch(
+                        "SELECT state, count(*) FROM inbox_events WHERE room_id = $1 "
+                        "GROUP BY state",
+                        room,
+                    )
+                )
+                if (
+                    counts.get("done", 0) >= done_at_least
+                    and counts.get("pending", 0) >= pending_at_least
+                ):
+                    return
+                await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+
+
+async def test_bot_killed_mid_stream_resumes(
+    homeserver: Homeserver, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    config = make_config(homeserver, database_url, redis_url, tmp_path)
+    config_path = tmp_path / "config.yaml"
+    write_config(
+        config_path,
+        {
+            "homeserver": {"address": homeserver.url, "domain": "localhost"},
+            "appservice": {
+                "port": homeserver.as_port,
+                "as_token": homeserver.as_token,
+                "hs_token": homeserver.hs_token,
+            },
+            "database": {"url": database_url},
+            "redis": {"url": redis_url, "key_prefix": config.redis.key_prefix},
+            "data_dir": str(tmp_path),
+        },
+    )
+    log_path = tmp_path / "bot.log"
+    process = await start_bot_process(config_path, log_path)
+    try:
+        await wait_ready(homeserver.as_port)
+        alice, room = await room_with_bot(homeserver, config.bot_user_id)
+        semaphore = asyncio.Semaphore(8)
+
+        async def ping(n: int) -> str:
+            async with semaphore:
+                return await alice.send_text(room, f"!ping {n}")
+
+        sending = asyncio.gather(*(ping(n) for n in range(MESSAGES * 2)))
+        # Kill it without warning while it is in the middle: some handled, some still pending.
+        await wait_inbox(database_url, room, done_at_least=5, pending_at_least=1)
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+        sent = await sending
+        process = await start_bot_process(config_path, log_path)
+        await wait_ready(homeserver.as_port)
+        await wait_for_replies(alice, room, sent, timeout=90)
+        assert_one_reply_each(alice, room, sent, config.bot_user_id)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 30)
+    assert process.returncode == 0, log_path.read_text()[-3000:]
+    assert log_path.read_text().count("resuming 1 rooms with events left from the last run") == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        await handled_once(conn, sent)
+    finally:
+        await conn.close()

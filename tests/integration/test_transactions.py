@@ -1,0 +1,168 @@
+"""The transaction endpoint against the running bot and its real database: tokens, durable
+deduplication (transaction ID and event ID), malformed events, the legacy path."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import Doryo
+
+
+def room_event(n: int, room: str = "!room:localhost", **fields: Any) -> dict[str, Any]:
+    # A type the router ignores: these rooms do not exist, the bot must not try to answer.
+    return {
+        "event_id": f"${uuid.uuid4().hex}",
+        "room_id": room,
+        "type": "org.example.test",
+        "sender": "@someone:localhost",
+        "origin_server_ts": 0,
+        "content": {"n": n},
+        **fields,
+    }
+
+
+async def put(
+    bot: Doryo, txn_id: str, body: Any, token: str | None = "hs", *, legacy: bool = False
+) -> tuple[int, Any]:
+    config = bot.config.appservice
+    path = f"/transactions/{txn_id}" if legacy else f"/_matrix/app/v1/transactions/{txn_id}"
+    headers = {}
+    if token == "hs":
+        headers["Authorization"] = f"Bearer {config.hs_token.get_secret_value()}"
+    elif token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{config.port}{path}"
+        kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+        async with session.put(url, headers=headers, **kwargs) as response:
+            return response.status, await response.json(content_type=None)
+
+
+async def stored(bot: Doryo, *event_ids: str) -> list[dict[str, Any]]:
+    rows = await bot.ctx.db.fetch(
+        "SELECT event_id, state FROM inbox_events WHERE event_id = any($1::text[]) ORDER BY id",
+        list(event_ids),
+    )
+    return [dict(r) for r in rows]
+
+
+async def test_wrong_token_is_403_missing_is_401(bot: Doryo) -> None:
+    event = room_event(1)
+    status, body = await put(bot, "t1", {"events": [event]}, token="wrong")
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    status, body = await put(bot, "t1", {"events": [event]}, token=None)
+    assert (status, body["errcode"]) == (401, "M_MISSING_TOKEN")
+    assert await stored(bot, event["event_id"]) == []
+
+
+async def test_query_token_is_accepted(bot: Doryo) -> None:
+    token = bot.config.appservice.hs_token.get_secret_value()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{bot.config.appservice.port}/_matrix/app/v1/transactions/q1"
+        async with session.put(
+            url, params={"access_token": token}, json={"events": []}
+        ) as response:
+            assert response.status == 200
+
+
+async def test_same_transaction_twice_is_handled_once(bot: Doryo) -> None:
+    events = [room_event(n) for n in range(3)]
+    txn_id = f"dup-{uuid.uuid4().hex}"
+    assert (await put(bot, txn_id, {"events": events}))[0] == 200
+    assert (await put(bot, txn_id, {"events": events}))[0] == 200
+    await bot.dispatcher.idle(10)
+    rows = await stored(bot, *(e["event_id"] for e in events))
+    assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
+    assert {r["state"] for r in rows} == {"done"}
+    txns = await bot.ctx.db.fetchval(
+        "SELECT count(*) FROM appservice_transactions WHERE txn_id = $1", txn_id
+    )
+    assert txns == 1
+
+
+async def test_reused_transaction_id_with_new_events_is_not_dropped(bot: Doryo) -> None:
+    # Synapse on SQLite starts counting transaction IDs again after a restart.
+    first, second = [room_event(1)], [room_event(2)]
+    assert (await put(bot, "1", {"events": first}))[0] == 200
+    assert (await put(bot, "1", {"events": second}))[0] == 200
+    assert len(await stored(bot, first[0]["event_id"], second[0]["event_id"])) == 2
+
+
+async def test_event_delivered_in_two_transactions_is_stored_once(bot: Doryo) -> None:
+    event = room_event(1)
+    await put(bot, f"a-{uuid.uuid4().hex}", {"events": [event]})
+    await put(bot, f"b-{uuid.uuid4().hex}", {"events": [event, room_event(2)]})
+    assert len(await stored(bot, event["event_id"])) == 1
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "a string",
+        None,
+        {"type": "m.room.message"},
+        {
+            "event_id": "$x",
+            "room_id": "!r:localhost",
+            "type": "m.room.message",
+            "sender": "@a:b",
+            "content": "text",
+        },
+        {"event_id": 17, "room_id": "!r:localhost", "type": "m.room.message", "sender": "@a:b"},
+    ],
+)
+async def test_malformed_event_does_not_drop_the_others(bot: Doryo, malformed: Any) -> None:
+    good = [room_event(1), room_event(2)]
+    status, _ = await put(bot, uuid.uuid4().hex, {"events": [good[0], malformed, good[1]]})
+    assert status == 200
+    assert len(await stored(bot, *(e["event_id"] for e in good))) == 2
+
+
+async def test_legacy_path_and_ephemeral_only(bot: Doryo) -> None:
+    event = room_event(1)
+    assert (await put(bot, uuid.uuid4().hex, {"events": [event]}, legacy=True))[0] == 200
+    assert len(await stored(bot, event["event_id"])) == 1
+    presence = {
+        "type": "m.presence",
+        "sender": "@carol:localhost",
+        "content": {"presence": "online"},
+    }
+    assert (await put(bot, uuid.uuid4().hex, {"ephemeral": [presence]}))[0] == 200
+    assert bot.presence.is_online("@carol:localhost") is True
+
+
+async def test_bad_bodies_are_refused_without_effect(bot: Doryo) -> None:
+    status, body = await put(bot, "bad1", b"{not json")
+    assert (status, body["errcode"]) == (400, "M_NOT_JSON")
+    status, body = await put(bot, "bad2", [1, 2])
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
+
+
+async def test_a_handler_crash_marks_only_that_event_failed(bot: Doryo) -> None:
+    # An m.room.message whose content breaks the handler must not block the room behind it.
+    room = f"!crash{uuid.uuid4().hex[:6]}:localhost"
+    bad = room_event(
+        1,
+        room,
+        type="m.room.member",
+        state_key=bot.config.bot_user_id,
+        content={"membership": "join"},
+    )
+    after = room_event(2, room)
+    original = bot.ctx.rooms.set_membership
+
+    async def explode(room_id: str, membership: str) -> None:
+        raise RuntimeError("boom")
+
+    bot.ctx.rooms.set_membership = explode  # type: ignore[method-assign]
+    try:
+        await put(bot, uuid.uuid4().hex, {"events": [bad, after]})
+        await bot.dispatcher.idle(10)
+    finally:
+        bot.ctx.rooms.set_membership = original  # type: ignore[method-assign]
+    rows = await stored(bot, bad["event_id"], after["event_id"])
+    assert [r["state"] for r in rows] == ["failed", "done"]

@@ -1,0 +1,288 @@
+"""The pure parts of memory: redaction, splitting, the extractive summary, rank fusion, grouping
+for retention, choosing the embedding model, and how a batch becomes ordered writes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot.config import Config, config_from_overrides
+from bot.errors import ConfigError
+from bot.memory import LocalEmbedder, MemoryItem, OpenAIEmbedder, build_embedder
+from bot.memory.indexer import _Add, _Delete, _Update, _write_ops, to_new_items
+from bot.memory.service import best_per_source, fuse, retention_groups
+from bot.memory.store import Candidate, DeleteEvent, Insert, MemoryInput, Replace, words_query
+from bot.memory.text import chunk_text, embedding_text, extractive_summary, redact
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def config(overrides: dict[str, Any]) -> Config:
+    return config_from_overrides(
+        {"appservice": {"as_token": "as-token", "hs_token": "hs-token"}, **overrides}
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail bob@example.com now", "mail [email] now"),
+        ("bob.smith+tag@mail.example.co.uk.", "[email]."),
+        ("Matrix IDs stay: @bob:example.org", "Matrix IDs stay: @bob:example.org"),
+        ("call +49 30 1234567, thanks", "call [phone], thanks"),
+        ("call +4930123456", "call [phone]"),
+        ("office (555) 123-4567.", "office [phone]."),
+        ("+1 (415) 555-0199", "[phone]"),
+        ("cell 555-123-4567 or 555.123.4567", "cell [phone] or [phone]"),
+        ("tel 030 1234 5678", "tel [phone]"),
+        ("mobile 0171-2345678", "mobile [phone]"),
+        ("release on 2024-03-15 at 14:30", "release on 2024-03-15 at 14:30"),
+        ("meet 12.03.2024", "meet 12.03.2024"),
+        ("server 192.168.100.200", "server 192.168.100.200"),
+        ("v1.2.3 and 2.0.3 shipped", "v1.2.3 and 2.0.3 shipped"),
+        ("costs 1,250,000 EUR or 6.99", "costs 1,250,000 EUR or 6.99"),
+        ("ticket INC-2041, PR #4521, order 12345678", "ticket INC-2041, PR #4521, order 12345678"),
+        ("between 10-20 users in 2023", "between 10-20 users in 2023"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text, emails=True, phone_numbers=True) == expected
+
+
+def test_redact_toggles() -> None:
+    text = "bob@example.com +49 30 1234567"
+    assert redact(text, emails=False, phone_numbers=False) == text
+    assert redact(text, emails=True, phone_numbers=False) == "[email] +49 30 1234567"
+    assert redact(text, emails=False, phone_numbers=True) == "bob@example.com [phone]"
+
+
+def test_redact_is_linear_on_hostile_input() -> None:
+    redact("1" * 50_000 + "a " + "1 " * 20_000 + "@" * 5000, emails=True, phone_numbers=True)
+
+
+def test_chunk_text() -> None:
+    assert chunk_text("  short text ", 10) == ["short text"]
+    assert chunk_text("   ", 10) == []
+    words = [f"w{i}" for i in range(25)]
+    pieces = chunk_text(" ".join(words), 10, overlap=2)
+    assert [len(p.split()) for p in pieces] == [10, 10, 9]
+    assert pieces[1].split()[0] == "w8"  # overlaps the previous piece by 2 words
+    assert pieces[-1].split()[-1] == "w24"
+    assert chunk_text(" ".join(words[:20]), 10, overlap=0) == [
+        " ".join(words[:10]),
+        " ".join(words[10:20]),
+    ]
+
+
+def test_embedding_text() -> None:
+    assert embedding_text("We ship on Friday.", "Launch planning") == (
+        "Launch planning: We ship on Friday."
+    )
+    assert embedding_text("We ship on Friday.", None) == "We ship on Friday."
+
+
+def test_extractive_summary_keeps_the_informative_messages_in_order() -> None:
+    messages = [
+        ("@a:hs", "Morning!", T0),
+        ("@b:hs", "The launch date moves to March 19 because of the payment review.", T0),
+        ("@a:hs", "ok", T0 + timedelta(minutes=1)),
+        ("@c:hs", "Journalists get the new launch date from Greta.", T0 + timedelta(minutes=2)),
+        (None, "lol", T0 + timedelta(minutes=3)),
+    ]
+    summary = extractive_summary(messages)
+    lines = summary.splitlines()
+    assert lines[0] == "Summary of 5 messages from 2025-03-01 09:00 to 2025-03-01 09:03:"
+    assert lines[1].startswith("- @b:hs: The launch date moves")
+    assert lines[2].startswith("- @c:hs: Journalists")
+    assert "ok" not in lines and not any("lol" in line for line in lines)
+    short = extractive_summary(messages, max_chars=150)
+    assert len(short) <= 150 and short.count("\n") == 1
+    assert extractive_summary([]) == ""
+    long = extractive_summary([("@a:hs", "word " * 500, T0)], line_chars=50)
+    assert long.splitlines()[1].endswith("…") and len(long.splitlines()[1]) <= 60
+
+
+def item(item_id: int, event: str | None = None, kind: str = "message") -> MemoryItem:
+    return MemoryItem(
+        id=item_id,
+        workspace_id="ws",
+        kind=kind,
+        text=f"text {item_id}",  # type: ignore[arg-type]
+        context=None,
+        chunk=0,
+        room_id="!r:hs",
+        event_id=event,
+        sender=None,
+        author=None,
+        agent=None,
+        created_at=T0,
+        updated_at=T0,
+        metadata={},
+        source_event_ids=(),
+    )
+
+
+def test_fuse_is_reciprocal_rank_fusion() -> None:
+    candidates = [
+        Candidate(item(1), vector_rank=1, distance=0.1, text_rank=None, text_score=None),
+        Candidate(item(2), vector_rank=2, distance=0.2, text_rank=1, text_score=0.5),
+        Candidate(item(3), vector_rank=None, distance=None, text_rank=2, text_score=0.4),
+    ]
+    hits = fuse(candidates, rrf_k=60, vector_weight=1.0, text_weight=1.0)
+    assert [h.item.id for h in hits] == [2, 1, 3]
+    assert hits[0].score == pytest.approx(1 / 62 + 1 / 61)
+    assert hits[1].score == pytest.approx(1 / 61)
+    assert (hits[0].vector_rank, hits[0].text_rank, hits[0].distance) == (2, 1, 0.2)
+    words_only = fuse(candidates, rrf_k=60, vector_weight=0.0, text_weight=1.0)
+    assert [h.item.id for h in words_only][:2] == [2, 3]
+    # Ties go to the newer item.
+    tied = [Candidate(item(i), 1, 0.1, None, None) for i in (5, 9, 7)]
+    assert [h.item.id for h in fuse(tied, rrf_k=1, vector_weight=1, text_weight=1)] == [9, 7, 5]
+
+
+def test_best_per_source_keeps_one_piece_per_event() -> None:
+    pieces = [
+        Candidate(item(1, "$doc", "document"), 1, 0.1, None, None),
+        Candidate(item(2, "$doc", "document"), 2, 0.2, None, None),
+        Candidate(item(3, "$doc", "fact"), 3, 0.3, None, None),
+        Candidate(item(4), 4, 0.4, None, None),
+        Candidate(item(5), 5, 0.5, None, None),
+    ]
+    hits = fuse(pieces, rrf_k=60, vector_weight=1, text_weight=1)
+    assert [h.item.id for h in best_per_source(hits, 10)] == [1, 3, 4, 5]
+    assert [h.item.id for h in best_per_source(hits, 2)] == [1, 3]
+
+
+def test_retention_groups_by_room_day_and_size() -> None:
+    def at(item_id: int, room: str, hours: float) -> MemoryItem:
+        return replace(item(item_id), room_id=room, created_at=T0 + timedelta(hours=hours))
+
+    messages = []
+    for i in range(5):
+        messages.append(at(i, "!a", i * 0.1))
+    messages.append(at(10, "!b", 0.5))
+    messages.append(at(11, "!a", 20))  # the next day (UTC)
+    groups = retention_groups(sorted(messages, key=lambda m: m.created_at), max_size=3)
+    assert [[m.id for m in g] for g in groups] == [[0, 1, 2], [3, 4], [10], [11]]
+
+
+def test_to_new_items_redacts_and_splits() -> None:
+    settings = config({"memory": {"redact_emails": True, "chunk_words": 20}}).memory
+    text = "Write to team@example.com. " + "word " * 30
+    rows = to_new_items(
+        MemoryInput(workspace_id="ws", text=text, event_id="$e", context="Topic"), settings
+    )
+    assert [r.chunk for r in rows] == [0, 1]
+    assert rows[0].text.startswith("Write to [email].")
+    assert all(r.context == "Topic" and r.event_id == "$e" for r in rows)
+    assert rows[0].created_at == rows[1].created_at  # now, once
+    assert to_new_items(MemoryInput(workspace_id="ws", text="  "), settings) == ()
+
+
+def test_a_batch_becomes_ordered_writes_with_its_vectors() -> None:
+    settings = config({}).memory
+    a = MemoryInput(workspace_id="ws", text="one", event_id="$1")
+    b = MemoryInput(workspace_id="ws", text="two", event_id="$2")
+    c = MemoryInput(workspace_id="ws", text="three", event_id="$3")
+    batch: list[Any] = [
+        _Add(a),
+        _Add(b),
+        _Update("ws", "$1", "one edited", T0),
+        _Delete("ws", "$2"),
+        _Add(c),
+        _Update("ws", "$3", "", T0),  # edited to nothing
+    ]
+    pieces: list[Any] = [
+        to_new_items(a, settings),
+        to_new_items(b, settings),
+        ["one edited"],
+        None,
+        to_new_items(c, settings),
+        [],
+    ]
+    vectors = np.arange(4 * 2, dtype=np.float32).reshape(4, 2)
+    ops = _write_ops(batch, pieces, vectors)
+    assert [type(op) for op in ops] == [Insert, Replace, DeleteEvent, Insert, DeleteEvent]
+    first, replace, _, second, emptied = ops
+    assert isinstance(first, Insert) and [i.text for i in first.items] == ["one", "two"]
+    assert first.vectors is not None and first.vectors.tolist() == [[0, 1], [2, 3]]
+    assert isinstance(replace, Replace) and replace.texts == ("one edited",)
+    assert replace.vectors is not None and replace.vectors.tolist() == [[4, 5]]
+    assert isinstance(second, Insert) and second.vectors is not None
+    assert second.vectors.tolist() == [[6, 7]]
+    assert isinstance(emptied, DeleteEvent) and emptied.event_id == "$3"
+    # Without vectors (the model failed), the same writes, to be embedded later.
+    assert [getattr(op, "vectors", None) for op in _write_ops(batch, pieces, None)] == [None] * 5
+
+
+def test_the_embedding_model_is_chosen_by_reference() -> None:
+    local = build_embedder(config({}))
+    assert isinstance(local, LocalEmbedder) and local.model == "local/all-minilm-l6-v2"
+
+    providers = {
+        "openai": {"kind": "openai", "api_key": "sk-test"},
+        "claude": {"kind": "anthropic", "api_key": "x"},
+    }
+    openai = build_embedder(
+        config(
+            {
+                "llm": {"providers": providers},
+                "embeddings": {"model": "openai/text-embedding-3-small"},
+            }
+        )
+    )
+    assert isinstance(openai, OpenAIEmbedder) and openai.model == "openai/text-embedding-3-small"
+    # The provider named "local" (Ollama in the example) serves any other local/ model.
+    ollama = build_embedder(config({"embeddings": {"model": "local/nomic-embed"}}))
+    assert isinstance(ollama, OpenAIEmbedder)
+
+    for overrides, message in [
+        ({"embeddings": {"model": "nowhere/model"}}, "names no provider 'nowhere'"),
+        (
+            {"llm": {"providers": providers}, "embeddings": {"model": "claude/any"}},
+            "kind anthropic, which has no embeddings endpoint",
+        ),
+        ({"embeddings": {"dimensions": 128}}, "only OpenAI-compatible models"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as failed:
+            build_embedder(config(overrides))
+        assert failed.value.key in ("embeddings.model", "embeddings.dimensions")
+
+
+async def test_known_openai_sizes_need_no_call() -> None:
+    embedder = OpenAIEmbedder("openai/text-embedding-3-large", base_url="", api_key="sk")
+    try:
+        assert await embedder.dimensions() == 3072
+    finally:
+        await embedder.aclose()
+
+
+def test_memory_config_defaults_and_validation() -> None:
+    loaded = config({})
+    assert loaded.memory.retention_days == 0 and loaded.memory.retention_mode == "compact"
+    assert loaded.embeddings.dimensions == 0 and loaded.embeddings.timeout == 30
+    with pytest.raises(ConfigError, match="memory.retention_mode"):
+        config({"memory": {"retention_mode": "shred"}})
+    with pytest.raises(ConfigError, match="memory.fulltext_min_match"):
+        config({"memory": {"fulltext_min_match": 2}})
+
+
+def test_words_query_needs_a_share_of_the_words_and_ranks_by_any() -> None:
+    assert words_query(["releas", "date", "decid"], 0.5) == (
+        "('date' & 'decid') | ('date' & 'releas') | ('decid' & 'releas')",
+        "'date' | 'decid' | 'releas'",
+    )
+    assert words_query(["releas", "date"], 0.0) == ("'date' | 'releas'",) * 2
+    assert words_query(["releas", "date"], 1.0) == ("'date' & 'releas'", "'date' | 'releas'")
+    assert words_query(["solo"], 0.5) == ("'solo'", "'solo'")
+    assert words_query([], 0.5) is None
+    # Quotes and backslashes are escaped the way tsquery input wants them.
+    assert words_query(["it's", "a\\b"], 0.0) == ("'a\\\\b' | 'it''s'",) * 2
+    # A long question keeps its longest words, so the query stays bounded (C(10, 5) groups).
+    many = [f"w{i:02d}" for i in range(20)] + ["longestword"]
+    match, rank = words_query(many, 0.5)  # type: ignore[misc]
+    assert match.count("(") == 252 and "'longestword'" in rank and rank.count("|") == 9
