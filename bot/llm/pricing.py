@@ -3,6 +3,7 @@
 In order: a price in llm.prices ("<provider>/<model>", then "<provider>/*"); 0 for a local
 provider; genai-prices (offline data shipped with the package), matched by the provider's API URL
 and then by the model name alone; otherwise unknown (None: recorded without a cost, logged once).
+A price can depend on when the call was made (DeepSeek's off-peak hours), so cost() takes the time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from genai_prices import Usage as PriceUsage
@@ -60,7 +62,10 @@ class Pricing:
     def override(self, provider: str, model: str) -> Price | None:
         return self._overrides.get(f"{provider}/{model}") or self._overrides.get(f"{provider}/*")
 
-    def cost(self, provider: PricedProvider, model: str, usage: Usage) -> Decimal | None:
+    def cost(
+        self, provider: PricedProvider, model: str, usage: Usage, at: datetime | None = None
+    ) -> Decimal | None:
+        """The cost of a call made at `at` (default: now)."""
         price = self.override(provider.name, model)
         if price is not None:
             return price.cost(usage)
@@ -68,9 +73,11 @@ class Pricing:
             return ZERO
         if usage.input_tokens == 0 and usage.output_tokens == 0:
             return ZERO
-        return self._genai_price(provider, model, usage)
+        return self._genai_price(provider, model, usage, at or datetime.now(UTC))
 
-    def _genai_price(self, provider: PricedProvider, model: str, usage: Usage) -> Decimal | None:
+    def _genai_price(
+        self, provider: PricedProvider, model: str, usage: Usage, at: datetime
+    ) -> Decimal | None:
         price_usage = PriceUsage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -78,12 +85,14 @@ class Pricing:
             cache_write_tokens=usage.cache_write_tokens,
         )
         try:
-            return calc_price(price_usage, model, provider_api_url=provider.base_url).total_price
+            return calc_price(
+                price_usage, model, provider_api_url=provider.base_url, genai_request_timestamp=at
+            ).total_price
         except LookupError:
             pass
         try:
             # A proxy or an unknown URL: the model name alone, when genai-prices knows it.
-            return calc_price(price_usage, model).total_price
+            return calc_price(price_usage, model, genai_request_timestamp=at).total_price
         except LookupError:
             ref = f"{provider.name}/{model}"
             if ref not in self._unknown_logged:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,8 @@ ANTHROPIC = PricedProvider("anthropic", "https://api.anthropic.com", local=False
 DEEPSEEK = PricedProvider("deepseek", "https://api.deepseek.com", local=False)
 PROXY = PricedProvider("proxy", "https://llm-proxy.example.com/v1", local=False)
 OLLAMA = PricedProvider("ollama", "http://127.0.0.1:11434/v1", local=True)
+# Prices can depend on the hour (DeepSeek is cheaper 16:30-00:30 UTC): price at a fixed time.
+DAYTIME = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +39,13 @@ OLLAMA = PricedProvider("ollama", "http://127.0.0.1:11434/v1", local=True)
     ],
 )
 def test_known_prices(provider: PricedProvider, model: str, usage: Usage, expected: str) -> None:
-    assert Pricing({}).cost(provider, model, usage) == Decimal(expected)
+    assert Pricing({}).cost(provider, model, usage, at=DAYTIME) == Decimal(expected)
+
+
+def test_a_price_follows_the_time_of_the_call() -> None:
+    off_peak = datetime(2026, 11, 21, 17, 0, tzinfo=UTC)
+    usage = Usage(1000, 1000)
+    assert Pricing({}).cost(DEEPSEEK, "deepseek-chat", usage, at=off_peak) == Decimal("0.000685")
 
 
 def test_unknown_models_have_no_price() -> None:
