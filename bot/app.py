@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -76,6 +76,8 @@ class Doryo:
         """Loops that run until stopped."""
         self._runner: web.AppRunner | None = None
         self._embedded_pg: Any = None
+        self.began: datetime
+        """Database time at start: actions running since before it were cut short."""
         self.ctx: Context
         self.dispatcher: Dispatcher
         self.inbox: InboxStore
@@ -105,6 +107,7 @@ class Doryo:
     async def start(self) -> None:
         config = self.config
         pool = await self._open_database()
+        self.began = await pool.fetchval("SELECT now()")
         try:
             redis = await self._open_redis()
         except DoryoError:
@@ -240,7 +243,7 @@ class Doryo:
         log.info(
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
-        await self.ctx.actions.recover()
+        await self.ctx.actions.recover(started_before=self.began)
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")

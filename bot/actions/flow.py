@@ -299,9 +299,13 @@ class Actions:
             self._settled(action)
         return len(expired)
 
-    async def recover(self) -> None:
-        """Actions caught running by a stop or a crash: finish or mark them, never run twice."""
-        for action in await self.store.running():
+    async def recover(self, started_before: datetime) -> None:
+        """Actions caught running by a stop or a crash: finish or mark them, never run twice.
+
+        Only those started before this process began (database time): a ✅ handled since then
+        is this process's own run, however early it came.
+        """
+        for action in await self.store.running(started_before):
             tool = self.tools.get(action.tool)
             if tool is not None and tool.idempotent:
                 log.info("finishing %s (%s), cut short by a restart", action.code, action.tool)

@@ -181,8 +181,11 @@ class ActionStore:
         )
         return [_action(row) for row in rows]
 
-    async def running(self) -> list[Action]:
-        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM actions WHERE status = 'running'")
+    async def running(self, started_before: datetime) -> list[Action]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM actions WHERE status = 'running' AND started_at < $1",
+            started_before,
+        )
         return [_action(row) for row in rows]
 
     async def claim_host_notice(self, action_id: int) -> bool:

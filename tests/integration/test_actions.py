@@ -289,16 +289,31 @@ async def test_restart_keeps_cards_and_never_runs_twice(
             datetime.now(UTC) + timedelta(hours=1),
             request_event_id=None,
         )
+        # Confirmed in this process, before recover() got to run: this process's own run.
+        mine, _ = await second.ctx.actions.store.create(
+            team.workspace_id,
+            session,
+            "fragile",
+            "1",
+            {"label": "mine"},
+            bob.user_id,
+            datetime.now(UTC) + timedelta(hours=1),
+            request_event_id=None,
+        )
+        await second.ctx.actions.store.start(mine.id, team.alice.user_id)
         resumed_id = parse_code(running_idempotent["content"][ACTION_KEY]["id"])
         await second.ctx.db.execute(
-            "UPDATE actions SET status = 'running', started_at = now() WHERE id = any($1)",
+            "UPDATE actions SET status = 'running', started_at = now() - interval '1 minute' "
+            "WHERE id = any($1)",
             [action.id, resumed_id],
         )
-        await second.ctx.actions.recover()
+        await second.ctx.actions.recover(started_before=second.began)
         await wait_status(bob, session, running_idempotent, "done")
         interrupted = await second.ctx.actions.store.get(action.id)
         assert interrupted is not None and interrupted.status == "error"
         assert "interrupted" in (interrupted.error or "") and runs == []
+        still_mine = await second.ctx.actions.store.get(mine.id)
+        assert still_mine is not None and still_mine.status == "running"
         titles = [t.title for t in await second.ctx.tasklist.of_workspace(team.workspace_id)]
         assert titles == ["Resumed"]
 
