@@ -472,7 +472,11 @@ class Config(_Section):
 
 
 def example_path() -> Path:
-    """config.example.yaml (bot/config.example.yaml links to it, so that wheels carry it)."""
+    """config.example.yaml: the checkout's own, else the copy a wheel carries (through the
+    bot/config.example.yaml symlink)."""
+    checkout = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    if checkout.is_file():
+        return checkout
     return Path(str(resources.files("bot") / "config.example.yaml"))
 
 

@@ -32,8 +32,11 @@ SPEC_TOOLS = frozenset(
 
 
 def templates_dir() -> Path:
-    """The shipped templates: blueprints/*.yaml (bot/blueprints/yaml-templates links to it, so that
-    wheels carry them)."""
+    """The shipped templates: the checkout's blueprints/*.yaml, else the copy a wheel carries
+    (through the bot/blueprints/yaml-templates symlink)."""
+    checkout = Path(__file__).resolve().parents[2] / "blueprints"
+    if checkout.is_dir():
+        return checkout
     return Path(str(resources.files("bot.blueprints") / "yaml-templates"))
 
 
