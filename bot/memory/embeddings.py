@@ -3,9 +3,12 @@
 Two kinds, behind one small interface (`Embedder`):
 
 - `LocalEmbedder`: a model bundled as a Python package and run in this process (the default,
-  `local/all-minilm-l6-v2`: 384 dimensions, needs the `embeddings` extra). Loaded once, lazily,
-  on a single worker thread of its own that also runs every batch, so the event loop never
-  waits on torch and two batches never compete for the CPU. It never goes to the network.
+  `local/all-minilm-l6-v2`: 384 dimensions, needs the `embeddings` extra), on threads of its
+  own so that the event loop never waits on torch. It never goes to the network. Two lanes,
+  each a thread with its own copy of the model (loaded lazily, ~90 MB): `interactive` for
+  texts someone waits for (an @ask's question), and indexing at the lowest CPU priority
+  (nice 19), so that embedding a long answer for memory never holds up the next question, nor
+  Synapse and PostgreSQL on a small machine.
 - `OpenAIEmbedder`: the embeddings endpoint of an OpenAI-compatible provider of `llm.providers`
   (OpenAI, Ollama, vLLM, llama.cpp server, ...), through the official SDK pointed at its
   base_url, with a timeout on every call.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,8 +83,11 @@ class Embedder(Protocol):
         """The length of the vectors (may ask the provider once)."""
         ...
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One unit vector per text, in order. Raises EmbeddingError."""
+    async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
+        """One unit vector per text, in order. Raises EmbeddingError.
+
+        `interactive`: someone is waiting for these (a question); otherwise it is background
+        work (indexing) that may wait for them."""
         ...
 
     async def aclose(self) -> None: ...
@@ -96,8 +103,31 @@ def _normalized(vectors: NDArray[Any]) -> Vectors:
     return normalized
 
 
+class _Lane:
+    """One worker thread and the copy of the model only it uses (a tokenizer must not be used
+    by two threads at once)."""
+
+    def __init__(self, name: str, nice: int) -> None:
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=name, initializer=_lower_priority, initargs=(nice,)
+        )
+        self.model: SentenceTransformer | None = None
+
+
+def _lower_priority(nice: int) -> None:
+    # Linux applies a niceness to one thread when given its ID; torch's OpenMP workers, started
+    # by this thread, inherit it.
+    if nice and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as e:
+            log.debug("could not lower the priority of %s: %s", threading.current_thread().name, e)
+
+
 class LocalEmbedder:
-    """A built-in sentence-transformers model, run on one thread of its own."""
+    """A built-in sentence-transformers model, run on threads of its own."""
+
+    BACKGROUND_NICE = 19
 
     def __init__(self, name: str, *, batch_size: int = 64) -> None:
         try:
@@ -110,8 +140,8 @@ class LocalEmbedder:
             ) from None
         self._model_ref = f"{LOCAL_PROVIDER}/{name}"
         self._batch_size = batch_size
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
-        self._loaded: SentenceTransformer | None = None
+        self._interactive = _Lane("embeddings-interactive", nice=0)
+        self._background = _Lane("embeddings-background", nice=self.BACKGROUND_NICE)
 
     @property
     def model(self) -> str:
@@ -124,10 +154,10 @@ class LocalEmbedder:
     async def dimensions(self) -> int:
         return self._spec.dims
 
-    def _load(self) -> SentenceTransformer:
-        # Runs on the worker thread only, so it happens once even when batches queue up.
-        if self._loaded is not None:
-            return self._loaded
+    def _load(self, lane: _Lane) -> SentenceTransformer:
+        # Runs on the lane's thread only, so it happens once even when batches queue up.
+        if lane.model is not None:
+            return lane.model
         # The files are in the package: nothing may be fetched, and no progress bars on stderr.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -139,6 +169,12 @@ class LocalEmbedder:
         try:
             import importlib
 
+            import torch
+
+            # One thread per lane: an OpenMP team of two, on a small machine where Synapse or
+            # PostgreSQL holds the other core, waits at every barrier for its descheduled half
+            # (a question took 25 ms with one thread, 35-90 ms with two, in bench/ask.py).
+            torch.set_num_threads(1)
             package = importlib.import_module(self._spec.package)
             from transformers.utils import logging as transformers_logging
 
@@ -156,13 +192,17 @@ class LocalEmbedder:
                 f"{self._model_ref} makes {dims}-dimensional vectors, expected {self._spec.dims}",
                 retryable=False,
             )
-        self._loaded = model
-        log.info("loaded the embedding model %s (%d dimensions)", self._model_ref, dims)
+        lane.model = model
+        log.info(
+            "loaded the embedding model %s (%d dimensions) for %s",
+            self._model_ref,
+            dims,
+            threading.current_thread().name.rsplit("_", 1)[0],
+        )
         return model
 
-    def _encode(self, texts: list[str]) -> Vectors:
-        model = self._load()
-        vectors = model.encode(
+    def _encode(self, lane: _Lane, texts: list[str]) -> Vectors:
+        vectors = self._load(lane).encode(
             texts,
             batch_size=self._batch_size,
             normalize_embeddings=True,
@@ -173,21 +213,29 @@ class LocalEmbedder:
 
     async def load(self) -> None:
         """Load the model now rather than on the first batch (takes a few seconds)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(lane.executor, self._load, lane)
+                for lane in (self._interactive, self._background)
+            )
+        )
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
         if not texts:
             return np.zeros((0, self._spec.dims), dtype=np.float32)
+        lane = self._interactive if interactive else self._background
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._encode, list(texts))
+            return await loop.run_in_executor(lane.executor, self._encode, lane, list(texts))
         except EmbeddingError:
             raise
         except RuntimeError as e:  # torch reports failures (out of memory, ...) this way
             raise EmbeddingError(f"{self._model_ref} failed: {e}") from e
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for lane in (self._interactive, self._background):
+            lane.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class OpenAIEmbedder:
@@ -264,7 +312,8 @@ class OpenAIEmbedder:
             )
         return vectors
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
+        # One HTTP call per batch either way: the provider has no priorities to ask for.
         batches = [
             await self._embed_batch(list(texts[start : start + self._batch_size]))
             for start in range(0, len(texts), self._batch_size)

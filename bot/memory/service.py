@@ -205,7 +205,7 @@ class Memory:
     # -- search ------------------------------------------------------------------------------
 
     async def embed_query(self, query: str) -> Vectors:
-        return await self.embedder.embed([query])
+        return await self.embedder.embed([query], interactive=True)
 
     async def search(
         self,
@@ -281,7 +281,9 @@ class Memory:
             return []
         vectors: Vectors | None
         try:
-            vectors = await self.embedder.embed([embedding_text(r.text, r.context) for r in rows])
+            vectors = await self.embedder.embed(
+                [embedding_text(r.text, r.context) for r in rows], interactive=True
+            )
         except EmbeddingError as e:
             log.warning("memory: the embedding model failed (%s); embedding later", e)
             vectors = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from ruamel.yaml import YAML
 
 from bot.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory import Memory, MemoryInput, build_embedder
-from bot.memory.embeddings import OpenAIEmbedder
+from bot.memory.embeddings import LocalEmbedder, OpenAIEmbedder
 from tests.fakes.embeddings_server import FakeEmbeddings
 from tests.integration.memory.conftest import (
     TOKENS,
@@ -286,3 +288,29 @@ async def test_doryo_reindex_command(
         out, err = await process.communicate()
     assert process.returncode == 2
     assert "embeddings.model: 'nowhere/model' names no provider 'nowhere'" in err.decode()
+
+
+async def test_a_question_is_not_kept_waiting_by_indexing(local_embedder: LocalEmbedder) -> None:
+    """Indexing runs on a lane of its own at the lowest CPU priority: a question embedded while
+    a long batch is indexed comes back long before the batch."""
+    long_texts = [
+        f"Message {n}: " + "the release notes mention the payment provider " * 20
+        for n in range(96)
+    ]
+    finished: list[str] = []
+
+    async def embed(texts: list[str], name: str, *, interactive: bool) -> None:
+        await local_embedder.embed(texts, interactive=interactive)
+        finished.append(name)
+
+    indexing = asyncio.create_task(embed(long_texts, "indexing", interactive=False))
+    await asyncio.sleep(0.05)  # the batch is on its thread
+    await embed(["When is the launch?"], "question", interactive=True)
+    await indexing
+    assert finished == ["question", "indexing"]
+    niceness = {
+        thread.name.rsplit("_", 1)[0]: os.getpriority(os.PRIO_PROCESS, thread.native_id or 0)
+        for thread in threading.enumerate()
+        if thread.name.startswith("embeddings-")
+    }
+    assert niceness == {"embeddings-interactive": 0, "embeddings-background": 19}
