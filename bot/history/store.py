@@ -56,35 +56,31 @@ class HistoryStore:
         sent_at: datetime,
         is_command: bool,
     ) -> int | None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            exists = await conn.fetchval("SELECT seq FROM messages WHERE event_id = $1", event_id)
-            if exists is not None:
-                return None
-            seq = await conn.fetchval(
-                """
-                UPDATE sessions SET last_seq = last_seq + 1 WHERE room_id = $1
+        # One statement, so one round trip and no transaction held open across awaits. A
+        # concurrent add of the same event fails on the unique event_id and takes its seq back
+        # with it (the statement is its own transaction): seqs stay gap-free.
+        seq = await self._pool.fetchval(
+            """
+            WITH fresh AS (
+                SELECT WHERE NOT EXISTS (SELECT FROM messages WHERE event_id = $2)
+            ), next AS (
+                UPDATE sessions SET last_seq = last_seq + 1
+                WHERE room_id = $1 AND EXISTS (SELECT FROM fresh)
                 RETURNING last_seq
-                """,
-                room_id,
             )
-            if seq is None:
-                return None  # not a session
-            await conn.execute(
-                """
-                INSERT INTO messages
-                    (room_id, seq, event_id, sender, kind, body, sent_at, is_command)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                """,
-                room_id,
-                seq,
-                event_id,
-                sender,
-                kind,
-                body,
-                sent_at,
-                is_command,
-            )
-            return int(seq)
+            INSERT INTO messages (room_id, seq, event_id, sender, kind, body, sent_at, is_command)
+            SELECT $1, last_seq, $2, $3, $4, $5, $6, $7 FROM next
+            RETURNING seq
+            """,
+            room_id,
+            event_id,
+            sender,
+            kind,
+            body,
+            sent_at,
+            is_command,
+        )
+        return int(seq) if seq is not None else None  # None: stored already, or not a session
 
     async def sender_of(self, event_id: str) -> str | None:
         sender = await self._pool.fetchval(

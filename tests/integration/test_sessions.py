@@ -4,6 +4,7 @@ and the history API: 200 concurrent messages numbered 1..N without gaps, edits, 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -224,3 +225,28 @@ async def test_admin_api_needs_the_token(homeserver: Homeserver, bot: Doryo) -> 
             assert response.status in (401, 404)
         async with session.get(url, headers={"Authorization": "Bearer wrong"}) as response:
             assert response.status in (403, 404)
+
+
+async def test_the_same_message_stored_at_once_takes_one_seq(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    team = await new_team(homeserver, bot, "Races")
+    session = await start_session(team, "Twice")
+    await bot.dispatcher.idle(30)
+    history = bot.ctx.history
+    now = datetime.now(UTC)
+
+    async def add(event_id: str) -> int | None:
+        return await history.add(session, event_id, team.alice.user_id, "user", "hi", now)
+
+    # Hold the session's row so that every add has looked for the event before any stores it.
+    async with bot.ctx.db.acquire() as blocker, blocker.transaction():
+        await blocker.execute("SELECT FROM sessions WHERE room_id = $1 FOR UPDATE", session)
+        adds = [asyncio.create_task(add("$same")) for _ in range(4)]
+        await asyncio.sleep(0.5)
+    seqs = await asyncio.gather(*adds)
+    stored = [s for s in seqs if s is not None]
+    assert len(stored) == 1
+    # The losers gave their seq back: the next message follows directly.
+    assert await add("$next") == stored[0] + 1
+    assert await add("$same") is None
