@@ -115,8 +115,8 @@ class _Lane:
 
 
 def _lower_priority(nice: int) -> None:
-    # Linux applies a niceness to one thread when given its ID; torch's OpenMP workers, started
-    # by this thread, inherit it.
+    # Linux applies a niceness to one thread when given its ID. With one torch thread per lane
+    # (see _load), the model's work runs on this very thread.
     if nice and hasattr(os, "setpriority"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
