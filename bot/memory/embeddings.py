@@ -173,7 +173,7 @@ class LocalEmbedder:
 
             # One thread per lane: an OpenMP team of two, on a small machine where Synapse or
             # PostgreSQL holds the other core, waits at every barrier for its descheduled half
-            # (a question took 25 ms with one thread, 35-90 ms with two, in bench/ask.py).
+            # (in bench/ask.py a question took p50 25 ms with one thread, 34 ms with two).
             torch.set_num_threads(1)
             package = importlib.import_module(self._spec.package)
             from transformers.utils import logging as transformers_logging
