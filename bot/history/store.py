@@ -40,47 +40,39 @@ class HistoryStore:
         *,
         is_command: bool = False,
     ) -> int | None:
-        """Store a message of a session. Returns its seq; None if it was stored already."""
-        try:
-            return await self._add(room_id, event_id, sender, kind, body, sent_at, is_command)
-        except asyncpg.UniqueViolationError:
-            return None  # stored at the same moment by another worker; its seq was given back
+        """Store a message of a session. Returns its seq; None if it was stored already (or the
+        room is not a session).
 
-    async def _add(
-        self,
-        room_id: str,
-        event_id: str,
-        sender: str,
-        kind: str,
-        body: str,
-        sent_at: datetime,
-        is_command: bool,
-    ) -> int | None:
-        # One statement, so one round trip and no transaction held open across awaits. A
-        # concurrent add of the same event fails on the unique event_id and takes its seq back
-        # with it (the statement is its own transaction): seqs stay gap-free.
-        seq = await self._pool.fetchval(
-            """
-            WITH fresh AS (
-                SELECT WHERE NOT EXISTS (SELECT FROM messages WHERE event_id = $2)
-            ), next AS (
-                UPDATE sessions SET last_seq = last_seq + 1
-                WHERE room_id = $1 AND EXISTS (SELECT FROM fresh)
-                RETURNING last_seq
+        One statement: one round trip, no transaction held open across awaits. A concurrent add
+        of the same event fails on the unique event_id and its statement takes the seq back with
+        it, so seqs stay gap-free.
+        """
+        try:
+            seq = await self._pool.fetchval(
+                """
+                WITH fresh AS (
+                    SELECT WHERE NOT EXISTS (SELECT FROM messages WHERE event_id = $2)
+                ), next AS (
+                    UPDATE sessions SET last_seq = last_seq + 1
+                    WHERE room_id = $1 AND EXISTS (SELECT FROM fresh)
+                    RETURNING last_seq
+                )
+                INSERT INTO messages
+                    (room_id, seq, event_id, sender, kind, body, sent_at, is_command)
+                SELECT $1, last_seq, $2, $3, $4, $5, $6, $7 FROM next
+                RETURNING seq
+                """,
+                room_id,
+                event_id,
+                sender,
+                kind,
+                body,
+                sent_at,
+                is_command,
             )
-            INSERT INTO messages (room_id, seq, event_id, sender, kind, body, sent_at, is_command)
-            SELECT $1, last_seq, $2, $3, $4, $5, $6, $7 FROM next
-            RETURNING seq
-            """,
-            room_id,
-            event_id,
-            sender,
-            kind,
-            body,
-            sent_at,
-            is_command,
-        )
-        return int(seq) if seq is not None else None  # None: stored already, or not a session
+        except asyncpg.UniqueViolationError:
+            return None  # stored at the same moment by another worker
+        return int(seq) if seq is not None else None
 
     async def sender_of(self, event_id: str) -> str | None:
         sender = await self._pool.fetchval(

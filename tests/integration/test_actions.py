@@ -13,7 +13,7 @@ import aiohttp
 from pydantic import BaseModel
 
 from bot.actions.card import ACTION_KEY
-from bot.actions.store import parse_code
+from bot.actions.store import Action, parse_code
 from bot.app import Doryo
 from bot.tools.registry import Tool, ToolCall, ToolResult
 from tests.client import JSON, MatrixClient, replies_to
@@ -279,27 +279,23 @@ async def test_restart_keeps_cards_and_never_runs_twice(
             return ToolResult(summary="ran")
 
         second.ctx.tools.register(Tool("fragile", "1", "Not safe to repeat", _Args, fragile))
-        action, _ = await second.ctx.actions.store.create(
-            team.workspace_id,
-            session,
-            "fragile",
-            "1",
-            {"label": "x"},
-            bob.user_id,
-            datetime.now(UTC) + timedelta(hours=1),
-            request_event_id=None,
-        )
+
+        async def fragile_action(label: str) -> Action:
+            created, _ = await second.ctx.actions.store.create(
+                team.workspace_id,
+                session,
+                "fragile",
+                "1",
+                {"label": label},
+                bob.user_id,
+                datetime.now(UTC) + timedelta(hours=1),
+                request_event_id=None,
+            )
+            return created
+
+        action = await fragile_action("x")
         # Confirmed in this process, before recover() got to run: this process's own run.
-        mine, _ = await second.ctx.actions.store.create(
-            team.workspace_id,
-            session,
-            "fragile",
-            "1",
-            {"label": "mine"},
-            bob.user_id,
-            datetime.now(UTC) + timedelta(hours=1),
-            request_event_id=None,
-        )
+        mine = await fragile_action("mine")
         await second.ctx.actions.store.start(mine.id, team.alice.user_id)
         resumed_id = parse_code(running_idempotent["content"][ACTION_KEY]["id"])
         await second.ctx.db.execute(
@@ -314,6 +310,7 @@ async def test_restart_keeps_cards_and_never_runs_twice(
         assert "interrupted" in (interrupted.error or "") and runs == []
         still_mine = await second.ctx.actions.store.get(mine.id)
         assert still_mine is not None and still_mine.status == "running"
+        await second.ctx.actions.store.finish(mine.id, "done", result=None, error=None)
         titles = [t.title for t in await second.ctx.tasklist.of_workspace(team.workspace_id)]
         assert titles == ["Resumed"]
 
