@@ -125,6 +125,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Given back to the pool, a connection is not reset by a query of its own.
+
+    asyncpg's default reset (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlock) is one more
+    round trip after every statement a pool method runs: it doubled the time of the short
+    queries the bot lives on. The bot leaves nothing in a session to reset: its SETs are LOCAL
+    or undone where they are made, it holds no session locks or LISTENs on pooled connections.
+    asyncpg still rolls back a transaction left open, without this hook's help.
+    """
+
+
 async def connect(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """Migrate the database, then open a pool whose connections know jsonb and vector."""
     try:
@@ -136,7 +147,12 @@ async def connect(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        timeout=10,
     )
     assert pool is not None
     return pool
