@@ -50,7 +50,7 @@ async def main(rounds: int) -> None:
         for n in range(rounds + 3):
             label = f"r{n}"
             card = await propose(team.alice, room, f"@act bench_mark label={label}")
-            await s.doryo.dispatcher.idle(30)
+            await s.doryo.idle(30)
             reaction = await react(team.alice, room, card["event_id"], "✅")
             await eventually(lambda label=label: _has(started, label), timeout=30)
             event = await team.alice.request("GET", f"/v3/rooms/{room}/event/{reaction}")

@@ -59,7 +59,7 @@ async def main(rounds: int) -> None:
                 f"Note {n}: the build of component {n % 17} "
                 f"passed on runner {n % 5} after {n % 9} retries.",
             )
-        await s.doryo.dispatcher.idle(120)
+        await s.doryo.idle(120)
         assert s.doryo.ctx.memory is not None
         await s.doryo.ctx.memory.indexer.flush(120)
 

@@ -166,7 +166,7 @@ async def main(rounds: int, pings: int) -> None:
                 print(line(f"Doryo, {size} event(s)", ours, base))
             # Every acked event is also handled (the router ignores them): let that finish.
             drain_start = time.perf_counter()
-            await doryo.dispatcher.idle(600)
+            await doryo.idle(600)
             drained = time.perf_counter() - drain_start
             print(f"  then handling the {rounds * 101} events took {drained:.1f} s more")
 

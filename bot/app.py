@@ -81,6 +81,8 @@ class Doryo:
         self.ctx: Context
         self.dispatcher: Dispatcher
         self.inbox: InboxStore
+        self.sink: Inbox
+        """Where the transaction endpoint puts what it receives (journal, then inbox)."""
         self.receiver: TransactionReceiver
 
     async def _open_database(self) -> asyncpg.Pool:
@@ -176,9 +178,9 @@ class Doryo:
             max_parallel_rooms=config.bot.max_parallel_rooms,
         )
         self.catchup = catchup.CatchUp(self.ctx.matrix, self.inbox, self.dispatcher.wake)
-        sink = Inbox(self.inbox, self.dispatcher.wake, self._on_ephemeral)
+        self.sink = Inbox(self.inbox, self.dispatcher.wake, self._on_ephemeral)
         self.receiver = TransactionReceiver(
-            config.appservice.hs_token.get_secret_value(), sink, self.metrics.registry
+            config.appservice.hs_token.get_secret_value(), self.sink, self.metrics.registry
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.receiver.add_routes(app)
@@ -195,6 +197,7 @@ class Doryo:
                 f"cannot listen on {config.appservice.hostname}:{config.appservice.port} "
                 f"(appservice.hostname/port): {e}"
             ) from None
+        await self.sink.unpack()  # transactions acked just before the last stop
         resumed = await self.dispatcher.resume()
         if resumed:
             log.info("resuming %d rooms with events left from the last run", resumed)
@@ -258,11 +261,13 @@ class Doryo:
         await matrix.set_presence_no_fail("online")
 
     async def _maintenance(self) -> None:
-        """Now and then: wake rooms whose worker died (database away), catch up on events the
-        homeserver never pushed, and prune old records."""
+        """Now and then: unpack what the transaction journal still holds and wake rooms whose
+        worker died (both: the database was away), catch up on events the homeserver never
+        pushed, and prune old records."""
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
+                await self.sink.unpack()
                 await self.dispatcher.resume()
                 expired = await self.ctx.actions.expire_due()
                 if expired:
@@ -276,11 +281,18 @@ class Doryo:
             except (asyncpg.PostgresError, OSError, DatabaseError, MatrixError) as e:
                 log.warning("maintenance skipped: %s", e)
 
+    async def idle(self, timeout: float) -> None:
+        """Wait until every event received so far has been handled (for tests and benchmarks)."""
+        async with asyncio.timeout(timeout):
+            await self.sink.settled()
+            await self.dispatcher.idle(timeout)
+
     async def stop(self) -> None:
         """Stop taking transactions, let handlers finish (briefly), then close everything."""
         if self._runner is not None:
             await self._runner.cleanup()  # the homeserver keeps what it could not deliver
             self._runner = None
+            await self.sink.settled()
         await self.dispatcher.stop(timeout=10)
         await self._loops.cancel_all()
         if not await self._tasks.wait(timeout=10):

@@ -1,12 +1,15 @@
 """The inbox: every room event the homeserver pushed, persisted before it gets its 200.
 
-`Inbox` is the appservice's TransactionSink. Storing a transaction is one SQL statement (one
-round trip, its own transaction): record the transaction's (ID, fingerprint), and only if that is
-new insert its events, skipping event IDs already stored.
+`Inbox` is the appservice's TransactionSink. Storing a transaction is one INSERT of one row, the
+journal: the transaction's (ID, fingerprint) and its events as one JSON text. Right after the
+200, the events are unpacked into `inbox_events` (one row each, event IDs already stored
+skipped), where the dispatcher finds them. A crash between the two loses nothing: unpacking
+runs again at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,42 +34,134 @@ class InboxEvent:
     attempts: int
 
 
-_STORE_TRANSACTION = """
-WITH txn AS (
-    INSERT INTO appservice_transactions (txn_id, fingerprint, event_count)
-    VALUES ($1, $2, cardinality($3::text[]))
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+_JOURNAL_TRANSACTION = """
+INSERT INTO appservice_transactions (txn_id, fingerprint, event_count, events)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING seq
+"""
+
+# Transactions in arrival order, their events in the order the homeserver sent them: the
+# identity of inbox_events follows the ORDER BY, and each room's events are handled in it.
+_UNPACK = """
+WITH taken AS (
+    -- RETURNING gives the updated row: the events are read from the row as it was.
+    UPDATE appservice_transactions AS t SET events = NULL
+    FROM (
+        SELECT seq, events, received_at FROM appservice_transactions
+        WHERE events IS NOT NULL AND unpack_error IS NULL AND ($1::bigint IS NULL OR seq = $1)
+        ORDER BY seq LIMIT $2
+        FOR UPDATE
+    ) AS journaled
+    WHERE t.seq = journaled.seq
+    RETURNING journaled.seq, journaled.events, journaled.received_at
 ), stored AS (
-    INSERT INTO inbox_events (event_id, room_id, event)
-    SELECT e.event_id, e.room_id, e.event::jsonb
-    FROM unnest($3::text[], $4::text[], $5::text[])
-         WITH ORDINALITY AS e(event_id, room_id, event, n)
-    WHERE EXISTS (SELECT 1 FROM txn)
-    ORDER BY e.n
+    INSERT INTO inbox_events (event_id, room_id, event, received_at)
+    SELECT e.event->>'event_id', e.event->>'room_id', e.event, taken.received_at
+    FROM taken, jsonb_array_elements(taken.events::jsonb) WITH ORDINALITY AS e(event, n)
+    ORDER BY taken.seq, e.n
     ON CONFLICT (event_id) DO NOTHING
     RETURNING room_id
 )
-SELECT EXISTS (SELECT 1 FROM txn) AS is_new, array(SELECT DISTINCT room_id FROM stored) AS rooms
+SELECT (SELECT count(*) FROM taken) AS transactions, array(SELECT DISTINCT room_id FROM stored)
+       AS rooms
 """
+
+# What in a transaction's own content can make unpacking it fail, as opposed to the database
+# being away. Such a transaction is set aside so that the ones after it are not held up.
+_BAD_CONTENT = (
+    asyncpg.DataError,
+    asyncpg.ProgramLimitExceededError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+UNPACK_BATCH = 100
+
+
+def events_json(events: Sequence[JSON]) -> str:
+    """The events as one JSON text PostgreSQL can turn into jsonb.
+
+    jsonb has no NUL character (`\\u0000` is refused), and the homeserver's canonical JSON
+    allows it in a string: such a NUL becomes U+FFFD rather than holding up its transaction.
+    """
+    text = json.dumps(events, ensure_ascii=False)
+    if "\\u0000" in text:
+        text = json.dumps(_without_nul(list(events)), ensure_ascii=False)
+    return text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 class InboxStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def store_transaction(self, txn: Transaction) -> tuple[bool, list[str]]:
-        """Persist a transaction. Returns (is it new, rooms that got new events)."""
-        row = await self._pool.fetchrow(
-            _STORE_TRANSACTION,
+    async def store_transaction(self, txn: Transaction) -> bool:
+        """Journal a transaction, durably. False if it was stored before."""
+        seq = await self._pool.fetchval(
+            _JOURNAL_TRANSACTION,
             txn.txn_id,
             txn.fingerprint,
-            [e["event_id"] for e in txn.events],
-            [e["room_id"] for e in txn.events],
-            [json.dumps(e, ensure_ascii=False) for e in txn.events],
+            len(txn.events),
+            events_json(txn.events) if txn.events else None,
         )
+        return seq is not None
+
+    async def unpack(self) -> list[str]:
+        """Move journaled events into the inbox, oldest transaction first, skipping event IDs
+        already there. Returns the rooms that got new events.
+
+        Callers run one unpack at a time (`Inbox.unpack`): two at once could interleave
+        transactions and so reorder a room's events.
+        """
+        rooms: set[str] = set()
+        while True:
+            try:
+                taken, new_rooms = await self._unpack(None, UNPACK_BATCH)
+            except _BAD_CONTENT:
+                taken, new_rooms = await self._unpack_one_by_one()
+            rooms.update(new_rooms)
+            if taken < UNPACK_BATCH:
+                return sorted(rooms)
+
+    async def _unpack(self, seq: int | None, limit: int) -> tuple[int, list[str]]:
+        row = await self._pool.fetchrow(_UNPACK, seq, limit)
         assert row is not None
-        return bool(row["is_new"]), list(row["rooms"])
+        return int(row["transactions"]), list(row["rooms"])
+
+    async def _unpack_one_by_one(self) -> tuple[int, list[str]]:
+        """A batch failed on its content: unpack it a transaction at a time, setting aside any
+        that fails alone."""
+        seqs = await self._pool.fetch(
+            """
+            SELECT seq FROM appservice_transactions
+            WHERE events IS NOT NULL AND unpack_error IS NULL ORDER BY seq LIMIT $1
+            """,
+            UNPACK_BATCH,
+        )
+        rooms: list[str] = []
+        for row in seqs:
+            try:
+                rooms += (await self._unpack(row["seq"], 1))[1]
+            except _BAD_CONTENT as e:
+                log.error(
+                    "could not unpack the events of journaled transaction %d, set aside: %s",
+                    row["seq"],
+                    e,
+                )
+                await self._pool.execute(
+                    "UPDATE appservice_transactions SET unpack_error = $2 WHERE seq = $1",
+                    row["seq"],
+                    str(e)[:2000],
+                )
+        return len(seqs), rooms
 
     async def known(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these events the inbox holds (or held: pruned ones are long handled)."""
@@ -88,16 +183,13 @@ class InboxStore:
         rows = await self._pool.fetch(
             """
             INSERT INTO inbox_events (event_id, room_id, event)
-            SELECT e.event_id, e.room_id, e.event::jsonb
-            FROM unnest($1::text[], $2::text[], $3::text[])
-                 WITH ORDINALITY AS e(event_id, room_id, event, n)
+            SELECT e.event->>'event_id', e.event->>'room_id', e.event
+            FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(event, n)
             ORDER BY e.n
             ON CONFLICT (event_id) DO NOTHING
             RETURNING room_id
             """,
-            [e["event_id"] for e in events],
-            [e["room_id"] for e in events],
-            [json.dumps(e, ensure_ascii=False) for e in events],
+            events_json(events),
         )
         return sorted({row["room_id"] for row in rows})
 
@@ -196,14 +288,18 @@ class InboxStore:
                 older_than,
             )
             await conn.execute(
-                "DELETE FROM appservice_transactions WHERE received_at < now() - $1::interval",
+                """
+                DELETE FROM appservice_transactions
+                WHERE events IS NULL AND received_at < now() - $1::interval
+                """,
                 older_than,
             )
         return int(events.split()[-1])
 
 
 class Inbox:
-    """The appservice's TransactionSink: persists, then wakes the rooms that got events."""
+    """The appservice's TransactionSink: journals, answers, then unpacks and wakes the rooms
+    that got events."""
 
     def __init__(
         self,
@@ -214,14 +310,52 @@ class Inbox:
         self._store = store
         self._wake = wake
         self._on_ephemeral = on_ephemeral
+        self._unpacking = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+        self._again = False
 
     async def store_transaction(self, txn: Transaction) -> bool:
-        is_new, rooms = await self._store.store_transaction(txn)
+        is_new = await self._store.store_transaction(txn)
         if not is_new:
             log.info("transaction %s was already stored; answering 200 again", txn.txn_id)
-        if rooms:
-            self._wake(rooms)
+        elif txn.events:
+            self._unpack_soon()
         return is_new
 
     async def handle_ephemeral(self, events: Sequence[JSON]) -> None:
         await self._on_ephemeral(events)
+
+    async def unpack(self) -> None:
+        """Unpack whatever the journal holds and wake the rooms that got events."""
+        async with self._unpacking:
+            rooms = await self._store.unpack()
+        if rooms:
+            self._wake(rooms)
+
+    def _unpack_soon(self) -> None:
+        # Not awaited by the transaction's handler: the homeserver has its 200 meanwhile.
+        if self._background is None or self._background.done():
+            self._background = asyncio.create_task(self._unpack_in_background())
+        else:
+            self._again = True  # the running unpack may have read the journal already
+
+    async def _unpack_in_background(self) -> None:
+        self._again = True
+        while self._again:
+            self._again = False
+            try:
+                await self.unpack()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+                # The events are safe in the journal: the next transaction or the bot's
+                # maintenance unpacks them.
+                log.warning("could not unpack the transaction journal yet: %s", e)
+                return
+            except Exception:
+                log.exception("unpacking the transaction journal failed")
+                return
+
+    async def settled(self) -> None:
+        """Wait until the background unpack is done: at stop (what it would not get to is
+        done at the next start), and for tests and benchmarks."""
+        while self._background is not None and not self._background.done():
+            await asyncio.gather(self._background, return_exceptions=True)

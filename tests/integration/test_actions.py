@@ -149,7 +149,7 @@ async def test_five_concurrent_confirmations_and_a_redelivery_run_once(
     keys = [(team.alice, "✅"), (team.alice, "👍"), (team.alice, "✔️"), (bob, "✅"), (bob, "☑️")]
     reactions = await asyncio.gather(*(react(p, session, card["event_id"], k) for p, k in keys))
     await wait_status(bob, session, card, "done")
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
 
     # The homeserver delivers the first ✅ again, in a transaction of its own.
     event = await bot.ctx.db.fetchval(
@@ -161,7 +161,7 @@ async def test_five_concurrent_confirmations_and_a_redelivery_run_once(
         for txn in (f"again-{uuid.uuid4().hex}", "1"):
             async with http.put(url + txn, json={"events": [event]}) as response:
                 assert response.status == 200
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     assert bot.ctx.actions.runs_started == 1
     assert await bot.ctx.db.fetchval("SELECT count(*) FROM tool_runs") == 1
     assert len(await bot.ctx.tasklist.of_workspace(team.workspace_id)) == 1
@@ -178,7 +178,7 @@ async def test_cancel_by_reaction_and_by_command(homeserver: Homeserver, bot: Do
     assert "Only the host" in await command(bob, session, f"!confirm {code}")
     assert f"Cancelled {code}" in await command(team.alice, session, f"!cancel {code}")
     assert "not waiting for confirmation" in await command(team.alice, session, f"!confirm {code}")
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     assert bot.ctx.actions.runs_started == 0
     listing = await command(bob, session, "!actions all")
     assert f"**{code}**" in listing and "cancelled" in listing
@@ -199,7 +199,7 @@ async def test_confirm_by_command_and_expiry(homeserver: Homeserver, bot: Doryo)
     assert await bot.ctx.actions.expire_due() == 1
     await wait_status(bob, session, stale, "expired")
     await react(team.alice, session, stale["event_id"], "✅")
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     assert bot.ctx.actions.runs_started == 1
 
 
@@ -245,7 +245,7 @@ async def test_an_offline_host_gets_one_dm(homeserver: Homeserver, bot: Doryo) -
     await team.alice.set_presence("online")
     await bot.presence.wait_for(team.alice.user_id, lambda p: p.is_online, 5)
     await propose(bob, session, '@act create_task title="While here"')
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     await team.alice.sync_once(timeout_ms=500)
     dms = [
         e

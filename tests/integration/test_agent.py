@@ -43,7 +43,7 @@ async def indexed(bot: Doryo, *event_ids: str) -> None:
         return bool(done == len(event_ids))
 
     await eventually(handled, timeout=30)
-    await bot.dispatcher.idle(30)
+    await bot.idle(30)
     assert bot.ctx.memory is not None
     await bot.ctx.memory.indexer.flush(60)
 
@@ -181,7 +181,7 @@ async def test_session_end_summary_is_written_and_remembered(
     team = await new_team(homeserver, bot)
     room = await start_session(team, "Retro")
     await team.alice.send_text(room, "We agreed to ship the beta on Tuesday.")
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     model_server.script(Answer("- Beta ships on Tuesday (alice)."))
     ended = await command(team.alice, room, "!session end")
     assert "Beta ships on Tuesday" in ended and "1 message(s)" in ended
@@ -236,7 +236,7 @@ async def test_act_from_an_instruction_and_prompt_injection(
     # @ask offers no writing tool; the model's call is refused and nothing runs.
     offered = [t["function"]["name"] for t in model_server.requests[-2].body.get("tools", [])]
     assert "send_notification" not in offered
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     assert bot.ctx.actions.runs_started == 0
     assert "approve all" not in "".join(
         e["content"].get("body", "") for e in team.alice.timeline.get(team.dm, [])

@@ -203,7 +203,7 @@ async def test_github_recipe_needs_the_hosts_account_then_runs_once_with_it(
         and "Created the GitHub repository" in (result["content"]["body"])
     )
 
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     [made] = composio.executions_of(TEMPLATE_TOOL)
     assert made.connected_account_id == alices.id and made.user_id == team.alice.user_id
     assert made.version == PINNED_VERSIONS["github"]

@@ -111,7 +111,7 @@ async def test_synapse_restarted_mid_stream(homeserver: Homeserver, bot: Doryo) 
     await homeserver.synapse.restart()
     await sender
     await wait_for_replies(alice, room, sent, timeout=90, bot_db=bot.ctx.db)
-    await bot.dispatcher.idle(30)
+    await bot.idle(30)
     assert_one_reply_each(alice, room, sent, bot_id)
     await handled_once(bot.ctx.db, sent)
 
@@ -125,7 +125,7 @@ async def test_event_never_pushed_is_caught_up(
     alice, room = await room_with_bot(homeserver, bot_id)
     store_transaction = bot.inbox.store_transaction
 
-    async def losing_one(txn: Transaction) -> tuple[bool, list[str]]:
+    async def losing_one(txn: Transaction) -> bool:
         kept = [e for e in txn.events if e.get("content", {}).get("body") != "!ping lost"]
         return await store_transaction(dataclasses.replace(txn, events=kept))
 

@@ -100,7 +100,7 @@ async def test_adopt_a_room_added_by_hand(homeserver: Homeserver, bot: Doryo) ->
 async def wait_session(bot: Doryo, room_id: str) -> Any:
     session = await eventually(lambda: bot.ctx.sessions.get(room_id), timeout=20)
     # Adopted sessions get their history right after they are recorded.
-    await bot.dispatcher.idle(20)
+    await bot.idle(20)
     return session
 
 
@@ -173,7 +173,7 @@ async def test_history_is_gap_free_under_concurrency(homeserver: Homeserver, bot
 
     sent = await asyncio.gather(*(send(n) for n in range(200)))
     await team.alice.wait_for(session, lambda e: e.get("event_id") in set(sent), count=200)
-    await bot.dispatcher.idle(60)
+    await bot.idle(60)
     history = await history_page(bot, session)
     assert [m["seq"] for m in history] == list(range(1, len(history) + 1))
     user_messages = [m for m in history if m["type"] == "user"]
@@ -210,7 +210,7 @@ async def test_history_is_gap_free_under_concurrency(homeserver: Homeserver, bot
     await author(1).request("PUT", f"/v3/rooms/{quote(session)}/redact/{quote(redacted)}/r1", {})
     marker = await team.alice.send_text(session, "after")
     await team.alice.wait_for(session, lambda e: e.get("event_id") == marker)
-    await bot.dispatcher.idle(30)
+    await bot.idle(30)
     by_id = {m["event_id"]: m for m in await history_page(bot, session)}
     assert by_id[edited]["body"] == "changed" and by_id[edited]["edited_at"]
     assert by_id[redacted]["body"] is None and by_id[redacted]["redacted"] is True
@@ -232,7 +232,7 @@ async def test_the_same_message_stored_at_once_takes_one_seq(
 ) -> None:
     team = await new_team(homeserver, bot, "Races")
     session = await start_session(team, "Twice")
-    await bot.dispatcher.idle(30)
+    await bot.idle(30)
     history = bot.ctx.history
     now = datetime.now(UTC)
 

@@ -1,15 +1,20 @@
 """The transaction endpoint against the running bot and its real database: tokens, durable
-deduplication (transaction ID and event ID), malformed events, the legacy path."""
+deduplication (transaction ID and event ID), malformed events, the legacy path, and the journal
+a transaction is acked from (a crash before it is unpacked, content it cannot unpack)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.app import Doryo
+from bot.config import Config
+from bot.memory import LocalEmbedder
+from tests.conftest import running_bot
 
 
 def room_event(n: int, room: str = "!room:localhost", **fields: Any) -> dict[str, Any]:
@@ -43,6 +48,7 @@ async def put(
 
 
 async def stored(bot: Doryo, *event_ids: str) -> list[dict[str, Any]]:
+    await bot.sink.settled()  # acked transactions are unpacked into the inbox after the 200
     rows = await bot.ctx.db.fetch(
         "SELECT event_id, state FROM inbox_events WHERE event_id = any($1::text[]) ORDER BY id",
         list(event_ids),
@@ -74,7 +80,7 @@ async def test_same_transaction_twice_is_handled_once(bot: Doryo) -> None:
     txn_id = f"dup-{uuid.uuid4().hex}"
     assert (await put(bot, txn_id, {"events": events}))[0] == 200
     assert (await put(bot, txn_id, {"events": events}))[0] == 200
-    await bot.dispatcher.idle(10)
+    await bot.idle(10)
     rows = await stored(bot, *(e["event_id"] for e in events))
     assert [r["event_id"] for r in rows] == [e["event_id"] for e in events]
     assert {r["state"] for r in rows} == {"done"}
@@ -161,8 +167,71 @@ async def test_a_handler_crash_marks_only_that_event_failed(bot: Doryo) -> None:
     bot.ctx.rooms.set_membership = explode  # type: ignore[method-assign]
     try:
         await put(bot, uuid.uuid4().hex, {"events": [bad, after]})
-        await bot.dispatcher.idle(10)
+        await bot.idle(10)
     finally:
         bot.ctx.rooms.set_membership = original  # type: ignore[method-assign]
     rows = await stored(bot, bad["event_id"], after["event_id"])
     assert [r["state"] for r in rows] == ["failed", "done"]
+
+
+async def journal(bot: Doryo, txn_id: str) -> list[Any]:
+    rows = await bot.ctx.db.fetch(
+        "SELECT events, unpack_error FROM appservice_transactions WHERE txn_id = $1", txn_id
+    )
+    return [(row["events"] is not None, row["unpack_error"]) for row in rows]
+
+
+async def test_an_acked_transaction_survives_a_crash_before_it_is_unpacked(
+    bot_config: Callable[..., Config],
+    local_embedder: LocalEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = bot_config()
+    room = f"!journal{uuid.uuid4().hex[:6]}:localhost"
+    first, second = [room_event(1, room)], [room_event(2, room), room_event(3, room)]
+    async with running_bot(config, local_embedder) as bot:
+
+        async def database_gone() -> list[str]:
+            raise ConnectionError("the database went away")  # as if the bot died here
+
+        monkeypatch.setattr(bot.inbox, "unpack", database_gone)
+        assert (await put(bot, "j1", {"events": first}))[0] == 200
+        assert (await put(bot, "j2", {"events": second}))[0] == 200
+        assert await journal(bot, "j1") == await journal(bot, "j2") == [(True, None)]
+        assert await stored(bot, *(e["event_id"] for e in first + second)) == []
+    monkeypatch.undo()
+
+    async with running_bot(config, local_embedder) as bot:
+        await bot.idle(10)
+        rows = await stored(bot, *(e["event_id"] for e in first + second))
+        assert [r["event_id"] for r in rows] == [e["event_id"] for e in first + second]
+        assert {r["state"] for r in rows} == {"done"}
+        assert await journal(bot, "j1") == await journal(bot, "j2") == [(False, None)]
+
+
+async def test_a_nul_character_in_an_event_does_not_hold_up_its_transaction(bot: Doryo) -> None:
+    # Canonical JSON allows it; PostgreSQL's jsonb does not.
+    event = room_event(1, content={"body": "before\x00after", "n\x00": 1})
+    assert (await put(bot, uuid.uuid4().hex, {"events": [event, room_event(2)]}))[0] == 200
+    await bot.idle(10)
+    content = await bot.ctx.db.fetchval(
+        "SELECT event->'content' FROM inbox_events WHERE event_id = $1", event["event_id"]
+    )
+    assert content == {"body": "before\ufffdafter", "n\ufffd": 1}
+
+
+async def test_a_journaled_transaction_that_cannot_be_unpacked_is_set_aside(bot: Doryo) -> None:
+    # Nothing the endpoint accepts is known to do this; the journal must go on if it happens.
+    await bot.ctx.db.execute(
+        """
+        INSERT INTO appservice_transactions (txn_id, fingerprint, event_count, events)
+        VALUES ('broken', '\\x00', 1, '[{"event_id": "$a", "room_id": "!r:l", "type"')
+        """
+    )
+    good = [room_event(1), room_event(2)]
+    assert (await put(bot, uuid.uuid4().hex, {"events": good}))[0] == 200
+    await bot.idle(10)
+    rows = await stored(bot, *(e["event_id"] for e in good))
+    assert [r["state"] for r in rows] == ["done", "done"]
+    [(events_kept, error)] = await journal(bot, "broken")
+    assert events_kept and "invalid input syntax for type json" in error
