@@ -2,13 +2,13 @@
 
 Two kinds, behind one small interface (`Embedder`):
 
-- `LocalEmbedder`: a model bundled as a Python package and run in this process (the default,
-  `local/all-minilm-l6-v2`: 384 dimensions, needs the `embeddings` extra), on threads of its
-  own so that the event loop never waits on torch. It never goes to the network. Two lanes,
-  each a thread with its own copy of the model (loaded lazily, ~90 MB): `interactive` for
-  texts someone waits for (an @ask's question), and indexing at the lowest CPU priority
-  (nice 19), so that embedding a long answer for memory never holds up the next question, nor
-  Synapse and PostgreSQL on a small machine.
+- `LocalEmbedder`: a model bundled as a Python package (the default, `local/all-minilm-l6-v2`:
+  384 dimensions, needs the `embeddings` extra), run in worker processes of its own so that
+  the event loop never waits on torch, not even for the GIL. It never goes to the network. Two
+  lanes, each a process with its own copy of the model: `interactive` for texts someone waits
+  for (an @ask's question), and indexing at the lowest CPU priority (nice 19), so that
+  embedding a long answer for memory never holds up the next question, nor Synapse and
+  PostgreSQL on a small machine.
 - `OpenAIEmbedder`: the embeddings endpoint of an OpenAI-compatible provider of `llm.providers`
   (OpenAI, Ollama, vLLM, llama.cpp server, ...), through the official SDK pointed at its
   base_url, with a timeout on every call.
@@ -23,14 +23,19 @@ models that do not normalise their output are comparable too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import openai
@@ -48,6 +53,8 @@ Vectors = NDArray[np.float32]
 """A (texts × dimensions) array of unit vectors."""
 
 LOCAL_PROVIDER = "local"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,28 +111,118 @@ def _normalized(vectors: NDArray[Any]) -> Vectors:
 
 
 class _Lane:
-    """One worker thread and the copy of the model only it uses (a tokenizer must not be used
-    by two threads at once)."""
+    """One worker process with its own copy of the model.
 
-    def __init__(self, name: str, nice: int) -> None:
-        self.executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=name, initializer=_lower_priority, initargs=(nice,)
-        )
-        self.model: SentenceTransformer | None = None
+    A process, not a thread: sentence-transformers runs hundreds of small Python-level steps
+    per text, each needing the GIL, so on a thread the model and the event loop slowed each
+    other down (a question took p50 35 ms to embed with the loop half busy, 21 ms from a
+    process). Started on first use; a worker that dies is replaced on the next call.
+    """
 
+    def __init__(self, name: str, package: str, nice: int) -> None:
+        self.name = name
+        self._package = package
+        self._nice = nice
+        self._executor: ProcessPoolExecutor | None = None
 
-def _lower_priority(nice: int) -> None:
-    # Linux applies a niceness to one thread when given its ID. With one torch thread per lane
-    # (see _load), the model's work runs on this very thread.
-    if nice and hasattr(os, "setpriority"):
+    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                # Not fork: the bot's threads and sockets have no business in the worker.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self._package, self._nice),
+            )
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as e:
-            log.debug("could not lower the priority of %s: %s", threading.current_thread().name, e)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, function, *args
+            )
+        except BrokenProcessPool as e:
+            self.close()
+            raise EmbeddingError(f"the {self.name} embedding worker stopped ({e})") from None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+# In a worker process: its model, loaded on the first batch.
+_worker_package = ""
+_worker_model: SentenceTransformer | None = None
+
+
+def _start_worker(package: str, nice: int) -> None:
+    global _worker_package
+    _worker_package = package
+    # Ctrl-C in a terminal reaches the whole process group: the bot stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="exit with the bot", daemon=True
+    ).start()
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    # The files are in the package: nothing may be fetched, and no progress bars on stderr.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch's OpenMP threads otherwise spin for a while after each batch, taking the CPU from
+    # PostgreSQL and the event loop right when a search follows the embedding.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A bot killed outright (kill -9, out of memory) cannot stop its workers: they would wait
+    # for work forever, holding their memory.
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
+def _worker_load() -> int:
+    """Load the model (once); returns the size of its vectors. ImportError: no `embeddings`
+    extra."""
+    global _worker_model
+    if _worker_model is None:
+        import importlib
+
+        import torch
+
+        # One thread per worker: an OpenMP team of two, on a small machine where Synapse or
+        # PostgreSQL holds the other core, waits at every barrier for its descheduled half
+        # (in bench/ask.py a question took p50 25 ms with one thread, 34 ms with two).
+        torch.set_num_threads(1)
+        package = importlib.import_module(_worker_package)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        _worker_model = package.load_model("cpu")
+    return int(_worker_model.get_embedding_dimension() or 0)
+
+
+def _worker_encode(texts: list[str], batch_size: int) -> NDArray[Any]:
+    _worker_load()
+    assert _worker_model is not None
+    return np.asarray(
+        _worker_model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+    )
+
+
+def _worker_niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 class LocalEmbedder:
-    """A built-in sentence-transformers model, run on threads of its own."""
+    """A built-in sentence-transformers model, run in worker processes of its own."""
 
     BACKGROUND_NICE = 19
 
@@ -140,8 +237,8 @@ class LocalEmbedder:
             ) from None
         self._model_ref = f"{LOCAL_PROVIDER}/{name}"
         self._batch_size = batch_size
-        self._interactive = _Lane("embeddings-interactive", nice=0)
-        self._background = _Lane("embeddings-background", nice=self.BACKGROUND_NICE)
+        self._interactive = _Lane("interactive", self._spec.package, nice=0)
+        self._background = _Lane("indexing", self._spec.package, nice=self.BACKGROUND_NICE)
 
     @property
     def model(self) -> str:
@@ -154,88 +251,49 @@ class LocalEmbedder:
     async def dimensions(self) -> int:
         return self._spec.dims
 
-    def _load(self, lane: _Lane) -> SentenceTransformer:
-        # Runs on the lane's thread only, so it happens once even when batches queue up.
-        if lane.model is not None:
-            return lane.model
-        # The files are in the package: nothing may be fetched, and no progress bars on stderr.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        # torch's OpenMP threads otherwise spin for a while after each batch, taking the CPU
-        # from PostgreSQL and the event loop right when a search follows the embedding.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    async def _run(self, lane: _Lane, function: Callable[..., _T], *args: Any) -> _T:
         try:
-            import importlib
-
-            import torch
-
-            # One thread per lane: an OpenMP team of two, on a small machine where Synapse or
-            # PostgreSQL holds the other core, waits at every barrier for its descheduled half
-            # (in bench/ask.py a question took p50 25 ms with one thread, 34 ms with two).
-            torch.set_num_threads(1)
-            package = importlib.import_module(self._spec.package)
-            from transformers.utils import logging as transformers_logging
-
-            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            return await lane.run(function, *args)
         except ImportError as e:
             raise EmbeddingError(
                 f"{self._model_ref} needs the `embeddings` extra: pip install torch==2.13.0, "
                 f"then pip install 'doryo[embeddings]' ({e})",
                 retryable=False,
             ) from None
-        model: SentenceTransformer = package.load_model("cpu")
-        dims = model.get_embedding_dimension()
-        if dims != self._spec.dims:
-            raise EmbeddingError(
-                f"{self._model_ref} makes {dims}-dimensional vectors, expected {self._spec.dims}",
-                retryable=False,
-            )
-        lane.model = model
-        log.info(
-            "loaded the embedding model %s (%d dimensions) for %s",
-            self._model_ref,
-            dims,
-            threading.current_thread().name.rsplit("_", 1)[0],
-        )
-        return model
-
-    def _encode(self, lane: _Lane, texts: list[str]) -> Vectors:
-        vectors = self._load(lane).encode(
-            texts,
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return _normalized(np.asarray(vectors))
+        except RuntimeError as e:  # torch reports failures (out of memory, ...) this way
+            raise EmbeddingError(f"{self._model_ref} failed: {e}") from e
 
     async def load(self) -> None:
-        """Load the model now rather than on the first batch (takes a few seconds)."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(lane.executor, self._load, lane)
-                for lane in (self._interactive, self._background)
-            )
-        )
+        """Start both workers and load the model now rather than on the first batch (takes a
+        few seconds)."""
+        for dims in await asyncio.gather(
+            *(self._run(lane, _worker_load) for lane in (self._interactive, self._background))
+        ):
+            if dims != self._spec.dims:
+                raise EmbeddingError(
+                    f"{self._model_ref} makes {dims}-dimensional vectors, "
+                    f"expected {self._spec.dims}",
+                    retryable=False,
+                )
+        log.info("loaded the embedding model %s (%d dimensions)", self._model_ref, dims)
 
     async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
         if not texts:
             return np.zeros((0, self._spec.dims), dtype=np.float32)
         lane = self._interactive if interactive else self._background
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(lane.executor, self._encode, lane, list(texts))
-        except EmbeddingError:
-            raise
-        except RuntimeError as e:  # torch reports failures (out of memory, ...) this way
-            raise EmbeddingError(f"{self._model_ref} failed: {e}") from e
+        vectors = await self._run(lane, _worker_encode, list(texts), self._batch_size)
+        return _normalized(vectors)
+
+    async def niceness(self) -> dict[str, int]:
+        """The CPU priority each worker runs at (for tests: indexing must yield)."""
+        return {
+            lane.name: await self._run(lane, _worker_niceness)
+            for lane in (self._interactive, self._background)
+        }
 
     async def aclose(self) -> None:
         for lane in (self._interactive, self._background):
-            lane.executor.shutdown(wait=False, cancel_futures=True)
+            lane.close()
 
 
 class OpenAIEmbedder:

@@ -192,6 +192,30 @@ async def wait_inbox(
         await conn.close()
 
 
+def children(pid: int) -> set[int]:
+    return {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
+
+
+async def all_gone(pids: set[int], timeout: float = 10) -> None:
+    def running(pid: int) -> bool:
+        try:
+            return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    left = pids
+    for _ in range(int(timeout / 0.2)):
+        left = {pid for pid in left if running(pid)}
+        if not left:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"processes still running: {left}")
+
+
 async def test_bot_killed_mid_stream_resumes(
     homeserver: Homeserver, database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -225,18 +249,23 @@ async def test_bot_killed_mid_stream_resumes(
         sending = asyncio.gather(*(ping(n) for n in range(MESSAGES * 2)))
         # Kill it without warning while it is in the middle: some handled, some still pending.
         await wait_inbox(database_url, room, done_at_least=5, pending_at_least=1)
+        workers = children(process.pid)  # the embedding model's, started with the bot
+        assert workers
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
+        await all_gone(workers)  # they do not wait for work forever
         sent = await sending
         process = await start_bot_process(config_path, log_path)
         await wait_ready(homeserver.as_port)
         await wait_for_replies(alice, room, sent, timeout=90)
         assert_one_reply_each(alice, room, sent, config.bot_user_id)
+        workers = children(process.pid)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 30)
     assert process.returncode == 0, log_path.read_text()[-3000:]
+    await all_gone(workers)
     assert log_path.read_text().count("resuming 1 rooms with events left from the last run") == 1
     conn = await asyncpg.connect(database_url)
     try:

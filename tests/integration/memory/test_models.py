@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -291,8 +289,8 @@ async def test_doryo_reindex_command(
 
 
 async def test_a_question_is_not_kept_waiting_by_indexing(local_embedder: LocalEmbedder) -> None:
-    """Indexing runs on a lane of its own at the lowest CPU priority: a question embedded while
-    a long batch is indexed comes back long before the batch."""
+    """Indexing runs in a worker of its own at the lowest CPU priority: a question embedded
+    while a long batch is indexed comes back long before the batch."""
     long_texts = [
         f"Message {n}: " + "the release notes mention the payment provider " * 20
         for n in range(96)
@@ -304,13 +302,8 @@ async def test_a_question_is_not_kept_waiting_by_indexing(local_embedder: LocalE
         finished.append(name)
 
     indexing = asyncio.create_task(embed(long_texts, "indexing", interactive=False))
-    await asyncio.sleep(0.05)  # the batch is on its thread
+    await asyncio.sleep(0.05)  # the batch is in its worker
     await embed(["When is the launch?"], "question", interactive=True)
     await indexing
     assert finished == ["question", "indexing"]
-    niceness = {
-        thread.name.rsplit("_", 1)[0]: os.getpriority(os.PRIO_PROCESS, thread.native_id or 0)
-        for thread in threading.enumerate()
-        if thread.name.startswith("embeddings-")
-    }
-    assert niceness == {"embeddings-interactive": 0, "embeddings-background": 19}
+    assert await local_embedder.niceness() == {"interactive": 0, "indexing": 19}
