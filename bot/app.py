@@ -43,7 +43,7 @@ from bot.history.store import HistoryStore
 from bot.inbox import Inbox, InboxStore
 from bot.letta.service import LettaService
 from bot.llm import LLMRouter
-from bot.memory import Embedder, Memory
+from bot.memory import Embedder, LocalEmbedder, Memory
 from bot.metrics import Metrics
 from bot.replies import SentEventStore
 from bot.rooms import RoomStore
@@ -212,11 +212,21 @@ class Doryo:
 
     async def _open_memory(self, pool: asyncpg.Pool) -> Memory | None:
         try:
-            return await Memory.open(self.config, pool, embedder=self._embedder)
+            memory = await Memory.open(self.config, pool, embedder=self._embedder)
         except (EmbeddingError, ConfigError) as e:
             # Without memory the agent still answers from the conversation; say why loudly.
             log.error("workspace memory is off: %s", e)
             return None
+        if isinstance(memory.embedder, LocalEmbedder):
+            # Starting its workers and loading the model takes seconds: not on the first @ask.
+            self._tasks.spawn(self._load_model(memory.embedder), "load the embedding model")
+        return memory
+
+    async def _load_model(self, embedder: LocalEmbedder) -> None:
+        try:
+            await embedder.load()
+        except EmbeddingError as e:
+            log.error("the embedding model could not be loaded: %s", e)
 
     async def _on_ephemeral(self, events: Sequence[JSON]) -> None:
         for event in events:
