@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import Doryo  # noqa: E402
 from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
+from bot.memory import LocalEmbedder  # noqa: E402
 from synapse_dev.server import free_port  # noqa: E402
 from tests.client import MatrixClient, replies_to  # noqa: E402
 from tests.conftest import Homeserver, make_config, start_homeserver  # noqa: E402
@@ -154,6 +155,8 @@ async def main(rounds: int, pings: int) -> None:
         doryo = Doryo(config)
         await doryo.start()
         await asyncio.wait_for(doryo.connected.wait(), 30)
+        if doryo.ctx.memory is not None and isinstance(doryo.ctx.memory.embedder, LocalEmbedder):
+            await doryo.ctx.memory.embedder.load()  # measure the bot as it runs, not as it starts
         bare, bare_url = await bare_server()
         try:
             token = config.appservice.hs_token.get_secret_value()

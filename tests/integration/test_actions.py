@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from bot.actions.card import ACTION_KEY
 from bot.actions.store import Action, parse_code
 from bot.app import Doryo
+from bot.memory import LocalEmbedder
 from bot.tools.registry import Tool, ToolCall, ToolResult
 from tests.client import JSON, MatrixClient, replies_to
 from tests.conftest import Homeserver
@@ -260,7 +261,7 @@ class _Args(BaseModel):
 
 
 async def test_restart_keeps_cards_and_never_runs_twice(
-    homeserver: Homeserver, bot: Doryo, bot_config: Any
+    homeserver: Homeserver, bot: Doryo, bot_config: Any, local_embedder: LocalEmbedder
 ) -> None:
     team, session, bob = await team_with_member(homeserver, bot)
     awaiting = await propose(bob, session, "@act create_task title=Survives")
@@ -268,7 +269,7 @@ async def test_restart_keeps_cards_and_never_runs_twice(
     await bot.stop()
 
     # A new process on the same database; below, two actions are found as a crash leaves them.
-    second = Doryo(bot_config())
+    second = Doryo(bot_config(), embedder=local_embedder)
     await second.start()
     try:
         await asyncio.wait_for(second.connected.wait(), 30)
