@@ -23,13 +23,9 @@ models that do not normalise their output are comparable too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,11 +37,12 @@ import numpy as np
 import openai
 from numpy.typing import NDArray
 
+from bot import embedding_worker
 from bot.config import Config
 from bot.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +128,8 @@ class _Lane:
                 max_workers=1,
                 # Not fork: the bot's threads and sockets have no business in the worker.
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self._package, self._nice),
+                initializer=embedding_worker.start,
+                initargs=(os.getpid(), self._package, self._nice),
             )
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -146,79 +143,6 @@ class _Lane:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-
-
-# In a worker process: its model, loaded on the first batch.
-_worker_package = ""
-_worker_model: SentenceTransformer | None = None
-
-
-def _start_worker(package: str, nice: int) -> None:
-    global _worker_package
-    _worker_package = package
-    # Ctrl-C in a terminal reaches the whole process group: the bot stops its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(
-        target=_exit_with_parent, args=(os.getppid(),), name="exit with the bot", daemon=True
-    ).start()
-    if nice and hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-    # The files are in the package: nothing may be fetched, and no progress bars on stderr.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # torch's OpenMP threads otherwise spin for a while after each batch, taking the CPU from
-    # PostgreSQL and the event loop right when a search follows the embedding.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _exit_with_parent(parent: int) -> None:
-    # A bot killed outright (kill -9, out of memory) cannot stop its workers: they would wait
-    # for work forever, holding their memory.
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(0)
-
-
-def _worker_load() -> int:
-    """Load the model (once); returns the size of its vectors. ImportError: no `embeddings`
-    extra."""
-    global _worker_model
-    if _worker_model is None:
-        import importlib
-
-        import torch
-
-        # One thread per worker: an OpenMP team of two, on a small machine where Synapse or
-        # PostgreSQL holds the other core, waits at every barrier for its descheduled half
-        # (in bench/ask.py a question took p50 25 ms with one thread, 34 ms with two).
-        torch.set_num_threads(1)
-        package = importlib.import_module(_worker_package)
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        _worker_model = package.load_model("cpu")
-    return int(_worker_model.get_embedding_dimension() or 0)
-
-
-def _worker_encode(texts: list[str], batch_size: int) -> NDArray[Any]:
-    _worker_load()
-    assert _worker_model is not None
-    return np.asarray(
-        _worker_model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-    )
-
-
-def _worker_niceness() -> int:
-    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 class LocalEmbedder:
@@ -267,7 +191,10 @@ class LocalEmbedder:
         """Start both workers and load the model now rather than on the first batch (takes a
         few seconds)."""
         for dims in await asyncio.gather(
-            *(self._run(lane, _worker_load) for lane in (self._interactive, self._background))
+            *(
+                self._run(lane, embedding_worker.load)
+                for lane in (self._interactive, self._background)
+            )
         ):
             if dims != self._spec.dims:
                 raise EmbeddingError(
@@ -281,13 +208,13 @@ class LocalEmbedder:
         if not texts:
             return np.zeros((0, self._spec.dims), dtype=np.float32)
         lane = self._interactive if interactive else self._background
-        vectors = await self._run(lane, _worker_encode, list(texts), self._batch_size)
+        vectors = await self._run(lane, embedding_worker.encode, list(texts), self._batch_size)
         return _normalized(vectors)
 
     async def niceness(self) -> dict[str, int]:
         """The CPU priority each worker runs at (for tests: indexing must yield)."""
         return {
-            lane.name: await self._run(lane, _worker_niceness)
+            lane.name: await self._run(lane, embedding_worker.niceness)
             for lane in (self._interactive, self._background)
         }
 
