@@ -73,7 +73,7 @@ class Doryo:
         self._tasks = BackgroundTasks()
         """Work that should finish (tool runs); stop() gives it a moment."""
         self._loops = BackgroundTasks()
-        """Loops that run until stopped."""
+        """Loops that run until stopped, and start-up work not worth waiting for at stop."""
         self._runner: web.AppRunner | None = None
         self._embedded_pg: Any = None
         self.began: datetime
@@ -219,7 +219,7 @@ class Doryo:
             return None
         if isinstance(memory.embedder, LocalEmbedder):
             # Starting its workers and loading the model takes seconds: not on the first @ask.
-            self._tasks.spawn(self._load_model(memory.embedder), "load the embedding model")
+            self._loops.spawn(self._load_model(memory.embedder), "load the embedding model")
         return memory
 
     async def _load_model(self, embedder: LocalEmbedder) -> None:
