@@ -3,6 +3,9 @@
 Outside bot.memory and light on imports: a worker imports this module (and its packages'
 __init__) before anything else, and until `start` has run it cannot notice that the bot is gone
 (importing bot.memory takes over a second). torch and the model come later, with the first batch.
+
+The model is module state on purpose: this module's globals live in the worker process, one model
+per process, and a ProcessPoolExecutor can only hand a worker functions by name, not an object.
 """
 
 from __future__ import annotations

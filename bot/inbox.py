@@ -358,4 +358,5 @@ class Inbox:
         """Wait until the background unpack is done: at stop (what it would not get to is
         done at the next start), and for tests and benchmarks."""
         while self._background is not None and not self._background.done():
-            await asyncio.gather(self._background, return_exceptions=True)
+            # wait(), not gather(): a caller that gives up (a timeout) must not cancel the unpack.
+            await asyncio.wait({self._background})

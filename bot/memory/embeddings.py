@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import openai
@@ -40,9 +40,6 @@ from numpy.typing import NDArray
 from bot import embedding_worker
 from bot.config import Config
 from bot.errors import ConfigError, EmbeddingError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -174,7 +174,9 @@ async def test_a_handler_crash_marks_only_that_event_failed(bot: Doryo) -> None:
     assert [r["state"] for r in rows] == ["failed", "done"]
 
 
-async def journal(bot: Doryo, txn_id: str) -> list[Any]:
+async def journal(bot: Doryo, txn_id: str) -> list[tuple[bool, str | None]]:
+    """Per journal row of this transaction ID: does it still hold its events, and why not
+    unpacked."""
     rows = await bot.ctx.db.fetch(
         "SELECT events, unpack_error FROM appservice_transactions WHERE txn_id = $1", txn_id
     )

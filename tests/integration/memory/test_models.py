@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -307,3 +310,23 @@ async def test_a_question_is_not_kept_waiting_by_indexing(local_embedder: LocalE
     await indexing
     assert finished == ["question", "indexing"]
     assert await local_embedder.niceness() == {"interactive": 0, "indexing": 19}
+
+
+async def test_a_worker_that_dies_is_replaced() -> None:
+    """A worker killed (out of memory, by hand) fails the batch it had, with an EmbeddingError
+    that memory handles; the next batch gets a new worker."""
+    embedder = LocalEmbedder("all-minilm-l6-v2")
+    before = set(multiprocessing.active_children())
+    try:
+        await embedder.load()
+        workers = set(multiprocessing.active_children()) - before
+        assert len(workers) == 2
+        for worker in workers:
+            os.kill(worker.pid or 0, signal.SIGKILL)
+            worker.join(10)
+        with pytest.raises(EmbeddingError, match="embedding worker stopped"):
+            await embedder.embed(["When is the launch?"], interactive=True)
+        vectors = await embedder.embed(["When is the launch?"], interactive=True)
+        assert vectors.shape == (1, 384)
+    finally:
+        await embedder.aclose()
