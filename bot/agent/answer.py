@@ -76,11 +76,13 @@ class Answer:
     def start(self) -> None:
         """Post the answer's first form ("…") while the caller gathers what the model needs:
         the two overlap, and the first edit waits for it."""
+        # The interval counts from now, not from when the homeserver accepted the "…": a slow
+        # post must not make the first text an extra edit that the last one then waits behind.
+        self._last_edit = time.monotonic()
         self._posting = asyncio.ensure_future(self._post())
 
     async def _post(self) -> None:
         self.event_id = await self._reply.send(self._content(strings.ANSWER_THINKING, "streaming"))
-        self._last_edit = time.monotonic()
 
     async def posted(self) -> bool:
         """Wait for the first form to be posted; False if that failed (nothing to edit)."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
+from bot.replies import Replier
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer, Call, Error
@@ -88,6 +90,32 @@ async def test_answer_uses_a_fact_from_another_session(
     second = await team.alice.send_text(later, "@ask and then?")
     reply, _ = await final_answer(team.alice, later, second)
     assert reply["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": second}}
+
+
+async def test_text_arriving_while_the_answer_is_posted_waits_for_the_interval(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """The edit interval counts from the answer's start: text that comes while "…" is still on
+    its way to the homeserver is shown by the next edit, here the last one, not by an extra
+    edit that the last one would then wait behind."""
+    team = await new_team(homeserver, bot, "Pace")
+    room = await start_session(team, "Pace")
+    question = await team.alice.send_text(room, "a question")
+    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
+    answer = AnswerMessage(
+        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=5
+    )
+    answer.start()
+    await answer.append("All at once.")  # before "…" can have been posted
+    await answer.finish(model=None)
+    assert answer.event_id is not None
+    done = await team.alice.wait_for(
+        room,
+        lambda e: e.get("content", {}).get("m.relates_to", {}).get("event_id") == answer.event_id,
+    )
+    statuses = [e["content"]["m.new_content"][ANSWER_KEY]["status"] for e in done]
+    assert statuses == ["done"]
+    assert done[0]["content"]["m.new_content"]["body"] == "All at once."
 
 
 async def test_memory_only_when_no_model_answers(
