@@ -10,6 +10,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def outcome_seen(future: asyncio.Future[Any]) -> None:
+    """A done callback for work started ahead of a caller that may not wait for it: its error
+    is the caller's to raise, and must not also be logged as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()

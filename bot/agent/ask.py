@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from bot.errors import (
 )
 from bot.llm import CallContext, ChatResult, Limits, Message, TextDelta, ToolSchema
 from bot.memory import MemoryHit
+from bot.memory.embeddings import Vectors
 from bot.tools.permissions import allowed_tools
 from bot.tools.registry import Tool, ToolCall
 from bot.workspaces.access import require_member, workspace_of_room
@@ -74,12 +75,19 @@ async def _workspace(ctx: Context, room_id: str, sender: str) -> Workspace | Non
     return workspace
 
 
-async def memories(ctx: Context, workspace: Workspace | None, question: str) -> list[MemoryHit]:
+async def memories(
+    ctx: Context,
+    workspace: Workspace | None,
+    question: str,
+    embedding: Awaitable[Vectors] | None = None,
+) -> list[MemoryHit]:
+    """The workspace's memories that best answer `question` (`embedding`: its vector, already
+    on its way: Memory.embed_soon)."""
     if workspace is None or ctx.memory is None or ctx.config.agent.memories == 0:
         return []
     k = ctx.config.agent.memories
     try:
-        return await ctx.memory.search(workspace.id, question, k=k)
+        return await ctx.memory.search(workspace.id, question, k=k, embedding=embedding)
     except EmbeddingModelMismatch as e:
         log.error("%s; searching memory by words only", e)
         return await ctx.memory.search(workspace.id, question, k=k, mode="fulltext")
@@ -149,21 +157,29 @@ async def run_read_only(
         return f"error: {e}"
 
 
+async def answering_tools(
+    ctx: Context, workspace: Workspace | None, room_id: str, blueprint: Blueprint
+) -> list[Tool]:
+    """The tools the model may use while it answers: the blueprint's read-only ones."""
+    if workspace is None:
+        return []
+    return read_only_tools(ctx, await allowed_tools(ctx, room_id, workspace, blueprint))
+
+
 async def converse(
     ctx: Context,
     blueprint: Blueprint,
     messages: list[Message],
     answer: Answer | None,
     *,
+    tools: Sequence[Tool],
     workspace: Workspace | None,
     room_id: str,
     asker: str,
     key: str,
 ) -> ChatResult:
-    """Stream the model's answer (into `answer`), letting it use read-only tools a few rounds."""
-    tools: list[Tool] = []
-    if workspace is not None:
-        tools = read_only_tools(ctx, await allowed_tools(ctx, room_id, workspace))
+    """Stream the model's answer (into `answer`), letting it use `tools` (read-only) a few
+    rounds."""
     context = CallContext(
         workspace_id=workspace.id if workspace else None, room_id=room_id, user_id=asker
     )
@@ -227,6 +243,21 @@ async def ask(call: CommandCall) -> None:
     question = call.command.text.strip()
     if not question:
         raise UserError(strings.EMPTY_ASK)
+    # The question's vector takes longest to get: it is on its way while the rest is looked up.
+    embedding = (
+        ctx.memory.embed_soon(question)
+        if ctx.memory is not None and ctx.config.agent.memories
+        else None
+    )
+    try:
+        await _answer(call, question, embedding)
+    finally:
+        if embedding is not None:
+            embedding.cancel()  # unused: Letta answered, or something failed first
+
+
+async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors] | None) -> None:
+    ctx = call.ctx
     workspace = await _workspace(ctx, call.room_id, call.sender)
     session = await ctx.sessions.get(call.room_id)
     question_event = call.reply.event_id
@@ -246,9 +277,10 @@ async def ask(call: CommandCall) -> None:
         if blueprint.backend == "letta" and workspace is not None and ctx.letta is not None:
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
                 return
-        hits, lines = await asyncio.gather(
-            memories(ctx, workspace, question),
+        hits, lines, tools = await asyncio.gather(
+            memories(ctx, workspace, question, embedding),
             recent_lines(ctx, call.room_id, question_event),
+            answering_tools(ctx, workspace, call.room_id, blueprint),
         )
         place = strings.ASK_PLACE_DIRECT
         if workspace is not None:
@@ -279,6 +311,7 @@ async def ask(call: CommandCall) -> None:
                 blueprint,
                 messages,
                 answer,
+                tools=tools,
                 workspace=workspace,
                 room_id=call.room_id,
                 asker=call.sender,

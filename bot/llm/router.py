@@ -69,7 +69,7 @@ from bot.llm.types import (
     Usage,
 )
 from bot.llm.usage import UsageRecord, UsageRecorder, UsageStore
-from bot.tasks import BackgroundTasks
+from bot.tasks import BackgroundTasks, outcome_seen
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,6 @@ class _Plan:
         if gate is None or not gate.done() or gate.cancelled() or gate.exception():
             return None
         return gate.result()
-
-
-def _retrieve(task: asyncio.Task[Reservation | None]) -> None:
-    """Mark a refused check as seen when no request waited for it (the call was cancelled)."""
-    if not task.cancelled():
-        task.exception()
 
 
 @dataclass
@@ -413,7 +407,7 @@ class LLMRouter:
         gate = None
         if any(not scope.limit.unlimited for scope in scopes):
             gate = asyncio.ensure_future(self._acquire(scopes, estimate))
-            gate.add_done_callback(_retrieve)
+            gate.add_done_callback(outcome_seen)  # a cancelled call never waits for it
             # Let the check send its Redis command now: it then runs while the SDK builds the
             # request (CPU work in this task), instead of after it.
             await asyncio.sleep(0)

@@ -13,6 +13,7 @@ and by words (PostgreSQL full-text search). Either can run alone: mode="fulltext
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from bot.memory.store import (
     WriteOp,
 )
 from bot.memory.text import embedding_text, extractive_summary
+from bot.tasks import outcome_seen
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,14 @@ class Memory:
     async def embed_query(self, query: str) -> Vectors:
         return await self.embedder.embed([query], interactive=True)
 
+    def embed_soon(self, query: str) -> asyncio.Task[Vectors]:
+        """Start embedding a question now, for a `search(..., embedding=)` that comes later:
+        the model's time then overlaps whatever the caller looks up meanwhile. A task left
+        unused may be cancelled; its failure is raised by the search, never logged as lost."""
+        task = asyncio.ensure_future(self.embed_query(query.strip()))
+        task.add_done_callback(outcome_seen)
+        return task
+
     async def search(
         self,
         workspace_id: str,
@@ -216,6 +226,7 @@ class Memory:
         kinds: Sequence[MemoryKind] | None = None,
         mode: SearchMode = "hybrid",
         exact: bool | None = None,
+        embedding: Awaitable[Vectors] | None = None,
     ) -> list[MemoryHit]:
         """The `k` items of a workspace that best answer `query`, best first, with their source
         (item.room_id, item.event_id) to cite.
@@ -224,7 +235,9 @@ class Memory:
         "vector" (meaning only) or "fulltext" (words only, no model). Raises
         EmbeddingModelMismatch (the operator must run `doryo reindex`) for the first two when the
         stored vectors were made by another model, EmbeddingError for "vector" when the model
-        fails."""
+        fails.
+
+        embedding: the query's vector, already on its way (embed_soon)."""
         query = query.strip()
         if not query or k <= 0:
             return []
@@ -232,7 +245,7 @@ class Memory:
         vector = None
         if mode != "fulltext":
             try:
-                vector = (await self.embed_query(query))[0]
+                vector = (await (embedding or self.embed_query(query)))[0]
             except EmbeddingError as e:
                 if mode == "vector":
                     raise

@@ -15,6 +15,7 @@ from bot.errors import UserError
 from bot.workspaces.store import Workspace
 
 if TYPE_CHECKING:
+    from bot.blueprints import Blueprint
     from bot.context import Context
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,13 @@ log = logging.getLogger(__name__)
 COMPOSIO_SLUG = re.compile(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$")
 
 
-async def allowed_tools(ctx: Context, room_id: str, workspace: Workspace) -> set[str]:
-    """The names of the tools the agent answering in this room may use."""
-    blueprint = await blueprint_for(ctx, workspace, await ctx.sessions.get(room_id))
+async def allowed_tools(
+    ctx: Context, room_id: str, workspace: Workspace, blueprint: Blueprint | None = None
+) -> set[str]:
+    """The names of the tools the agent answering in this room may use (`blueprint`: the one
+    answering there, if the caller has it already)."""
+    if blueprint is None:
+        blueprint = await blueprint_for(ctx, workspace, await ctx.sessions.get(room_id))
     names = set(blueprint.tools)
     missing = [n for n in names if ctx.tools.get(n) is None and COMPOSIO_SLUG.match(n)]
     if missing and ctx.composio is not None:
