@@ -209,6 +209,21 @@ class Memory:
     async def embed_query(self, query: str) -> Vectors:
         return await self.embedder.embed([query], interactive=True)
 
+    async def _query_vector(
+        self, query: str, embedding: Awaitable[Vectors] | None, *, required: bool
+    ) -> Vectors | None:
+        """The query's vector; None (words only, with a warning) if the model fails and the
+        search may go without it."""
+        try:
+            vectors = await (embedding or self.embed_query(query))
+        except EmbeddingError as e:
+            if required:
+                raise
+            log.warning("memory: the embedding model failed (%s); searching by words", e)
+            return None
+        row: Vectors = vectors[0]
+        return row
+
     def embed_soon(self, query: str) -> asyncio.Task[Vectors]:
         """Start embedding a question now, for a `search(..., embedding=)` that comes later:
         the model's time then overlaps whatever the caller looks up meanwhile. A task left
@@ -244,28 +259,31 @@ class Memory:
         settings = self.settings
         vector = None
         if mode != "fulltext":
-            try:
-                vector = (await (embedding or self.embed_query(query)))[0]
-            except EmbeddingError as e:
-                if mode == "vector":
-                    raise
-                log.warning("memory: the embedding model failed (%s); searching by words", e)
+            # The model works while the store prepares the words and the plan; it awaits the
+            # vector only then.
+            vector = asyncio.ensure_future(
+                self._query_vector(query, embedding, required=mode == "vector")
+            )
+            vector.add_done_callback(outcome_seen)
         candidates = max(settings.candidates, 2 * k)
-        found = await self.store.search(
-            workspace_id,
-            text=None if mode == "vector" else query,
-            vector=vector,
-            model=self.embedder.model,
-            dims=self.dims,
-            kinds=kinds,
-            candidates=candidates,
-            ef_search=settings.ef_search,
-            exact_below=settings.exact_search_below,
-            fulltext_max_matches=settings.fulltext_max_matches,
-            # Alone, words must find what they can; beside meaning, only strong matches count.
-            fulltext_min_match=settings.fulltext_min_match if vector is not None else 0.0,
-            exact=exact,
-        )
+        try:
+            found = await self.store.search(
+                workspace_id,
+                text=None if mode == "vector" else query,
+                vector=vector,
+                model=self.embedder.model,
+                dims=self.dims,
+                kinds=kinds,
+                candidates=candidates,
+                ef_search=settings.ef_search,
+                exact_below=settings.exact_search_below,
+                fulltext_max_matches=settings.fulltext_max_matches,
+                fulltext_min_match=settings.fulltext_min_match,
+                exact=exact,
+            )
+        finally:
+            if vector is not None:
+                vector.cancel()  # not needed after all: the store failed first
         hits = fuse(
             found,
             rrf_k=settings.rrf_k,

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import asyncpg
+import numpy as np
 
 from bot.errors import EmbeddingModelMismatch
 from bot.memory.embeddings import Vectors
@@ -283,6 +284,22 @@ def words_query(lexemes: Sequence[str], min_share: float) -> tuple[str, str] | N
         return " & ".join(quoted), any_word
     groups = (" & ".join(group) for group in itertools.combinations(quoted, need))
     return " | ".join(f"({g})" for g in groups), any_word
+
+
+def _vector_settings(exact: bool, *, ef_search: int, candidates: int) -> tuple[str, str]:
+    """The planner settings a vector search runs with, and what undoes them for the query
+    after it (SET LOCAL, inside the search's transaction)."""
+    if exact:
+        # The workspace's rows through its btree index, whatever the planner estimates.
+        return "SET LOCAL enable_seqscan = off", "SET LOCAL enable_seqscan = on"
+    # The HNSW index, never a sort of the workspace's rows: the planner's estimates for
+    # filtered HNSW scans are rough, and it picks that sort at times (300 ms for a workspace
+    # of 500k).
+    forced = (
+        f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(candidates))}; "
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL enable_sort = off"
+    )
+    return forced, "SET LOCAL enable_sort = on"
 
 
 def _vector_sql(*, exact: bool, kinds: bool) -> str:
@@ -671,7 +688,7 @@ class MemoryStore:
         workspace_id: str,
         *,
         text: str | None,
-        vector: Vectors | None,
+        vector: Vectors | Awaitable[Vectors | None] | None,
         model: str,
         dims: int,
         kinds: Sequence[MemoryKind] | None = None,
@@ -684,44 +701,51 @@ class MemoryStore:
     ) -> list[Candidate]:
         """Candidates of a workspace by meaning (`vector`), by words (`text`), or both.
 
-        `fulltext_min_match`: the share of the question's words an item found by words must
-        hold (0: any one). `exact`: None chooses by the workspace's size; True/False force a
-        strategy (benchmarks). Raises EmbeddingModelMismatch when `vector` is given and `model`
-        is not the recorded one.
+        `vector` may still be on its way (an awaitable; None when it could not be made): the
+        words, the model check and the plan settings are prepared meanwhile, and the search
+        goes by words alone if it comes back None. `fulltext_min_match`: the share of the
+        question's words an item found by words must hold beside a vector (alone, words must
+        find what they can: any one). `exact`: None chooses by the workspace's size;
+        True/False force a strategy (benchmarks). Raises EmbeddingModelMismatch when a vector
+        is asked for and `model` is not the recorded one.
         """
         use_text = bool(text and text.strip())
         if vector is None and not use_text:
             return []
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            words = None
+            lexemes: list[str] = []
             if use_text:
                 lexemes = await conn.fetchval(
                     "SELECT tsvector_to_array(to_tsvector('english', $1))", text
                 )
-                words = words_query(lexemes, fulltext_min_match)
-                if words is None and vector is None:
-                    return []
             # Plan each search with its own words and workspace (the planner then sees how
             # common they are: a rare word goes through the GIN index, a common one through the
             # newest rows first); never JIT-compile it (tens of ms to save a few: PostgreSQL's
             # default jit_above_cost is met easily).
-            await conn.execute(
-                "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
-            )
+            settings = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+            undo = None
+            if vector is not None:
+                await self._check_model(conn, model, dims)
+                if exact is None:
+                    exact = await self._searched_exactly(conn, workspace_id, exact_below)
+                forced, undo = _vector_settings(exact, ef_search=ef_search, candidates=candidates)
+                settings += "; " + forced
+            await conn.execute(settings)
+            if vector is not None and not isinstance(vector, np.ndarray):
+                vector = await vector
+            words = words_query(lexemes, fulltext_min_match if vector is not None else 0.0)
+            if vector is None and words is None:
+                return []
             found: list[tuple[int, float]] = []
             if vector is not None:
-                found = await self._nearest(
-                    conn,
-                    workspace_id,
-                    vector,
-                    model=model,
-                    dims=dims,
-                    kinds=kinds,
-                    candidates=candidates,
-                    ef_search=ef_search,
-                    exact_below=exact_below,
-                    exact=exact,
-                )
+                params: list[Any] = [workspace_id, vector, candidates]
+                if kinds:
+                    params.append(list(kinds))
+                rows = await conn.fetch(_vector_sql(exact=bool(exact), kinds=bool(kinds)), *params)
+                # Iterative scans return rows in roughly (relaxed) order.
+                found = sorted(((r[0], r[1]) for r in rows), key=lambda r: (r[1], r[0]))
+            if undo is not None:
+                await conn.execute(undo)
             sql, params = _candidates_sql(
                 words=words,
                 kinds=kinds,
@@ -746,21 +770,8 @@ class MemoryStore:
             for row in rows
         ]
 
-    async def _nearest(
-        self,
-        conn: asyncpg.Connection,
-        workspace_id: str,
-        vector: Vectors,
-        *,
-        model: str,
-        dims: int,
-        kinds: Sequence[str] | None,
-        candidates: int,
-        ef_search: int,
-        exact_below: int,
-        exact: bool | None,
-    ) -> list[tuple[int, float]]:
-        """(item id, distance) of the nearest vectors of a workspace, nearest first."""
+    async def _check_model(self, conn: asyncpg.Connection, model: str, dims: int) -> None:
+        """Raise EmbeddingModelMismatch unless the stored vectors are `model`'s."""
         record = await self._record(conn)
         if record is None:
             raise EmbeddingModelMismatch(
@@ -769,29 +780,6 @@ class MemoryStore:
         mismatch = self._check(record, model, dims)
         if mismatch is not None:
             raise mismatch
-        if exact is None:
-            exact = await self._searched_exactly(conn, workspace_id, exact_below)
-        if exact:
-            # The workspace's rows through its btree index, whatever the planner estimates.
-            forced = "SET LOCAL enable_seqscan = off"
-            undo = "SET LOCAL enable_seqscan = on"
-        else:
-            # The HNSW index, never a sort of the workspace's rows: the planner's estimates
-            # for filtered HNSW scans are rough, and it picks that sort at times (300 ms for a
-            # workspace of 500k).
-            forced = (
-                f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(candidates))}; "
-                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL enable_sort = off"
-            )
-            undo = "SET LOCAL enable_sort = on"
-        await conn.execute(forced)
-        params: list[Any] = [workspace_id, vector, candidates]
-        if kinds:
-            params.append(list(kinds))
-        rows = await conn.fetch(_vector_sql(exact=exact, kinds=bool(kinds)), *params)
-        await conn.execute(undo)
-        # Iterative scans return rows in roughly (relaxed) order.
-        return sorted(((r[0], r[1]) for r in rows), key=lambda r: (r[1], r[0]))
 
     async def stats(self, workspace_id: str) -> MemoryStats:
         async with self._pool.acquire() as conn:
