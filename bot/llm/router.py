@@ -130,8 +130,9 @@ class ModelInfo:
 class _Plan:
     chain: list[ModelRef]
     notes: list[str]
-    gate: asyncio.Task[Reservation | None] | None
-    """The rate-limit check, running while the first request is built (providers.gated)."""
+    gate: asyncio.Future[Reservation | None] | None
+    """The rate-limit check, running while the first request is built (providers.gated), or
+    already counted from a lease."""
     context: CallContext
     failures: list[Failure] = field(default_factory=list)
 
@@ -404,8 +405,12 @@ class LLMRouter:
             + sum(len(t.description) + 100 for t in request.tools)
         )
         scopes = self._scopes(context, limits)
-        gate = None
-        if any(not scope.limit.unlimited for scope in scopes):
+        gate: asyncio.Future[Reservation | None] | None = None
+        if (leased := self.ratelimiter.leased(scopes, estimate)) is not None:
+            # Counted from this process's lease: nothing to wait for.
+            gate = asyncio.get_running_loop().create_future()
+            gate.set_result(leased)
+        elif any(not scope.limit.unlimited for scope in scopes):
             gate = asyncio.ensure_future(self._acquire(scopes, estimate))
             gate.add_done_callback(outcome_seen)  # a cancelled call never waits for it
             # Let the check send its Redis command now: it then runs while the SDK builds the

@@ -143,6 +143,49 @@ async def test_concurrent_acquires_from_two_limiters_are_exact(
         await other.aclose()
 
 
+async def evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_busy_process_leases_room_ahead_and_asks_redis_rarely(llm_redis: Redis) -> None:
+    limiter = RateLimiter(llm_redis, "lease:")
+    scope = Scope("agent", "busy", RateLimit(requests_per_minute=1000, tokens_per_minute=10**7))
+    before = await evalsha_calls(llm_redis)
+    for _ in range(100):
+        await limiter.acquire([scope], estimate=50)
+    trips = await evalsha_calls(llm_redis) - before
+    # Leases of 1, 2, 4, 8, then 16 requests (1/20 of 1000 is 50; 16 is the most): 10 trips,
+    # one more when Redis first learns the script, a few more if a minute turns meanwhile.
+    assert trips <= 14, trips
+    requests, tokens = await limiter.usage(scope)
+    assert 100 <= requests < 100 + 16 and tokens == 50 * requests
+
+
+async def test_leases_of_two_processes_never_pass_the_limit(
+    llm_redis: Redis, redis_url: str
+) -> None:
+    other = Redis.from_url(redis_url)
+    try:
+        limiters = [RateLimiter(llm_redis, "lease2:"), RateLimiter(other, "lease2:")]
+        scope = Scope("workspace", "shared", RateLimit(requests_per_minute=100))
+
+        async def one(i: int) -> bool:
+            try:
+                await limiters[i % 2].acquire([scope], estimate=1)
+            except RateLimited:
+                return False
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in range(300)))
+        assert (await limiters[0].usage(scope))[0] == 100  # all leased, never more
+        # Refused at most what the other process leased and had not used yet (a lease of
+        # this limit holds at most 5 requests).
+        assert 100 - 2 * 5 <= sum(results) <= 100
+    finally:
+        await other.aclose()
+
+
 async def test_tokens_per_minute_count_what_the_provider_reported(
     make_router: RouterFactory, fake_openai: FakeOpenAI
 ) -> None:
