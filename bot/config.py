@@ -324,6 +324,8 @@ class EmbeddingsConfig(_Section):
     dimensions: int = Field(default=0, ge=0, le=16_000)
     batch_size: int = Field(default=64, ge=1, le=2048)
     timeout: float = Field(default=30, gt=0, le=600)
+    # What a local model computes in; auto: bfloat16 where the CPU has it in hardware.
+    local_precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class MemoryConfig(_Section):

@@ -17,7 +17,8 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,8 +28,22 @@ if TYPE_CHECKING:
 
 _PR_SET_PDEATHSIG = 1
 
+Computed = Literal["float32", "bfloat16"]
+"""What a loaded model computes in."""
+
 _package = ""
 _model: SentenceTransformer | None = None
+_precision: Computed = "float32"
+
+# Texts whose vectors must agree, in bfloat16 and float32, before bfloat16 is used.
+PROBES = (
+    "Thanks!",  # short texts agree least: fewest tokens averaged
+    "When is the launch?",
+    "The build of the payments service failed on runner 3 after two retries.",
+    "Who owns the follow-up with the design team about the new onboarding flow, and by when?",
+    "Deploy blocked: migration 0042 locks the orders table for 40 s in production.",
+)
+AGREEMENT = 0.9998
 
 
 def start(bot_pid: int, package: str, nice: int) -> None:
@@ -75,39 +90,94 @@ def _watch(bot_pid: int) -> None:
     os._exit(0)
 
 
-def load() -> int:
-    """Load the model (once); returns the size of its vectors. ImportError: no `embeddings`
-    extra."""
-    global _model
+def load(precision: str = "auto") -> tuple[int, Computed]:
+    """Load the model (once); returns the size of its vectors and the precision it computes
+    in ("float32" or "bfloat16"; `precision` "auto" chooses, see `_lowered`). ImportError: no
+    `embeddings` extra."""
+    global _model, _precision
     if _model is None:
-        import importlib
-
         import torch
 
         # One thread per worker: an OpenMP team of two, on a small machine where Synapse or
         # PostgreSQL holds the other core, waits at every barrier for its descheduled half
         # (in bench/ask.py a question took p50 25 ms with one thread, 34 ms with two).
         torch.set_num_threads(1)
-        package = importlib.import_module(_package)
-        from transformers.utils import logging as transformers_logging
+        model = _load_float32()
+        if precision == "bfloat16" or (precision == "auto" and _native_bfloat16()):
+            lowered = _lowered(model)
+            model = lowered if lowered is not None else _load_float32()
+            _precision = "bfloat16" if lowered is not None else "float32"
+        _model = model
+    return int(_model.get_embedding_dimension() or 0), _precision
 
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        _model = package.load_model("cpu")
-    return int(_model.get_embedding_dimension() or 0)
+
+def _load_float32() -> SentenceTransformer:
+    import importlib
+
+    package = importlib.import_module(_package)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model: SentenceTransformer = package.load_model("cpu")
+    return model
 
 
-def encode(texts: list[str], batch_size: int) -> NDArray[Any]:
-    load()
-    assert _model is not None
+def _native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16, AMX); elsewhere bfloat16
+    is emulated and slower than float32. (torch has no public name for this yet; a torch
+    without these answers "no".)"""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
+
+
+def _lowered(model: SentenceTransformer) -> SentenceTransformer | None:
+    """The model with its transformer computing in bfloat16, if its vectors still agree with
+    float32's (cosine >= AGREEMENT on PROBES); None if not (the model is then spoiled).
+
+    On a CPU with bfloat16 in hardware the transformer reads half the bytes and multiplies
+    faster: a short question takes ~11 instead of ~17 ms, a batch of 64 a third of the time.
+    Only the transformer is lowered: its token vectors are averaged and normalised in float32
+    (pooled in bfloat16 they agree to 0.998 only), so the vectors keep a cosine of at least
+    0.9998 to float32's (median 0.99996 over the 346 texts of tests/data/retrieval; one-word
+    messages agree least) — the same model's vectors, comparable with those already stored."""
+    import torch
+
+    reference = _vectors(model, PROBES)
+    try:
+        transformer = model[0]
+        transformer.auto_model.to(torch.bfloat16)
+        transformer.register_forward_hook(_token_embeddings_in_float32)
+        agreement = float(np.min(np.sum(_vectors(model, PROBES) * reference, axis=1)))
+    except (AttributeError, KeyError, TypeError, RuntimeError):
+        return None  # not the layout of a sentence-transformers text model: stay in float32
+    return model if agreement >= AGREEMENT else None
+
+
+def _token_embeddings_in_float32(module: Any, inputs: Any, features: Any) -> Any:
+    features["token_embeddings"] = features["token_embeddings"].float()
+    return features
+
+
+def _vectors(
+    model: SentenceTransformer, texts: Sequence[str], batch_size: int = 64
+) -> NDArray[Any]:
     return np.asarray(
-        _model.encode(
-            texts,
+        model.encode(
+            list(texts),
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
     )
+
+
+def encode(texts: list[str], batch_size: int, precision: str = "auto") -> NDArray[Any]:
+    load(precision)
+    assert _model is not None
+    return _vectors(_model, texts, batch_size)
 
 
 def niceness() -> int:

@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import openai
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 Vectors = NDArray[np.float32]
 """A (texts × dimensions) array of unit vectors."""
+
+Precision = Literal["auto", "float32", "bfloat16"]
 
 LOCAL_PROVIDER = "local"
 
@@ -147,7 +149,9 @@ class LocalEmbedder:
 
     BACKGROUND_NICE = 19
 
-    def __init__(self, name: str, *, batch_size: int = 64) -> None:
+    def __init__(self, name: str, *, batch_size: int = 64, precision: Precision = "auto") -> None:
+        """`precision`: what the model computes in; "auto" is bfloat16 where the CPU has it in
+        hardware and its vectors agree with float32's (bot.embedding_worker)."""
         try:
             self._spec = BUILTIN_MODELS[name]
         except KeyError:
@@ -158,6 +162,7 @@ class LocalEmbedder:
             ) from None
         self._model_ref = f"{LOCAL_PROVIDER}/{name}"
         self._batch_size = batch_size
+        self._precision: Precision = precision
         self._interactive = _Lane("interactive", self._spec.package, nice=0)
         self._background = _Lane("indexing", self._spec.package, nice=self.BACKGROUND_NICE)
 
@@ -184,28 +189,43 @@ class LocalEmbedder:
         except RuntimeError as e:  # torch reports failures (out of memory, ...) this way
             raise EmbeddingError(f"{self._model_ref} failed: {e}") from e
 
+    @property
+    def precision(self) -> Precision:
+        """What the model computes in: as configured until the first worker has chosen."""
+        return self._precision
+
     async def load(self) -> None:
         """Start both workers and load the model now rather than on the first batch (takes a
         few seconds)."""
-        for dims in await asyncio.gather(
-            *(
-                self._run(lane, embedding_worker.load)
-                for lane in (self._interactive, self._background)
-            )
-        ):
+        # One worker chooses the precision, the other is told: both make the same vectors.
+        asked = self._precision
+        for lane in (self._interactive, self._background):
+            dims, self._precision = await self._run(lane, embedding_worker.load, self._precision)
             if dims != self._spec.dims:
                 raise EmbeddingError(
                     f"{self._model_ref} makes {dims}-dimensional vectors, "
                     f"expected {self._spec.dims}",
                     retryable=False,
                 )
-        log.info("loaded the embedding model %s (%d dimensions)", self._model_ref, dims)
+        if asked == "bfloat16" and self._precision != asked:
+            log.warning(
+                "%s: its bfloat16 vectors do not agree with its float32 ones; using float32",
+                self._model_ref,
+            )
+        log.info(
+            "loaded the embedding model %s (%d dimensions, %s)",
+            self._model_ref,
+            dims,
+            self._precision,
+        )
 
     async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
         if not texts:
             return np.zeros((0, self._spec.dims), dtype=np.float32)
         lane = self._interactive if interactive else self._background
-        vectors = await self._run(lane, embedding_worker.encode, list(texts), self._batch_size)
+        vectors = await self._run(
+            lane, embedding_worker.encode, list(texts), self._batch_size, self._precision
+        )
         return _normalized(vectors)
 
     async def niceness(self) -> dict[str, int]:
@@ -320,7 +340,9 @@ def build_embedder(config: Config) -> Embedder:
                 "only OpenAI-compatible models can be asked for a size; set it to 0",
                 key="embeddings.dimensions",
             )
-        return LocalEmbedder(name, batch_size=settings.batch_size)
+        return LocalEmbedder(
+            name, batch_size=settings.batch_size, precision=settings.local_precision
+        )
     if provider is None:
         known = ", ".join(sorted(config.llm.providers)) or "none"
         builtin = ", ".join(f"{LOCAL_PROVIDER}/{n}" for n in BUILTIN_MODELS)

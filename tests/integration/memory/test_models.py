@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
+from bot import embedding_worker
 from bot.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory import Memory, MemoryInput, build_embedder
 from bot.memory.embeddings import LocalEmbedder, OpenAIEmbedder
@@ -330,3 +331,36 @@ async def test_a_worker_that_dies_is_replaced() -> None:
         assert vectors.shape == (1, 384)
     finally:
         await embedder.aclose()
+
+
+async def test_bfloat16_makes_the_float32_model_s_vectors(local_embedder: LocalEmbedder) -> None:
+    """Where the CPU multiplies bfloat16 in hardware, the model computes in it ("auto"); in
+    both workers its vectors agree with float32's to a cosine of 0.9998, short and long texts,
+    so the vectors already stored stay comparable. Elsewhere "auto" is float32."""
+    texts = [
+        "When is the launch?",
+        "ok",
+        "Grace: the staging database ran out of disk at 02:10; I moved the WAL archive to the "
+        "new volume and restarted the replica.",
+        " ".join(
+            f"Item {n} of the retro: the flaky checkout test, the slow CI cache."
+            for n in range(30)
+        ),
+    ]
+    exact = LocalEmbedder("all-minilm-l6-v2", precision="float32")
+    lowered = LocalEmbedder("all-minilm-l6-v2", precision="bfloat16")
+    try:
+        await asyncio.gather(exact.load(), lowered.load())
+        assert exact.precision == "float32"
+        assert lowered.precision == "bfloat16"
+        native = embedding_worker._native_bfloat16()
+        assert local_embedder.precision == ("bfloat16" if native else "float32")
+        reference = await exact.embed(texts)
+        for embedder in (lowered, local_embedder):
+            for interactive in (True, False):
+                vectors = await embedder.embed(texts, interactive=interactive)
+                agreement = np.sum(vectors * reference, axis=1)
+                assert agreement.min() >= embedding_worker.AGREEMENT, agreement
+    finally:
+        await exact.aclose()
+        await lowered.aclose()
