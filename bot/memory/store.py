@@ -286,93 +286,81 @@ def words_query(lexemes: Sequence[str], min_share: float) -> tuple[str, str] | N
     return " | ".join(f"({g})" for g in groups), any_word
 
 
-def _vector_settings(exact: bool, *, ef_search: int, candidates: int) -> tuple[str, str]:
-    """The planner settings a vector search runs with, and what undoes them for the query
-    after it (SET LOCAL, inside the search's transaction)."""
+def _vector_settings(exact: bool, *, ef_search: int, candidates: int) -> str:
+    """The planner settings a vector search runs with (SET LOCAL, inside the search's
+    transaction: the vector query is its last)."""
     if exact:
         # The workspace's rows through its btree index, whatever the planner estimates.
-        return "SET LOCAL enable_seqscan = off", "SET LOCAL enable_seqscan = on"
+        return "SET LOCAL enable_seqscan = off"
     # The HNSW index, never a sort of the workspace's rows: the planner's estimates for
     # filtered HNSW scans are rough, and it picks that sort at times (300 ms for a workspace
     # of 500k).
-    forced = (
+    return (
         f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(candidates))}; "
         "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL enable_sort = off"
     )
-    return forced, "SET LOCAL enable_sort = on"
 
 
 def _vector_sql(*, exact: bool, kinds: bool) -> str:
-    """The nearest `$3` vectors of workspace `$1` to `$2` (kinds `$4`)."""
+    """The items of the nearest `$3` vectors of workspace `$1` to `$2` (kinds `$4`), with their
+    distance (in no particular order: iterative scans return rows roughly sorted)."""
     kind_filter = "AND kind = ANY($4::text[])" if kinds else ""
     # "+ 0": an expression the HNSW index does not serve, so the rows come from the workspace's
     # btree index and are sorted by their exact distance.
     order = "(embedding <=> $2) + 0" if exact else "embedding <=> $2"
     return f"""
-        SELECT item_id, embedding <=> $2 AS distance FROM {VECTORS}
-        WHERE workspace_id = $1 {kind_filter}
-        ORDER BY {order} LIMIT $3
-    """
-
-
-def _candidates_sql(
-    *,
-    words: tuple[str, str] | None,
-    kinds: Sequence[str] | None,
-    candidates: int,
-    fulltext_max_matches: int,
-) -> tuple[str, list[Any]]:
-    """The candidates with their items: those found by meaning (given as arrays: `$2` ids,
-    `$3` distances, nearest first) and, with `words`, the best found by words, each with its
-    rank there. Returns the SQL and its parameters after the first three."""
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params) + 3}"
-
-    ctes = [
-        """
-        vr AS (
-            SELECT item_id, distance, vector_rank
-            FROM unnest($2::bigint[], $3::float8[])
-                 WITH ORDINALITY AS v(item_id, distance, vector_rank)
-        )"""
-    ]
-    ranked = "vr"
-    columns = "vr.vector_rank, vr.distance, NULL::bigint AS text_rank, NULL::real AS text_score"
-    if words is not None:
-        limit = param(candidates)
-        match = f"{param(words[0])}::tsquery"
-        rank = f"{param(words[1])}::tsquery"
-        kind_filter = f"AND kind = ANY({param(list(kinds))}::text[])" if kinds else ""
-        ctes.append(
-            f"""
-            t AS MATERIALIZED (
-                SELECT id, ts_rank_cd(tsv, {rank}) AS text_score
-                FROM (
-                    SELECT id, tsv FROM memory_items
-                    WHERE workspace_id = $1 AND tsv @@ {rank} {kind_filter}
-                    ORDER BY id DESC LIMIT {param(fulltext_max_matches)}
-                ) newest
-                WHERE tsv @@ {match}
-                ORDER BY text_score DESC, id DESC LIMIT {limit}
-            ),
-            tr AS (
-                SELECT id AS item_id, text_score,
-                       row_number() OVER (ORDER BY text_score DESC, id DESC) AS text_rank
-                FROM t
-            )"""
+        WITH v AS MATERIALIZED (
+            SELECT item_id, embedding <=> $2 AS distance FROM {VECTORS}
+            WHERE workspace_id = $1 {kind_filter}
+            ORDER BY {order} LIMIT $3
         )
-        ranked = "vr FULL JOIN tr USING (item_id)"
-        columns = "vr.vector_rank, vr.distance, tr.text_rank, tr.text_score"
-    sql = f"""
-        WITH {",".join(ctes)}
-        SELECT {_ITEM_COLUMNS}, {columns}
-        FROM {ranked} JOIN memory_items i ON i.id = item_id
+        SELECT {_ITEM_COLUMNS}, v.distance
+        FROM v JOIN memory_items i ON i.id = v.item_id
         WHERE i.workspace_id = $1
     """
-    return sql, params
+
+
+def _words_sql(*, kinds: bool) -> str:
+    """The items of workspace `$1` (kinds `$6`) best found by words: of the newest `$5` holding
+    any word (`$4` tsquery), the best `$2` of those matching `$3` (tsquery), with their score
+    and rank."""
+    kind_filter = "AND kind = ANY($6::text[])" if kinds else ""
+    return f"""
+        WITH t AS MATERIALIZED (
+            SELECT id, ts_rank_cd(tsv, $4::tsquery) AS text_score
+            FROM (
+                SELECT id, tsv FROM memory_items
+                WHERE workspace_id = $1 AND tsv @@ $4::tsquery {kind_filter}
+                ORDER BY id DESC LIMIT $5
+            ) newest
+            WHERE tsv @@ $3::tsquery
+            ORDER BY text_score DESC, id DESC LIMIT $2
+        )
+        SELECT {_ITEM_COLUMNS}, t.text_score,
+               row_number() OVER (ORDER BY t.text_score DESC, t.id DESC) AS text_rank
+        FROM t JOIN memory_items i ON i.id = t.id
+        WHERE i.workspace_id = $1
+    """
+
+
+def _candidates(
+    by_meaning: Sequence[asyncpg.Record], by_words: Sequence[asyncpg.Record]
+) -> list[Candidate]:
+    """One candidate per item, with its rank by meaning (nearest first) and by words."""
+    found: dict[int, Candidate] = {}
+    nearest = sorted(by_meaning, key=lambda row: (row["distance"], row["id"]))
+    for rank, row in enumerate(nearest, start=1):
+        found[row["id"]] = Candidate(_item(row), rank, row["distance"], None, None)
+    for row in by_words:
+        meaning = found.get(row["id"])
+        found[row["id"]] = Candidate(
+            meaning.item if meaning else _item(row),
+            meaning.vector_rank if meaning else None,
+            meaning.distance if meaning else None,
+            row["text_rank"],
+            row["text_score"],
+        )
+    return list(found.values())
 
 
 class MemoryStore:
@@ -702,8 +690,8 @@ class MemoryStore:
         """Candidates of a workspace by meaning (`vector`), by words (`text`), or both.
 
         `vector` may still be on its way (an awaitable; None when it could not be made): the
-        words, the model check and the plan settings are prepared meanwhile, and the search
-        goes by words alone if it comes back None. `fulltext_min_match`: the share of the
+        search by words, the model check and the plan settings are done meanwhile, so that only
+        the vector query waits for it; the search goes by words alone if it comes back None. `fulltext_min_match`: the share of the
         question's words an item found by words must hold beside a vector (alone, words must
         find what they can: any one). `exact`: None chooses by the workspace's size;
         True/False force a strategy (benchmarks). Raises EmbeddingModelMismatch when a vector
@@ -713,62 +701,50 @@ class MemoryStore:
         if vector is None and not use_text:
             return []
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            lexemes: list[str] = []
-            if use_text:
-                lexemes = await conn.fetchval(
-                    "SELECT tsvector_to_array(to_tsvector('english', $1))", text
-                )
             # Plan each search with its own words and workspace (the planner then sees how
             # common they are: a rare word goes through the GIN index, a common one through the
             # newest rows first); never JIT-compile it (tens of ms to save a few: PostgreSQL's
-            # default jit_above_cost is met easily).
-            settings = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
-            undo = None
-            if vector is not None:
-                await self._check_model(conn, model, dims)
-                if exact is None:
-                    exact = await self._searched_exactly(conn, workspace_id, exact_below)
-                forced, undo = _vector_settings(exact, ef_search=ef_search, candidates=candidates)
-                settings += "; " + forced
-            await conn.execute(settings)
-            if vector is not None and not isinstance(vector, np.ndarray):
-                vector = await vector
-            words = words_query(lexemes, fulltext_min_match if vector is not None else 0.0)
-            if vector is None and words is None:
-                return []
-            found: list[tuple[int, float]] = []
-            if vector is not None:
-                params: list[Any] = [workspace_id, vector, candidates]
+            # default jit_above_cost is met easily). The question's words come in the same trip.
+            lexemes: list[str] = await conn.fetchval(
+                "SELECT tsvector_to_array(to_tsvector('english', coalesce($1, ''))) "
+                "FROM set_config('plan_cache_mode', 'force_custom_plan', true) AS plan, "
+                "set_config('jit', 'off', true) AS jit",
+                text if use_text else None,
+            )
+
+            async def by_words(min_share: float) -> list[asyncpg.Record]:
+                words = words_query(lexemes, min_share)
+                if words is None:
+                    return []
+                params: list[Any] = [workspace_id, candidates, *words, fulltext_max_matches]
                 if kinds:
                     params.append(list(kinds))
-                rows = await conn.fetch(_vector_sql(exact=bool(exact), kinds=bool(kinds)), *params)
-                # Iterative scans return rows in roughly (relaxed) order.
-                found = sorted(((r[0], r[1]) for r in rows), key=lambda r: (r[1], r[0]))
-            if undo is not None:
-                await conn.execute(undo)
-            sql, params = _candidates_sql(
-                words=words,
-                kinds=kinds,
-                candidates=candidates,
-                fulltext_max_matches=fulltext_max_matches,
+                return list(await conn.fetch(_words_sql(kinds=bool(kinds)), *params))
+
+            if vector is None:
+                return _candidates([], await by_words(0.0))
+            # Everything but the vector query is done while the vector may still be on its way.
+            await self._check_model(conn, model, dims)
+            found_by_words = await by_words(fulltext_min_match) if use_text else []
+            if exact is None:
+                exact = await self._searched_exactly(conn, workspace_id, exact_below)
+            await conn.execute(_vector_settings(exact, ef_search=ef_search, candidates=candidates))
+            if not isinstance(vector, np.ndarray):
+                vector = await vector
+            if vector is None:  # the model failed: words must find what they can
+                if use_text and fulltext_min_match > 0:
+                    await conn.execute(
+                        "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_sort TO DEFAULT"
+                    )
+                    found_by_words = await by_words(0.0)
+                return _candidates([], found_by_words)
+            params = [workspace_id, vector, candidates]
+            if kinds:
+                params.append(list(kinds))
+            found_by_meaning = await conn.fetch(
+                _vector_sql(exact=exact, kinds=bool(kinds)), *params
             )
-            rows = await conn.fetch(
-                sql,
-                workspace_id,
-                [item_id for item_id, _ in found],
-                [distance for _, distance in found],
-                *params,
-            )
-        return [
-            Candidate(
-                item=_item(row),
-                vector_rank=row["vector_rank"],
-                distance=row["distance"],
-                text_rank=row["text_rank"],
-                text_score=row["text_score"],
-            )
-            for row in rows
-        ]
+        return _candidates(found_by_meaning, found_by_words)
 
     async def _check_model(self, conn: asyncpg.Connection, model: str, dims: int) -> None:
         """Raise EmbeddingModelMismatch unless the stored vectors are `model`'s."""

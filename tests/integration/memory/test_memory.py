@@ -3,12 +3,14 @@ between workspaces, redaction and edits, contact details, stats, chunking, remem
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from bot.memory import Memory, MemoryInput
+from bot.memory.embeddings import Vectors
 from tests.integration.memory.conftest import MemoryFactory
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -64,6 +66,36 @@ async def test_hybrid_search_finds_by_meaning_and_cites_the_source(memory: Memor
     words = await memory.search("ws-a", "falafel", mode="fulltext")
     assert [h.item.event_id for h in words] == ["$m3"] and words[0].text_rank == 1
     assert (await memory.search("ws-a", "falafel", k=1))[0].item.event_id == "$m3"
+
+
+async def test_words_are_searched_while_the_question_is_embedded(memory: Memory) -> None:
+    """Only the vector query waits for the question's vector: the search by words has run
+    before it arrives. Seen from the data: a message stored while the vector is on its way is
+    too new for the words (their query is behind) but not for the meaning (its query is not)."""
+    await add_team(memory)
+    question = "is the falafel truck back for lunch?"
+    vector: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
+    search = asyncio.create_task(memory.search("ws-a", question, k=10, embedding=vector))
+    try:
+        # Wait until the search holds its transaction open, idle: it needs the vector now.
+        async with asyncio.timeout(10):
+            while not await memory.store.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND state_change < now() - interval '200 milliseconds'"
+            ):
+                assert not search.done(), await search
+                await asyncio.sleep(0.02)
+        await memory.indexer.add(
+            [message("ws-a", "$late", "The falafel truck is back for lunch!")]
+        )
+        await memory.indexer.flush()
+        vector.set_result(await memory.embed_query(question))
+    finally:
+        if not vector.done():
+            search.cancel()  # never leave its connection waiting
+    hits = {h.item.event_id: h for h in await search}
+    assert hits["$m3"].text_rank is not None and hits["$m3"].vector_rank is not None
+    assert hits["$late"].vector_rank is not None and hits["$late"].text_rank is None
 
 
 async def test_a_workspace_never_sees_another_workspaces_memory(memory: Memory) -> None:
