@@ -8,6 +8,11 @@ ends. For each @ask in a session with a few hundred remembered messages:
 i.e. everything but the model: memory search (embedding the question, hybrid query), history,
 blueprint, posting the answer and its last edit. Baseline: !ping, received → pong accepted by
 Synapse (one plain answer).
+
+`--first-token S`: the model takes S seconds to its first token, as a hosted model does (a few
+hundred ms). The answer's first form ("…") is posted while the model works; with a model that
+answers at once (the default, 0) the last edit also waits for that post, which a real model's
+own time would hide.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from harness import line, stack
 
+from tests.fakes.llm_script import Answer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
 from tests.integration.workspace_helpers import new_team, start_session
@@ -44,13 +50,14 @@ async def received_at(stack_db: Any, event_id: str) -> float:
     return float(value)
 
 
-async def main(rounds: int) -> None:
+async def main(rounds: int, first_token: float) -> None:
     # Limits high enough for the run, but on: their check in Redis is part of every @ask.
     limits = {"requests_per_minute": 100_000, "tokens_per_minute": 100_000_000}
     rate_limits = {scope: limits for scope in ("agent", "workspace", "user")}
     async with stack(memory=True, model_class=TimedModel, llm={"rate_limits": rate_limits}) as s:
         model = s.model
         assert isinstance(model, TimedModel)
+        model.default = Answer("The benchmark model answers briefly.", first_delay=first_token)
         team = await new_team(s.hs, s.doryo, "Bench")
         room = await start_session(team, "Bench")
         for n in range(300):
@@ -97,7 +104,10 @@ async def main(rounds: int) -> None:
                 after_model = (done_edit["origin_server_ts"] / 1000 - model_end) * 1000
                 ask.append(before_model + after_model)
                 parts.append((before_model, after_model))
-        print(f"@ask overhead around the model ({rounds} questions, 300 messages remembered)")
+        print(
+            f"@ask overhead around the model ({rounds} questions, 300 messages remembered, "
+            f"model's first token after {first_token * 1000:.0f} ms)"
+        )
         print(line("!ping: received → pong (baseline)", ping))
         print(line("@ask: all but the model", ask, ping))
         print(line("  of which before the model", [b for b, _ in parts]))
@@ -108,4 +118,6 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument("--first-token", type=float, default=0.0, metavar="SECONDS")
+    args = parser.parse_args()
+    asyncio.run(main(args.rounds, args.first_token))
