@@ -691,11 +691,11 @@ class MemoryStore:
 
         `vector` may still be on its way (an awaitable; None when it could not be made): the
         search by words, the model check and the plan settings are done meanwhile, so that only
-        the vector query waits for it; the search goes by words alone if it comes back None. `fulltext_min_match`: the share of the
-        question's words an item found by words must hold beside a vector (alone, words must
-        find what they can: any one). `exact`: None chooses by the workspace's size;
-        True/False force a strategy (benchmarks). Raises EmbeddingModelMismatch when a vector
-        is asked for and `model` is not the recorded one.
+        the vector query waits for it; the search goes by words alone if it comes back None.
+        `fulltext_min_match`: the share of the question's words an item found by words must
+        hold beside a vector (alone, words must find what they can: any one). `exact`: None
+        chooses by the workspace's size; True/False force a strategy (benchmarks). Raises
+        EmbeddingModelMismatch when a vector is asked for and `model` is not the recorded one.
         """
         use_text = bool(text and text.strip())
         if vector is None and not use_text:
