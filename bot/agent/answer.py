@@ -74,15 +74,17 @@ class Answer:
         return content
 
     def start(self) -> None:
-        """Post the answer's first form ("…") while the caller gathers what the model needs:
-        the two overlap, and the first edit waits for it."""
+        """Post the answer's first form ("…") while the model works on it (once; the first
+        edit waits for it)."""
+        if self._posting is not None:
+            return
         # The interval counts from now, not from when the homeserver accepted the "…": a slow
         # post must not make the first text an extra edit that the last one then waits behind.
         self._last_edit = time.monotonic()
-        self._posting = asyncio.ensure_future(self._post())
+        self._posting = asyncio.ensure_future(self._post(strings.ANSWER_THINKING, "streaming"))
 
-    async def _post(self) -> None:
-        self.event_id = await self._reply.send(self._content(strings.ANSWER_THINKING, "streaming"))
+    async def _post(self, body: str, status: str) -> None:
+        self.event_id = await self._reply.send(self._content(body, status))
 
     async def posted(self) -> bool:
         """Wait for the first form to be posted; False if that failed (nothing to edit)."""
@@ -139,12 +141,17 @@ class Answer:
         self.finished = True
 
     async def fail(self, reason: str) -> None:
-        """The last edit: status error, with what was written so far and why it stopped."""
-        if self.finished or not await self.posted():
+        """The last edit: status error, with what was written so far and why it stopped (or,
+        if the answer was not started, the answer itself)."""
+        if self.finished:
             return
         body = (self.text.strip() + "\n\n" if self.text.strip() else "") + f"⚠️ {reason}"
         try:
-            await self._edit(body, "error")
+            if self._posting is None:
+                self._posting = asyncio.ensure_future(self._post(body, "error"))
+                await self._posting
+            elif await self.posted():
+                await self._edit(body, "error")
         except Exception as e:
-            log.warning("could not mark the answer %s as failed: %s", self.event_id, e)
+            log.warning("could not tell that the answer to %s failed: %s", self._question, e)
         self.finished = True

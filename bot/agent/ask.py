@@ -271,10 +271,10 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         domain=domain,
         edit_interval=ctx.config.agent.edit_interval,
     )
-    answer.start()  # "…" appears while memory is searched
     try:
         blueprint = await blueprint_for(ctx, workspace, session)
         if blueprint.backend == "letta" and workspace is not None and ctx.letta is not None:
+            answer.start()  # a Letta turn takes seconds: "…" at once
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
                 return
         hits, lines, tools = await asyncio.gather(
@@ -305,6 +305,9 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             ],
             budget_tokens=ctx.config.agent.context_tokens,
         )
+        # "…" now, not as the question arrives: its post (and its echo) would take the CPU of
+        # a small machine from the search, and the model's own time hides it.
+        answer.start()
         try:
             result = await converse(
                 ctx,

@@ -118,6 +118,28 @@ async def test_text_arriving_while_the_answer_is_posted_waits_for_the_interval(
     assert done[0]["content"]["m.new_content"]["body"] == "All at once."
 
 
+async def test_an_answer_that_fails_before_it_starts_is_one_error_message(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """ "…" is posted as the model is asked; what fails before that (the blueprint, the
+    history) is told in one answer with status error, not a "…" edited into it."""
+    team = await new_team(homeserver, bot, "Early")
+    room = await start_session(team, "Early")
+    question = await team.alice.send_text(room, "a question")
+    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
+    answer = AnswerMessage(
+        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=5
+    )
+    await answer.fail("the history is out of reach")
+    await answer.fail("told once")
+    event, content = await final_answer(team.alice, room, question)
+    assert event["event_id"] == answer.event_id
+    assert content[ANSWER_KEY]["status"] == "error"
+    assert content["body"] == "⚠️ the history is out of reach"
+    answers = [e for e in team.alice.timeline[room] if ANSWER_KEY in e.get("content", {})]
+    assert answers == [event]
+
+
 async def test_memory_only_when_no_model_answers(
     homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
 ) -> None:
