@@ -4,15 +4,15 @@
 
 The model is a fake on 127.0.0.1 that notes when a request arrives and when its streamed answer
 ends. For each @ask in a session with a few hundred remembered messages:
-    overhead = (question received → request at the model) + (model done → final edit accepted)
+    overhead = (question received → request at the model) + (model done → answer's final form
+               accepted by Synapse)
 i.e. everything but the model: memory search (embedding the question, hybrid query), history,
 blueprint, posting the answer and its last edit. Baseline: !ping, received → pong accepted by
 Synapse (one plain answer).
 
 `--first-token S`: the model takes S seconds to its first token, as a hosted model does (a few
-hundred ms). The answer's first form ("…") is posted while the model works; with a model that
-answers at once (the default, 0) the last edit also waits for that post, which a real model's
-own time would hide.
+hundred ms). An answer the model finishes within the edit interval (0.5 s) is posted whole,
+once; a slower one starts as "…" and is edited.
 """
 
 from __future__ import annotations
@@ -86,22 +86,30 @@ async def main(rounds: int, first_token: float) -> None:
             )
             before = len(model.windows)
             answer, final = await final_answer(team.alice, room, question)
-            done_edits = [
+            # The answer ends done in its last edit, or, posted whole, in itself.
+            done = [
                 e
-                for e in team.alice.timeline[room]
-                if e.get("content", {}).get("m.relates_to", {}).get("event_id")
+                for e in [answer, *team.alice.timeline[room]]
+                if e["event_id"] == answer["event_id"]
+                or e.get("content", {}).get("m.relates_to", {}).get("event_id")
                 == answer["event_id"]
-                and e["content"].get("m.new_content", {}).get(ANSWER_KEY, {}).get("status")
+            ]
+            done_at = [
+                e["origin_server_ts"]
+                for e in done
+                if e["content"]
+                .get("m.new_content", e["content"])
+                .get(ANSWER_KEY, {})
+                .get("status")
                 == "done"
             ]
-            if not done_edits:
+            if not done_at:
                 raise SystemExit(f"the answer did not end done: {final}")
-            done_edit = done_edits[-1]
             got = await received_at(s.doryo.ctx.db, question)
             model_start, model_end = model.windows[before][0], model.windows[-1][1]
             if n >= 3:
                 before_model = (model_start - got) * 1000
-                after_model = (done_edit["origin_server_ts"] / 1000 - model_end) * 1000
+                after_model = (max(done_at) / 1000 - model_end) * 1000
                 ask.append(before_model + after_model)
                 parts.append((before_model, after_model))
         print(

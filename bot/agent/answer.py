@@ -2,6 +2,11 @@
 reply), edited at most every `edit_interval` seconds while the model writes, ending with status
 `done` (or `error`) and links to its sources. It never stays `streaming`: whatever stops the
 answer, the last edit says how it ended.
+
+The message is posted when there is something to show: the model's first text, "…" if the
+model has written nothing one interval after the answer started, or the whole answer if it
+came sooner (then it is one message, status `done`, with no edits): posting a placeholder first
+would make the last edit wait for the homeserver to take it.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Answer:
         self._shown = ""
         self.finished = False
         self._posting: asyncio.Future[None] | None = None
+        self._placeholder: asyncio.TimerHandle | None = None
 
     def _content(self, body: str, status: str) -> JSON:
         if self._threaded:
@@ -74,20 +80,31 @@ class Answer:
         return content
 
     def start(self) -> None:
-        """Post the answer's first form ("…") while the model works on it (once; the first
-        edit waits for it)."""
-        if self._posting is not None:
+        """The model is at work: "…" is posted one interval from now unless there is more to
+        show by then (once)."""
+        if self._placeholder is not None or self._posting is not None:
             return
-        # The interval counts from now, not from when the homeserver accepted the "…": a slow
-        # post must not make the first text an extra edit that the last one then waits behind.
         self._last_edit = time.monotonic()
-        self._posting = asyncio.ensure_future(self._post(strings.ANSWER_THINKING, "streaming"))
+        self._placeholder = asyncio.get_running_loop().call_later(
+            self._interval, self._post_soon, strings.ANSWER_THINKING, "streaming"
+        )
+
+    def close(self) -> None:
+        """No "…" from now on (the caller is done with this answer, or gives up on it for now:
+        a placeholder nobody will edit would stay `streaming`)."""
+        if self._placeholder is not None:
+            self._placeholder.cancel()
+
+    def _post_soon(self, body: str, status: str) -> None:
+        if self._posting is None:
+            self._posting = asyncio.ensure_future(self._post(body, status))
 
     async def _post(self, body: str, status: str) -> None:
         self.event_id = await self._reply.send(self._content(body, status))
+        self._shown = body
 
     async def posted(self) -> bool:
-        """Wait for the first form to be posted; False if that failed (nothing to edit)."""
+        """Wait for the message to be posted; False if it is not (yet) or that failed."""
         if self._posting is None:
             return False
         try:
@@ -97,22 +114,28 @@ class Answer:
             return False
         return self.event_id is not None
 
-    async def _edit(self, body: str, status: str) -> None:
-        if self._posting is not None:
+    async def _show(self, body: str, status: str) -> None:
+        """Post the answer with this body, or edit it to this body once it is posted."""
+        self.close()
+        if self._posting is None:
+            self._post_soon(body, status)
+            assert self._posting is not None
             await self._posting  # its failure (homeserver away) is the caller's to handle
-        assert self.event_id is not None
-        self._edits += 1
-        txn_id = f"{self._reply.next_txn_id()}.e{self._edits}"
-        content: dict[str, Any] = self._content(body, status)
-        await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
+        else:
+            await self._posting
+            assert self.event_id is not None
+            self._edits += 1
+            txn_id = f"{self._reply.next_txn_id()}.e{self._edits}"
+            content: dict[str, Any] = self._content(body, status)
+            await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
+            self._shown = body
         self._last_edit = time.monotonic()
-        self._shown = body
 
     async def append(self, delta: str) -> None:
         """More text from the model: shown at the next allowed edit."""
         self.text += delta
         if time.monotonic() - self._last_edit >= self._interval and self.text.strip():
-            await self._edit(self.text + CURSOR, "streaming")
+            await self._show(self.text + CURSOR, "streaming")
 
     def _with_sources(self, body: str, room_id_of: dict[str, str]) -> str:
         if not self.sources:
@@ -137,21 +160,18 @@ class Answer:
         body = (text if text is not None else self.text).strip() or strings.ANSWER_EMPTY
         if notes:
             body += "\n\n" + " ".join(f"_{note}_" for note in notes)
-        await self._edit(self._with_sources(body, {e: r for r, e in sources}), "done")
+        await self._show(self._with_sources(body, {e: r for r, e in sources}), "done")
         self.finished = True
 
     async def fail(self, reason: str) -> None:
         """The last edit: status error, with what was written so far and why it stopped (or,
-        if the answer was not started, the answer itself)."""
+        if nothing was posted yet, the answer itself)."""
         if self.finished:
             return
         body = (self.text.strip() + "\n\n" if self.text.strip() else "") + f"⚠️ {reason}"
         try:
-            if self._posting is None:
-                self._posting = asyncio.ensure_future(self._post(body, "error"))
-                await self._posting
-            elif await self.posted():
-                await self._edit(body, "error")
+            if self._posting is None or await self.posted():
+                await self._show(body, "error")
         except Exception as e:
             log.warning("could not tell that the answer to %s failed: %s", self._question, e)
         self.finished = True

@@ -274,7 +274,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
     try:
         blueprint = await blueprint_for(ctx, workspace, session)
         if blueprint.backend == "letta" and workspace is not None and ctx.letta is not None:
-            answer.start()  # a Letta turn takes seconds: "…" at once
+            answer.start()
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
                 return
         hits, lines, tools = await asyncio.gather(
@@ -305,9 +305,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             ],
             budget_tokens=ctx.config.agent.context_tokens,
         )
-        # "…" now, not as the question arrives: its post (and its echo) would take the CPU of
-        # a small machine from the search, and the model's own time hides it.
-        answer.start()
+        answer.start()  # the model is at work from here
         try:
             result = await converse(
                 ctx,
@@ -343,3 +341,5 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
     except BaseException:
         await answer.fail(strings.ANSWER_FAILED)
         raise
+    finally:
+        answer.close()

@@ -142,3 +142,5 @@ class LettaApprovals:
         except BaseException:
             await answer.fail(strings.ANSWER_FAILED)
             raise
+        finally:
+            answer.close()

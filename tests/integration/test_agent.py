@@ -92,12 +92,12 @@ async def test_answer_uses_a_fact_from_another_session(
     assert reply["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": second}}
 
 
-async def test_text_arriving_while_the_answer_is_posted_waits_for_the_interval(
+async def test_an_answer_finished_within_the_interval_is_one_message(
     homeserver: Homeserver, bot: Doryo
 ) -> None:
-    """The edit interval counts from the answer's start: text that comes while "…" is still on
-    its way to the homeserver is shown by the next edit, here the last one, not by an extra
-    edit that the last one would then wait behind."""
+    """Nothing is posted before there is something to show: an answer the model finishes
+    within the edit interval is posted whole, status done, with no "…" and no edit for the
+    last one to wait behind."""
     team = await new_team(homeserver, bot, "Pace")
     room = await start_session(team, "Pace")
     question = await team.alice.send_text(room, "a question")
@@ -106,16 +106,44 @@ async def test_text_arriving_while_the_answer_is_posted_waits_for_the_interval(
         bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=5
     )
     answer.start()
-    await answer.append("All at once.")  # before "…" can have been posted
+    await answer.append("All at once.")
     await answer.finish(model=None)
-    assert answer.event_id is not None
-    done = await team.alice.wait_for(
-        room,
-        lambda e: e.get("content", {}).get("m.relates_to", {}).get("event_id") == answer.event_id,
+    event, content = await final_answer(team.alice, room, question)
+    assert event["event_id"] == answer.event_id
+    assert content[ANSWER_KEY]["status"] == "done" and content["body"] == "All at once."
+    await team.alice.send_text(room, "later")  # anything the bot sent would be synced by then
+    await team.alice.wait_for(room, lambda e: e["content"].get("body") == "later")
+    assert [
+        e
+        for e in team.alice.timeline[room]
+        if e["sender"] == bot.ctx.bot_user_id
+        and e.get("content", {}).get("m.relates_to", {}).get("rel_type") == "m.replace"
+    ] == []
+
+
+async def test_a_slow_model_s_answer_starts_as_a_placeholder(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """A model that has written nothing one interval after it was asked: "…" is posted
+    (status streaming), and the text replaces it."""
+    team = await new_team(homeserver, bot, "Slow")
+    room = await start_session(team, "Slow")
+    question = await team.alice.send_text(room, "a question")
+    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
+    answer = AnswerMessage(
+        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=0.2
     )
-    statuses = [e["content"]["m.new_content"][ANSWER_KEY]["status"] for e in done]
-    assert statuses == ["done"]
-    assert done[0]["content"]["m.new_content"]["body"] == "All at once."
+    answer.start()
+    placeholder = await team.alice.wait_for(
+        room, lambda e: e.get("content", {}).get(ANSWER_KEY, {}).get("question") == question
+    )
+    assert placeholder[0]["content"]["body"] == "…"
+    assert placeholder[0]["content"][ANSWER_KEY]["status"] == "streaming"
+    await answer.append("Took a while.")
+    await answer.finish(model=None)
+    event, content = await final_answer(team.alice, room, question)
+    assert event["event_id"] == placeholder[0]["event_id"] == answer.event_id
+    assert content[ANSWER_KEY]["status"] == "done" and content["body"] == "Took a while."
 
 
 async def test_an_answer_that_fails_before_it_starts_is_one_error_message(
