@@ -1,7 +1,7 @@
 """An answer as it streams (SPEC §3): one m.text, in a thread under the question (or a plain
 reply), edited at most every `edit_interval` seconds while the model writes, ending with status
 `done` (or `error`) and links to its sources. It never stays `streaming`: whatever stops the
-answer, the last edit says how it ended.
+answer, its last form says how it ended.
 
 The message is posted when there is something to show: the model's first text, "…" if the
 model has written nothing one interval after the answer started, or the whole answer if it
@@ -20,6 +20,7 @@ from typing import Any
 from appservice.matrix import JSON, MatrixAPI, markdown_content
 from bot import strings
 from bot.replies import Replier
+from bot.tasks import outcome_seen
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ class Answer:
         self.sources: list[str] = []
         self._edits = 0
         self._last_edit = 0.0
-        self._shown = ""
         self.finished = False
         self._posting: asyncio.Future[None] | None = None
         self._placeholder: asyncio.TimerHandle | None = None
@@ -98,10 +98,10 @@ class Answer:
     def _post_soon(self, body: str, status: str) -> None:
         if self._posting is None:
             self._posting = asyncio.ensure_future(self._post(body, status))
+            self._posting.add_done_callback(outcome_seen)  # raised where the answer goes on
 
     async def _post(self, body: str, status: str) -> None:
         self.event_id = await self._reply.send(self._content(body, status))
-        self._shown = body
 
     async def posted(self) -> bool:
         """Wait for the message to be posted; False if it is not (yet) or that failed."""
@@ -128,7 +128,6 @@ class Answer:
             txn_id = f"{self._reply.next_txn_id()}.e{self._edits}"
             content: dict[str, Any] = self._content(body, status)
             await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
-            self._shown = body
         self._last_edit = time.monotonic()
 
     async def append(self, delta: str) -> None:
