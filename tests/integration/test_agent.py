@@ -92,18 +92,34 @@ async def test_answer_uses_a_fact_from_another_session(
     assert reply["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": second}}
 
 
+async def question_and_answer(
+    homeserver: Homeserver, bot: Doryo, name: str, *, edit_interval: float
+) -> tuple[Team, str, str, AnswerMessage]:
+    """A session with a question of alice's, and the bot's answer to it, not started."""
+    team = await new_team(homeserver, bot, name)
+    room = await start_session(team, name)
+    question = await team.alice.send_text(room, "a question")
+    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
+    answer = AnswerMessage(
+        bot.ctx.matrix,
+        reply,
+        room,
+        question,
+        threaded=True,
+        domain="localhost",
+        edit_interval=edit_interval,
+    )
+    return team, room, question, answer
+
+
 async def test_an_answer_finished_within_the_interval_is_one_message(
     homeserver: Homeserver, bot: Doryo
 ) -> None:
     """Nothing is posted before there is something to show: an answer the model finishes
     within the edit interval is posted whole, status done, with no "…" and no edit for the
     last one to wait behind."""
-    team = await new_team(homeserver, bot, "Pace")
-    room = await start_session(team, "Pace")
-    question = await team.alice.send_text(room, "a question")
-    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
-    answer = AnswerMessage(
-        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=5
+    team, room, question, answer = await question_and_answer(
+        homeserver, bot, "Pace", edit_interval=5
     )
     answer.start()
     await answer.append("All at once.")
@@ -126,12 +142,8 @@ async def test_a_slow_model_s_answer_starts_as_a_placeholder(
 ) -> None:
     """A model that has written nothing one interval after it was asked: "…" is posted
     (status streaming), and the text replaces it."""
-    team = await new_team(homeserver, bot, "Slow")
-    room = await start_session(team, "Slow")
-    question = await team.alice.send_text(room, "a question")
-    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
-    answer = AnswerMessage(
-        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=0.2
+    team, room, question, answer = await question_and_answer(
+        homeserver, bot, "Slow", edit_interval=0.2
     )
     answer.start()
     placeholder = await team.alice.wait_for(
@@ -149,14 +161,10 @@ async def test_a_slow_model_s_answer_starts_as_a_placeholder(
 async def test_an_answer_that_fails_before_it_starts_is_one_error_message(
     homeserver: Homeserver, bot: Doryo
 ) -> None:
-    """ "…" is posted as the model is asked; what fails before that (the blueprint, the
-    history) is told in one answer with status error, not a "…" edited into it."""
-    team = await new_team(homeserver, bot, "Early")
-    room = await start_session(team, "Early")
-    question = await team.alice.send_text(room, "a question")
-    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question)
-    answer = AnswerMessage(
-        bot.ctx.matrix, reply, room, question, threaded=True, domain="localhost", edit_interval=5
+    """What fails before anything was posted (the blueprint, the history, before the model is
+    asked) is told in one answer with status error, once."""
+    team, room, question, answer = await question_and_answer(
+        homeserver, bot, "Early", edit_interval=5
     )
     await answer.fail("the history is out of reach")
     await answer.fail("told once")
