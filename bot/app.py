@@ -28,6 +28,7 @@ from bot import admin, catchup, db, health
 from bot.actions.flow import Actions
 from bot.actions.store import ActionStore
 from bot.activity import Activity
+from bot.agent.early import EarlyQuestions
 from bot.blueprints import BlueprintStore, templates_dir
 from bot.composio.client import ComposioClient
 from bot.composio.recipes import recipe_tools
@@ -178,7 +179,14 @@ class Doryo:
             max_parallel_rooms=config.bot.max_parallel_rooms,
         )
         self.catchup = catchup.CatchUp(self.ctx.matrix, self.inbox, self.dispatcher.wake)
-        self.sink = Inbox(self.inbox, self.dispatcher.wake, self._on_ephemeral)
+        if memory is not None and config.agent.memories:
+            self.ctx.early_questions = EarlyQuestions(memory, handler.rules, handler.addressing)
+        self.sink = Inbox(
+            self.inbox,
+            self.dispatcher.wake,
+            self._on_ephemeral,
+            on_journaled=self.ctx.early_questions.see if self.ctx.early_questions else None,
+        )
         self.receiver = TransactionReceiver(
             config.appservice.hs_token.get_secret_value(), self.sink, self.metrics.registry
         )
@@ -313,6 +321,8 @@ class Doryo:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
+        if self.ctx.early_questions is not None:
+            self.ctx.early_questions.close()
         if self.ctx.memory is not None:
             await self.ctx.memory.close()
         if self.ctx.letta is not None:

@@ -37,6 +37,7 @@ from bot.tools.registry import ToolRegistry
 from bot.workspaces.store import WorkspaceStore
 
 if TYPE_CHECKING:
+    from bot.agent.early import EarlyQuestions
     from bot.letta.service import LettaService
 
 
@@ -75,6 +76,8 @@ class Context:
     """The Composio client; None when Composio is off (composio.api_key empty)."""
     letta: LettaService | None = None
     """Letta agents (bot.letta); None when Letta is off (letta.base_url empty)."""
+    early_questions: EarlyQuestions | None = None
+    """@ask questions whose embedding started as they arrived; None without memory."""
     actions: Actions = field(init=False)
     """Built once the context exists (it needs it)."""
 

@@ -8,6 +8,7 @@ the dispatcher retries the event.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -55,6 +56,12 @@ class EventHandler:
             ignore_users=tuple(re.compile(p) for p in config.bot.ignore_users),
             max_command_age_ms=int(config.bot.max_command_age * 1000),
         )
+        self.addressing = Addressing(
+            bot_user_id=ctx.bot_user_id,
+            bot_names=(config.appservice.bot_displayname,),
+            commands=NAMES,
+        )
+        """How commands are addressed in any room: a DM or a reply to the bot adds to it."""
 
     async def handle(self, item: InboxEvent, attempt: int) -> None:
         event = item.event
@@ -134,12 +141,10 @@ class EventHandler:
     async def _request(self, room_id: str, event: Mapping[str, Any]) -> Request | None:
         content = event["content"]
         room = await self.ctx.rooms.get(room_id)
-        addressing = Addressing(
-            bot_user_id=self.ctx.bot_user_id,
-            bot_names=(self.ctx.config.appservice.bot_displayname,),
+        addressing = dataclasses.replace(
+            self.addressing,
             is_direct=room is not None and room.is_direct,
             reply_to_bot=await self._replies_to_bot(room_id, content),
-            commands=NAMES,
         )
         return parse(content, addressing)
 

@@ -306,10 +306,14 @@ class Inbox:
         store: InboxStore,
         wake: Callable[[Sequence[str]], None],
         on_ephemeral: Callable[[Sequence[JSON]], Awaitable[Any]],
+        on_journaled: Callable[[Sequence[JSON]], None] | None = None,
     ) -> None:
+        """`on_journaled`: shown a new transaction's events once they are safe, as the
+        homeserver gets its answer and before they are unpacked. It must not block."""
         self._store = store
         self._wake = wake
         self._on_ephemeral = on_ephemeral
+        self._on_journaled = on_journaled
         self._unpacking = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self._again = False
@@ -320,7 +324,17 @@ class Inbox:
             log.info("transaction %s was already stored; answering 200 again", txn.txn_id)
         elif txn.events:
             self._unpack_soon()
+            if self._on_journaled is not None:
+                # Next round of the loop: the homeserver's 200 goes out first.
+                asyncio.get_running_loop().call_soon(self._show_journaled, txn)
         return is_new
+
+    def _show_journaled(self, txn: Transaction) -> None:
+        assert self._on_journaled is not None
+        try:
+            self._on_journaled(txn.events)
+        except Exception:
+            log.exception("looking early at the events of transaction %s failed", txn.txn_id)
 
     async def handle_ephemeral(self, events: Sequence[JSON]) -> None:
         await self._on_ephemeral(events)

@@ -243,12 +243,14 @@ async def ask(call: CommandCall) -> None:
     question = call.command.text.strip()
     if not question:
         raise UserError(strings.EMPTY_ASK)
-    # The question's vector takes longest to get: it is on its way while the rest is looked up.
-    embedding = (
-        ctx.memory.embed_soon(question)
-        if ctx.memory is not None and ctx.config.agent.memories
-        else None
-    )
+    # The question's vector takes longest to get: it is on its way while the rest is looked up,
+    # often since the question arrived (bot.agent.early).
+    embedding = None
+    if ctx.memory is not None and ctx.config.agent.memories:
+        if ctx.early_questions is not None:
+            embedding = ctx.early_questions.take(call.reply.event_id, question)
+        if embedding is None:
+            embedding = ctx.memory.embed_soon(question)
     try:
         await _answer(call, question, embedding)
     finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
 from bot.replies import Replier
@@ -174,6 +176,45 @@ async def test_an_answer_that_fails_before_it_starts_is_one_error_message(
     assert content["body"] == "⚠️ the history is out of reach"
     answers = [e for e in team.alice.timeline[room] if ANSWER_KEY in e.get("content", {})]
     assert answers == [event]
+
+
+async def test_a_question_waiting_in_its_room_is_embedded_as_it_arrives(
+    homeserver: Homeserver,
+    bot: Doryo,
+    model_server: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An @ask's vector is on its way from the moment its transaction is journaled, here while
+    an earlier answer still holds the room (bot.agent.early); its turn takes that one up."""
+    team = await new_team(homeserver, bot, "Early")
+    room = await start_session(team, "Early")
+    memory = bot.ctx.memory
+    assert memory is not None
+    embedded: list[str] = []
+    embed_soon = memory.embed_soon
+
+    def recording(query: str) -> asyncio.Task[Any]:
+        embedded.append(query.strip())
+        return embed_soon(query)
+
+    monkeypatch.setattr(memory, "embed_soon", recording)
+    model_server.script(Answer("First.", first_delay=3), Answer("Second."))
+
+    async def asked(count: int) -> bool:
+        return len(model_server.requests) == count
+
+    await team.alice.send_text(room, "@ask the first question?")
+    await eventually(lambda: asked(1))
+    second = await team.alice.send_text(room, "@ask the second question?")
+
+    async def second_embedding() -> bool:
+        return "the second question?" in embedded
+
+    await eventually(second_embedding, timeout=2.5)
+    assert len(model_server.requests) == 1  # the first answer still holds the room
+    _, content = await final_answer(team.alice, room, second)
+    assert content[ANSWER_KEY]["status"] == "done"
+    assert embedded.count("the second question?") == 1  # taken up, not embedded again
 
 
 async def test_memory_only_when_no_model_answers(
