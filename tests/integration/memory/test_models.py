@@ -334,9 +334,11 @@ async def test_a_worker_that_dies_is_replaced() -> None:
 
 
 async def test_bfloat16_makes_the_float32_model_s_vectors(local_embedder: LocalEmbedder) -> None:
-    """Where the CPU multiplies bfloat16 in hardware, the model computes in it ("auto"); in
-    both workers its vectors agree with float32's to a cosine of 0.9998, short and long texts,
-    so the vectors already stored stay comparable. Elsewhere "auto" is float32."""
+    """Where the CPU multiplies bfloat16 in hardware, the model computes in it ("auto") if its
+    vectors agree with float32's on the probe texts; in both workers they then agree to a cosine
+    of 0.9998, short and long texts, so the vectors already stored stay comparable. Elsewhere,
+    and where the probes disagree (an AMD EPYC with AVX512-BF16 but no AMX: 0.99980 on
+    "Thanks!"), even a model told bfloat16 computes in float32."""
     texts = [
         "When is the launch?",
         "ok",
@@ -352,9 +354,9 @@ async def test_bfloat16_makes_the_float32_model_s_vectors(local_embedder: LocalE
     try:
         await asyncio.gather(exact.load(), lowered.load())
         assert exact.precision == "float32"
-        assert lowered.precision == "bfloat16"
+        assert lowered.precision in ("bfloat16", "float32")  # float32: the probes disagreed
         native = embedding_worker._native_bfloat16()
-        assert local_embedder.precision == ("bfloat16" if native else "float32")
+        assert local_embedder.precision == (lowered.precision if native else "float32")
         reference = await exact.embed(texts)
         for embedder in (lowered, local_embedder):
             for interactive in (True, False):
