@@ -198,7 +198,7 @@ async def test_a_question_waiting_in_its_room_is_embedded_as_it_arrives(
         return embed_soon(query)
 
     monkeypatch.setattr(memory, "embed_soon", recording)
-    model_server.script(Answer("First.", first_delay=3), Answer("Second."))
+    model_server.script(Answer("First.", first_delay=5), Answer("Second."))
 
     async def asked(count: int) -> bool:
         return len(model_server.requests) == count

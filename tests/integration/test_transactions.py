@@ -128,6 +128,23 @@ async def test_malformed_event_does_not_drop_the_others(bot: Doryo, malformed: A
     assert len(await stored(bot, *(e["event_id"] for e in good))) == 2
 
 
+async def test_a_failing_early_look_loses_nothing(
+    bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What looks at a transaction's events as they arrive (bot.agent.early) runs after the
+    200; if it fails, the events are still unpacked and handled."""
+
+    def broken(events: Any) -> None:
+        raise RuntimeError("a bug in the early look")
+
+    monkeypatch.setattr(bot.sink, "_on_journaled", broken)
+    events = [room_event(1), room_event(2)]
+    assert (await put(bot, uuid.uuid4().hex, {"events": events}))[0] == 200
+    await bot.idle(10)
+    rows = await stored(bot, *(e["event_id"] for e in events))
+    assert [r["state"] for r in rows] == ["done", "done"]
+
+
 async def test_legacy_path_and_ephemeral_only(bot: Doryo) -> None:
     event = room_event(1)
     assert (await put(bot, uuid.uuid4().hex, {"events": [event]}, legacy=True))[0] == 200
