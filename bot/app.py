@@ -59,6 +59,8 @@ from bot.workspaces.store import WorkspaceStore
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 30.0
+# How often workspaces that grew are given an HNSW index of their own (Memory.index_workspaces).
+OWN_INDEX_INTERVAL = 600.0
 INBOX_RETENTION = timedelta(days=7)
 
 
@@ -228,7 +230,24 @@ class Doryo:
         if isinstance(memory.embedder, LocalEmbedder):
             # Starting its workers and loading the model takes seconds: not on the first @ask.
             self._loops.spawn(self._load_model(memory.embedder), "load the embedding model")
+        self._loops.spawn(self._index_workspaces(memory), "workspace memory indexes")
         return memory
+
+    async def _index_workspaces(self, memory: Memory) -> None:
+        """At start, then now and then: an HNSW index of its own for each workspace that grew
+        big enough (searches of it stay fast whatever the other workspaces hold)."""
+        while True:
+            try:
+                done = await memory.index_workspaces()
+                if done.built or done.dropped:
+                    log.info(
+                        "memory: %d workspaces got an index of their own, %d indexes dropped",
+                        len(done.built),
+                        done.dropped,
+                    )
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+                log.warning("memory: building the workspaces' own indexes failed: %s", e)
+            await asyncio.sleep(OWN_INDEX_INTERVAL)
 
     async def _load_model(self, embedder: LocalEmbedder) -> None:
         try:

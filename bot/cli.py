@@ -98,7 +98,11 @@ async def _reindex(config: Config, batch_size: int) -> None:
     try:
         print(f"re-embedding the workspace memory with {embedder.model}", flush=True)
         result = await reindex(
-            MemoryStore(pool), embedder, batch_size=batch_size, progress=progress
+            MemoryStore(pool),
+            embedder,
+            batch_size=batch_size,
+            progress=progress,
+            own_index_min=config.memory.exact_search_below,
         )
     finally:
         await pool.close()

@@ -17,7 +17,15 @@ from bot.memory.service import (
     extractive_summarizer,
     reindex,
 )
-from bot.memory.store import KINDS, MemoryInput, MemoryItem, MemoryKind, MemoryStats, MemoryStore
+from bot.memory.store import (
+    KINDS,
+    MemoryInput,
+    MemoryItem,
+    MemoryKind,
+    MemoryStats,
+    MemoryStore,
+    OwnIndexes,
+)
 
 __all__ = [
     "KINDS",
@@ -32,6 +40,7 @@ __all__ = [
     "MemoryStats",
     "MemoryStore",
     "OpenAIEmbedder",
+    "OwnIndexes",
     "PruneResult",
     "ReindexResult",
     "SearchMode",

@@ -36,6 +36,7 @@ from bot.memory.store import (
     MemoryKind,
     MemoryStats,
     MemoryStore,
+    OwnIndexes,
     WriteOp,
 )
 from bot.memory.text import embedding_text, extractive_summary
@@ -461,12 +462,24 @@ class Memory:
                 results[workspace_id] = result
         return results
 
-    # -- reindex -----------------------------------------------------------------------------
+    # -- indexes -----------------------------------------------------------------------------
+
+    async def index_workspaces(self) -> OwnIndexes:
+        """Give workspaces of at least memory.exact_search_below vectors (and less than half of
+        all) an HNSW index of their own; drop those of workspaces that shrank below half that.
+        Takes as long as the builds (seconds for a workspace of 25k, in the background)."""
+        return await self.store.index_workspaces(min_size=self.settings.exact_search_below)
 
     async def reindex(
         self, *, batch_size: int = 256, progress: Callable[[int], None] | None = None
     ) -> ReindexResult:
-        return await reindex(self.store, self.embedder, batch_size=batch_size, progress=progress)
+        return await reindex(
+            self.store,
+            self.embedder,
+            batch_size=batch_size,
+            progress=progress,
+            own_index_min=self.settings.exact_search_below,
+        )
 
 
 async def reindex(
@@ -476,10 +489,13 @@ async def reindex(
     batch_size: int = 256,
     maintenance_work_mem: str = "1GB",
     progress: Callable[[int], None] | None = None,
+    own_index_min: int | None = None,
 ) -> ReindexResult:
     """Re-embed every item with `embedder` into a new vectors table, build its HNSW index, then
     make it the live one, recorded with the model (`doryo reindex`). The old vectors serve until
-    the swap; items written meanwhile are caught up in it."""
+    the swap; items written meanwhile are caught up in it. The workspaces' own indexes go with
+    the old table: with `own_index_min` (memory.exact_search_below) they are built again on the
+    new one before this returns (or by the running bot's next pass, if it is building then)."""
     started = time.monotonic()
     dims = await embedder.dimensions()
     await store.reindex_begin(dims)
@@ -494,4 +510,8 @@ async def reindex(
             progress(done)
     await store.reindex_build_index(maintenance_work_mem=maintenance_work_mem)
     late = await store.reindex_swap(embedder.model, dims, last_id, embedder.embed)
+    if own_index_min is not None:
+        await store.index_workspaces(
+            min_size=own_index_min, maintenance_work_mem=maintenance_work_mem
+        )
     return ReindexResult(embedder.model, dims, done + late, time.monotonic() - started)

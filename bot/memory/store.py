@@ -18,10 +18,13 @@ Schema, and why it is split in two:
 Every query filters on workspace_id; nothing here can return another workspace's items.
 
 Search strategy, per query: a workspace with few vectors (below memory.exact_search_below, or
-a small share of all: see _searched_exactly) is searched exactly (its rows through the workspace
-index, sorted by distance: a few ms, and exact); a bigger one through the HNSW index with
+a small share of all: see _search_path) is searched exactly (its rows through the workspace
+index, sorted by distance: a few ms, and exact); a bigger one through an HNSW index with
 iterative scans (`hnsw.iterative_scan = relaxed_order`), which keep walking the graph until
-enough rows of that workspace turned up. Full-text candidates
+enough rows of that workspace turned up. That index is the workspace's own (partial, `WHERE
+workspace_id = …`) once index_workspaces has built it, for any workspace of at least
+memory.exact_search_below vectors and less than half of all: the shared index serves such a
+workspace badly (a filtered scan walks ~total/size rows for each of its own). Full-text candidates
 are the best ranked (ts_rank_cd) among the newest `fulltext_max_matches` items holding any of
 the question's words, keeping those that hold a share of them (memory.fulltext_min_match beside
 vectors; any one alone): the cap bounds the cost of common words in big workspaces (and makes
@@ -30,6 +33,9 @@ search by words recency-biased there).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import itertools
 import logging
 import math
@@ -57,7 +63,7 @@ NEXT_VECTORS = "memory_vectors_next"
 # How long the "is this workspace small enough for an exact search" answer is trusted.
 _SIZE_TTL = 60.0
 # Workspaces smaller than this × √(all stored vectors) are searched exactly (see
-# MemoryStore._searched_exactly), and always those below memory.exact_search_below.
+# MemoryStore._search_path), and always those below memory.exact_search_below.
 EXACT_SEARCH_FACTOR = 25.0
 
 _ITEM_COLUMNS = (
@@ -263,6 +269,21 @@ def hnsw_index_sql(table: str) -> str:
     )
 
 
+# A workspace's own HNSW index is built for workspaces of less than this share of all vectors:
+# the shared index serves a bigger one about as well (most rows it walks are that workspace's),
+# and a second graph of most of the table would double the index's memory and writes.
+OWN_INDEX_MAX_SHARE = 0.5
+# Held (pg_try_advisory_lock) while index_workspaces runs: one builder at a time per database.
+_OWN_INDEX_LOCK = 0x646F72796F01
+_OWN_INDEX_PREFIX = f"{VECTORS}_ws_"
+
+
+def own_index_name(workspace_id: str) -> str:
+    """The name of a workspace's own HNSW index: a digest, as workspace IDs (room IDs) may be
+    longer than a name may be, and hold any character."""
+    return _OWN_INDEX_PREFIX + hashlib.blake2b(workspace_id.encode(), digest_size=8).hexdigest()
+
+
 def _tsquery_lexeme(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -363,11 +384,26 @@ def _candidates(
     return list(found.values())
 
 
+SearchPath = Literal["exact", "own index", "shared index"]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnIndexes:
+    """What one index_workspaces pass did."""
+
+    built: tuple[str, ...] = ()
+    """The workspaces that got an index of their own."""
+    dropped: int = 0
+    """Indexes dropped: their workspace shrank (or left), or their build had failed."""
+    busy: bool = False
+    """Another pass held the lock: this one did nothing."""
+
+
 class MemoryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._small: dict[str, tuple[bool, float]] = {}
-        """workspace → (searched exactly?, when that was measured)."""
+        self._paths: dict[str, tuple[SearchPath, float]] = {}
+        """workspace → (how its vectors are searched, when that was decided)."""
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -635,41 +671,142 @@ class MemoryStore:
         return [_item(r) for r in rows]
 
     def forget_sizes(self) -> None:
-        """Measure workspace sizes again at the next search (after a bulk load, say)."""
-        self._small.clear()
+        """Decide how each workspace is searched again at its next search (after a bulk load,
+        say)."""
+        self._paths.clear()
 
-    async def searched_exactly(self, workspace_id: str, *, below: int) -> bool:
-        """Whether searches of this workspace go exact rather than through the HNSW index."""
+    async def search_path(self, workspace_id: str, *, below: int) -> SearchPath:
+        """How searches of this workspace go: exact, or through an HNSW index (its own or the
+        shared one)."""
         async with self._pool.acquire() as conn:
-            return await self._searched_exactly(conn, workspace_id, below)
+            return await self._search_path(conn, workspace_id, below)
 
-    async def _searched_exactly(
+    async def _search_path(
         self, conn: asyncpg.Connection, workspace_id: str, below: int
-    ) -> bool:
-        """Whether an exact search of this workspace is cheaper than the HNSW index's."""
-        cached = self._small.get(workspace_id)
+    ) -> SearchPath:
+        cached = self._paths.get(workspace_id)
         now = time.monotonic()
         if cached is not None and now - cached[1] < _SIZE_TTL:
             return cached[0]
-        # An exact search costs the workspace's size; an index scan, the rows it must walk past
-        # to find enough of this workspace's, ~ total / size. Measured (bench/memory.py), they
-        # cross near 25·√total: ~8k rows of 100k, ~25k of 1M (an exact scan of 25k: ~15 ms).
-        total = await conn.fetchval(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+        total, own = await conn.fetchrow(
+            "SELECT (SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+            "        WHERE oid = to_regclass($1)), "
+            "       coalesce((SELECT indisvalid FROM pg_index "
+            "                 WHERE indexrelid = to_regclass($2)), false)",
             VECTORS,
+            own_index_name(workspace_id),
         )
-        bound = max(below, int(EXACT_SEARCH_FACTOR * math.sqrt(total or 0)))
-        # Counts at most `bound` rows (index only): cheap whatever the workspace's size.
-        count = await conn.fetchval(
-            f"SELECT count(*) FROM (SELECT 1 FROM {VECTORS} WHERE workspace_id = $1 LIMIT $2) s",
-            workspace_id,
-            bound,
+        path: SearchPath
+        if own:
+            path = "own index"
+        else:
+            # An exact search costs the workspace's size; a scan of the shared index, the rows
+            # it must walk past to find enough of this workspace's, ~ total / size. Measured
+            # (bench/memory.py), they cross near 25·√total: ~8k rows of 100k, ~25k of 1M.
+            bound = max(below, int(EXACT_SEARCH_FACTOR * math.sqrt(total or 0)))
+            # Counts at most `bound` rows (index only): cheap whatever the workspace's size.
+            count = await conn.fetchval(
+                f"SELECT count(*) FROM (SELECT 1 FROM {VECTORS} WHERE workspace_id = $1 "
+                "LIMIT $2) s",
+                workspace_id,
+                bound,
+            )
+            path = "exact" if count < bound else "shared index"
+        if len(self._paths) > 10_000:
+            self._paths.clear()
+        self._paths[workspace_id] = (path, now)
+        return path
+
+    # -- a workspace's own index -------------------------------------------------------------
+
+    async def index_workspaces(
+        self, *, min_size: int, maintenance_work_mem: str = "512MB"
+    ) -> OwnIndexes:
+        """Give each workspace of at least `min_size` vectors (and less than OWN_INDEX_MAX_SHARE
+        of all) an HNSW index of its own, smallest first, and drop the indexes of workspaces
+        below half of `min_size` (half: a workspace near the line is not rebuilt back and forth).
+        Built CONCURRENTLY: searches and writes go on meanwhile; one that fails or is cancelled
+        leaves an invalid index, dropped and built again by the next pass. One pass at a time
+        per database: another returns at once with `busy`."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _OWN_INDEX_LOCK):
+                return OwnIndexes(busy=True)
+            try:
+                done = await self._index_workspaces(conn, min_size, maintenance_work_mem)
+            except BaseException:
+                # Mid-statement (a build cancelled, say) the session cannot be cleaned up with
+                # another query: close it (that unlocks), and stop its build on the server.
+                pid = conn.get_server_pid()
+                conn.terminate()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await self._pool.execute("SELECT pg_cancel_backend($1)", pid)
+                raise
+            await conn.execute(
+                f"SELECT pg_advisory_unlock({_OWN_INDEX_LOCK}); RESET maintenance_work_mem"
+            )
+            return done
+
+    async def _index_workspaces(
+        self, conn: asyncpg.Connection, min_size: int, maintenance_work_mem: str
+    ) -> OwnIndexes:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", VECTORS):
+            return OwnIndexes()
+        sizes: dict[str, int] = dict(
+            await conn.fetch(f"SELECT workspace_id, count(*) FROM {VECTORS} GROUP BY 1")
         )
-        small = bool(count < bound)
-        if len(self._small) > 10_000:
-            self._small.clear()
-        self._small[workspace_id] = (small, now)
-        return small
+        total = sum(sizes.values())
+        existing: dict[str, bool] = dict(
+            await conn.fetch(
+                "SELECT c.relname::text, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = to_regclass($1) AND starts_with(c.relname, $2)",
+                VECTORS,
+                _OWN_INDEX_PREFIX,
+            )
+        )
+        keep = {own_index_name(w) for w, n in sizes.items() if n >= min_size / 2}
+        dropped = 0
+        for name, valid in existing.items():
+            if name not in keep or not valid:
+                await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+                dropped += 1
+        if dropped:
+            self._paths.clear()
+        wanted = [
+            (n, w)
+            for w, n in sizes.items()
+            if min_size <= n < OWN_INDEX_MAX_SHARE * total and not existing.get(own_index_name(w))
+        ]
+        built: list[str] = []
+        if not wanted:
+            return OwnIndexes(dropped=dropped)
+        await conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
+        for n, workspace in sorted(wanted):
+            started = time.monotonic()
+            # The workspace ID goes in as a literal (an index predicate cannot take a
+            # parameter), quoted by PostgreSQL itself.
+            statement = await conn.fetchval(
+                "SELECT format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %I "
+                "USING hnsw (embedding vector_cosine_ops) "
+                "WITH (m = %s, ef_construction = %s) WHERE workspace_id = %L', "
+                "$1::text, $2::text, $3::int, $4::int, $5::text)",
+                own_index_name(workspace),
+                VECTORS,
+                HNSW_M,
+                HNSW_EF_CONSTRUCTION,
+                workspace,
+            )
+            await conn.execute(statement)
+            self._paths.pop(workspace, None)
+            built.append(workspace)
+            log.info(
+                "memory: workspace %s (%d vectors) has an HNSW index of its own, built in %.1f s",
+                workspace,
+                n,
+                time.monotonic() - started,
+            )
+        return OwnIndexes(built=tuple(built), dropped=dropped)
 
     async def search(
         self,
@@ -727,7 +864,7 @@ class MemoryStore:
             await self._check_model(conn, model, dims)
             found_by_words = await by_words(fulltext_min_match) if use_text else []
             if exact is None:
-                exact = await self._searched_exactly(conn, workspace_id, exact_below)
+                exact = await self._search_path(conn, workspace_id, exact_below) == "exact"
             await conn.execute(_vector_settings(exact, ef_search=ef_search, candidates=candidates))
             if not isinstance(vector, np.ndarray):
                 vector = await vector
@@ -927,6 +1064,9 @@ class MemoryStore:
         the pass that filled it (id > after_id) are embedded here, with writes held back.
         Returns how many were caught up."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # A pass of index_workspaces building on the live table first (it would wait for
+            # this transaction, and this one for it), before anything that holds back writes.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _OWN_INDEX_LOCK)
             # The record first, then the items (apply() locks in the same order: no deadlock).
             record = await self._record(conn, lock="FOR UPDATE")
             await conn.execute("LOCK TABLE memory_items IN SHARE MODE")
@@ -970,5 +1110,5 @@ class MemoryStore:
                     model,
                     dims,
                 )
-        self._small.clear()
+        self._paths.clear()
         return len(late)
