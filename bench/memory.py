@@ -15,9 +15,12 @@ near what its text means; --perturbation mix or noise, see perturb()). Questions
 generated sentences, embedded for real.
 
 Workspaces at each size: "big" holds half the items, "mid" a tenth, "edge" and "below" (from
-100k on) sit just above and just below the size where Memory switches from exact search to the
-HNSW index (the hardest case of each path), the rest are small workspaces of 500 items. Each is
-queried with the strategy Memory picks for it.
+100k on) sit just above and just below memory.exact_search_below, where Memory switches from an
+exact search to an HNSW index of the workspace's own (the hardest case of each path), "gap" (at
+1M) where it would switch to the shared index without one, the rest are small workspaces of 500
+items. Their rows are interleaved at random, as on a shared server. After each load the HNSW
+index is built, then the workspaces' own indexes (Memory.index_workspaces, as the bot does); each
+workspace is queried with the strategy Memory picks for it.
 
 Numbers printed: p50 and p95 in ms of sequential queries after a warm-up; recall@10 of the
 vector retriever (the first 10 of its candidates, with the production settings) against an exact
@@ -57,8 +60,10 @@ from bot.memory.embeddings import Vectors  # noqa: E402
 from bot.memory.store import (  # noqa: E402
     EXACT_SEARCH_FACTOR,
     VECTORS,
+    Candidate,
     MemoryStore,
     hnsw_index_sql,
+    own_index_name,
 )
 
 SMALL_WORKSPACE = 500
@@ -367,11 +372,16 @@ def layout(size: int) -> dict[str, int]:
     """Items per workspace at a total size."""
     sizes = {"big": size // 2, "mid": size // 10}
     if size >= 100_000:
-        # Just above and just below the size where Memory switches from exact search to the
-        # HNSW index: the hardest case of each path.
-        bound = max(MemoryConfig().exact_search_below, EXACT_SEARCH_FACTOR * math.sqrt(size))
-        sizes["edge"] = int(bound * 1.1)
-        sizes["below"] = int(bound * 0.95)
+        # Just above and just below memory.exact_search_below, where Memory switches from an
+        # exact search to an HNSW index of the workspace's own: the hardest case of each path.
+        line = MemoryConfig().exact_search_below
+        sizes["edge"] = int(line * 1.1)
+        sizes["below"] = int(line * 0.95)
+        # Where, without an index of its own, a workspace would switch from an exact search to
+        # the shared index (the hardest case of both).
+        shared = EXACT_SEARCH_FACTOR * math.sqrt(size)
+        if shared > 1.5 * line:
+            sizes["gap"] = int(shared * 1.1)
     rest = size - sum(sizes.values())
     for i in range(rest // SMALL_WORKSPACE):
         sizes[f"small-{i:05d}"] = SMALL_WORKSPACE
@@ -457,36 +467,39 @@ async def load(
         items.clear()
         vectors.clear()
 
-    for workspace, count in pending:
-        done = 0
-        while done < count:
-            n = min(chunk - len(items), count - done)
-            bases = nprng.integers(0, len(corpus.texts), size=n)
-            noisy = perturb(corpus.vectors, bases, nprng, perturbation)
-            for j in range(n):
-                item_id = loaded.next_id
-                loaded.next_id += 1
-                base = int(bases[j])
-                at = start + timedelta(seconds=item_id * 7)
-                items.append(
-                    (
-                        item_id,
-                        workspace,
-                        "message",
-                        corpus.copy_text(base, rng),
-                        None,
-                        f"!{workspace}-{item_id % 7}:bench",
-                        f"$e{item_id}",
-                        f"@{corpus.slots[base]['person'].lower()}:bench",
-                        at,
-                        at,
-                    )
+    # Workspaces' rows interleaved at random, as a shared server stores them: a workspace's
+    # rows end up spread over the table, which an exact scan of it pays for (one block per row,
+    # near enough), and which loading each workspace in one block would hide.
+    owner = np.repeat(np.arange(len(pending)), [count for _, count in pending])
+    nprng.shuffle(owner)
+    for offset in range(0, len(owner), chunk):
+        owners = owner[offset : offset + chunk]
+        bases = nprng.integers(0, len(corpus.texts), size=len(owners))
+        noisy = perturb(corpus.vectors, bases, nprng, perturbation)
+        for j, index in enumerate(owners):
+            workspace = pending[index][0]
+            item_id = loaded.next_id
+            loaded.next_id += 1
+            base = int(bases[j])
+            at = start + timedelta(seconds=item_id * 7)
+            items.append(
+                (
+                    item_id,
+                    workspace,
+                    "message",
+                    corpus.copy_text(base, rng),
+                    None,
+                    f"!{workspace}-{item_id % 7}:bench",
+                    f"$e{item_id}",
+                    f"@{corpus.slots[base]['person'].lower()}:bench",
+                    at,
+                    at,
                 )
-                vectors.append((item_id, workspace, "message", noisy[j]))
-            done += n
-            loaded.per_workspace[workspace] = loaded.per_workspace.get(workspace, 0) + n
-            if len(items) >= chunk:
-                await flush()
+            )
+            vectors.append((item_id, workspace, "message", noisy[j]))
+        await flush()
+    for workspace, count in pending:
+        loaded.per_workspace[workspace] = loaded.per_workspace.get(workspace, 0) + count
     await flush()
     async with pool.acquire() as conn:
         await conn.execute(
@@ -542,6 +555,19 @@ async def timed(calls: Sequence[Callable[[], Awaitable[Any]]]) -> tuple[Timing, 
     return Timing(statistics.median(times), pct(times, 0.95)), results
 
 
+def recall_at_10(
+    found: Sequence[Sequence[Candidate]], truth: Sequence[Sequence[Candidate]]
+) -> list[float]:
+    """Per question: the share of the exact search's top 10 among the first 10 candidates found
+    by meaning."""
+    shares = []
+    for got, exact in zip(found, truth, strict=True):
+        by_meaning = [c for c in got if c.vector_rank is not None]
+        top = {c.item.id for c in sorted(by_meaning, key=lambda c: c.vector_rank or 0)[:10]}
+        shares.append(len(top & {c.item.id for c in exact}) / max(1, len(exact)))
+    return shares
+
+
 def load_average() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores"
@@ -552,10 +578,8 @@ async def bench_size(
 ) -> None:
     store: MemoryStore = memory.store
     settings = memory.settings
-    groups = {"big": "big", "mid": "mid"}
-    if "edge" in loaded.per_workspace:
-        groups["edge"] = "edge"
-        groups["below"] = "below"
+    names = ("big", "mid", "gap", "edge", "below")
+    groups = {name: name for name in names if name in loaded.per_workspace}
     groups["small"] = "small-00000"
     print(
         f"\n== {size:,} items; per workspace: "
@@ -591,8 +615,9 @@ async def bench_size(
 
     n = len(qtexts)
     for name, workspace in groups.items():
-        exact_path = await store.searched_exactly(workspace, below=settings.exact_search_below)
-        strategy = "exact scan" if exact_path else "HNSW, iterative scan"
+        path = await store.search_path(workspace, below=settings.exact_search_below)
+        exact_path = path == "exact"
+        strategy = "exact scan" if exact_path else f"HNSW, {path}"
         exact_t, exact_r = await timed(
             [
                 search(workspace, i, exact=True, text=False, vector=True, candidates=10)
@@ -602,10 +627,7 @@ async def bench_size(
         vec_t, vec_r = await timed(
             [search(workspace, i, exact=None, text=False, vector=True) for i in range(n)]
         )
-        recall = []
-        for got, truth in zip(vec_r, exact_r, strict=True):
-            top = {c.item.id for c in sorted(got, key=lambda c: c.vector_rank)[:10]}
-            recall.append(len(top & {c.item.id for c in truth}) / max(1, len(truth)))
+        recall = recall_at_10(vec_r, exact_r)
         text_t, _ = await timed(
             [search(workspace, i, exact=None, text=True, vector=False) for i in range(n)]
         )
@@ -621,14 +643,7 @@ async def bench_size(
             forced_t, forced_r = await timed(
                 [search(workspace, i, exact=False, text=False, vector=True) for i in range(n)]
             )
-            forced = [
-                len(
-                    {c.item.id for c in sorted(got, key=lambda c: c.vector_rank)[:10]}
-                    & {c.item.id for c in truth}
-                )
-                / max(1, len(truth))
-                for got, truth in zip(forced_r, exact_r, strict=True)
-            ]
+            forced = recall_at_10(forced_r, exact_r)
             print(
                 f"    (HNSW instead)        {forced_t}   recall@10 {statistics.mean(forced):.3f}"
             )
@@ -637,6 +652,33 @@ async def bench_size(
         )
         print(f"    full text             {text_t}")
         print(f"    hybrid                {hybrid_t}")
+    # The same run's baseline for the workspaces' own indexes: their searches without them.
+    own = [
+        (name, workspace)
+        for name, workspace in groups.items()
+        if await store.search_path(workspace, below=settings.exact_search_below) == "own index"
+    ]
+    if own:
+        async with store.pool.acquire() as conn:
+            for _, workspace in own:
+                await conn.execute(f'DROP INDEX "{own_index_name(workspace)}"')
+        store.forget_sizes()
+        print("  without their own indexes (dropped for this; built again after the next load):")
+        for name, workspace in own:
+            path = await store.search_path(workspace, below=settings.exact_search_below)
+            without_t, without_r = await timed(
+                [search(workspace, i, exact=None, text=False, vector=True) for i in range(n)]
+            )
+            exact_t, exact_r = await timed(
+                [
+                    search(workspace, i, exact=True, text=False, vector=True, candidates=10)
+                    for i in range(n)
+                ]
+            )
+            recall = recall_at_10(without_r, exact_r)
+            print(
+                f"    {name:5} ({path:12}) {without_t}   recall@10 {statistics.mean(recall):.3f}"
+            )
     # The memory part of an @ask: embed the question with the local model, then hybrid search.
     ask_t, _ = await timed([partial(memory.search, "big", q, k=8) for q in qtexts])
     embed_t, _ = await timed([partial(memory.embed_query, q) for q in qtexts])
@@ -740,10 +782,17 @@ async def main() -> None:
             await load(pool, corpus, layout(size), loaded, rng, nprng, args.perturbation)
             load_s = time.perf_counter() - started
             build_s = await build_hnsw(pool)
+            started = time.perf_counter()
+            own = await memory.index_workspaces()
+            own_s = time.perf_counter() - started
+            async with pool.acquire() as conn:
+                # The load's and builds' writes to disk now, not during the measurements.
+                await conn.execute("CHECKPOINT")
             memory.store.forget_sizes()
             print(
                 f"\nloaded to {loaded.total:,} items in {load_s:.0f} s; HNSW built in "
-                f"{build_s:.0f} s ({load_average()})"
+                f"{build_s:.0f} s; own indexes for {', '.join(own.built) or 'none'} in "
+                f"{own_s:.0f} s ({load_average()})"
             )
             await bench_size(memory, size, loaded, qtexts, qvectors)
         print()
