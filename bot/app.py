@@ -238,13 +238,7 @@ class Doryo:
         big enough (searches of it stay fast whatever the other workspaces hold)."""
         while True:
             try:
-                done = await memory.index_workspaces()
-                if done.built or done.dropped:
-                    log.info(
-                        "memory: %d workspaces got an index of their own, %d indexes dropped",
-                        len(done.built),
-                        done.dropped,
-                    )
+                await memory.index_workspaces()  # logs what it builds and drops
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
                 log.warning("memory: building the workspaces' own indexes failed: %s", e)
             await asyncio.sleep(OWN_INDEX_INTERVAL)

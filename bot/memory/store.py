@@ -772,6 +772,7 @@ class MemoryStore:
                 await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
                 dropped += 1
         if dropped:
+            log.info("memory: dropped %d workspace indexes (shrunk, gone, failed builds)", dropped)
             self._paths.clear()
         wanted = [
             (n, w)
