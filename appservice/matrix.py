@@ -320,6 +320,10 @@ class MatrixAPI:
     async def invite(self, room_id: str, user_id: str) -> None:
         await self.request(Method.POST, Path.v3.rooms[room_id].invite, {"user_id": user_id})
 
+    async def kick(self, room_id: str, user_id: str, reason: str = "") -> None:
+        body = {"user_id": user_id, **({"reason": reason} if reason else {})}
+        await self.request(Method.POST, Path.v3.rooms[room_id].kick, body)
+
     async def create_room(self, content: Mapping[str, Any]) -> str:
         result = await self.request(Method.POST, Path.v3.createRoom, content)
         return str(result["room_id"])

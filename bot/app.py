@@ -24,7 +24,7 @@ from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestE
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
 from appservice.transactions import JSON, TransactionReceiver
-from bot import admin, catchup, db, health
+from bot import admin, catchup, db, health, rooms
 from bot.actions.flow import Actions
 from bot.actions.store import ActionStore
 from bot.activity import Activity
@@ -278,6 +278,8 @@ class Doryo:
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
         await self.ctx.actions.recover(started_before=self.began)
+        # Rooms joined before the bot kept their members are no DMs until it has read them.
+        self._tasks.spawn(rooms.read_unknown_members(self.ctx), "read rooms' members")
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")

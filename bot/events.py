@@ -38,10 +38,9 @@ from bot.router import (
     StaleMessage,
     route,
 )
-from bot.sessions.rooms import take_part
+from bot.sessions import adoption
 from bot.workspaces.observe import on_space_event
 from bot.workspaces.spaces import adopt_space, is_space
-from bot.workspaces.store import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +69,13 @@ class EventHandler:
         reply = Replier(
             self.ctx.matrix, self.ctx.sent, room_id, item.event_id, retried=attempt > 1
         )
-        await self._observe(room_id, event)
+        await self._observe(room_id, event, reply)
         match decision:
             case Ignore(reason):
                 log.debug("ignoring %s: %s", item.event_id, reason)
-            case BotInvited(inviter, is_direct):
-                if await rooms.join_invited(self.ctx, room_id, inviter, is_direct):
-                    await self._joined(room_id, inviter, is_direct, reply)
+            case BotInvited(inviter):
+                if await rooms.join_invited(self.ctx, room_id, inviter):
+                    await self._joined(room_id, inviter, reply)
             case BotMembership("join"):
                 await self.ctx.rooms.set_membership(room_id, "join")
                 if await self.ctx.workspaces.by_space(room_id) is None:
@@ -101,49 +100,43 @@ class EventHandler:
                 if request is not None:
                     await self._run(request, room_id, event, reply, age_ms)
 
-    async def _observe(self, room_id: str, event: Mapping[str, Any]) -> None:
-        """Keep what the bot knows current: a workspace's space, a session's history."""
-        workspace = await self.ctx.workspaces.by_space(room_id)
+    async def _observe(self, room_id: str, event: Mapping[str, Any], reply: Replier) -> None:
+        """Keep what the bot knows current: a workspace's space, who is in a room, a session's
+        history."""
+        ctx = self.ctx
+        workspace = await ctx.workspaces.by_space(room_id)
         if workspace is not None:
-            await on_space_event(self.ctx, workspace, event)
-        session = await self.ctx.sessions.get(room_id)
+            await on_space_event(ctx, workspace, event, reply)
+            return
+        user = event.get("state_key")
+        if event.get("type") == "m.room.member" and isinstance(user, str):
+            if user != ctx.bot_user_id and not ctx.namespace.match(user):
+                membership = event.get("content", {}).get("membership")
+                await ctx.rooms.set_members(room_id, {user: str(membership)})
+        session = await ctx.sessions.get(room_id)
         if session is not None:
-            await history.record(self.ctx, session, event)
+            await history.record(ctx, session, event)
 
-    async def _joined(self, room_id: str, inviter: str, is_direct: bool, reply: Replier) -> None:
-        """Just joined: a space becomes a workspace, a room of one becomes a session."""
-        state = {
-            (e.get("type"), e.get("state_key")): e
-            for e in await self.ctx.matrix.get_state(room_id)
-        }
-        create = state.get(("m.room.create", ""), {}).get("content", {})
-        if is_space(create):
-            await adopt_space(self.ctx, room_id, inviter)
+    async def _joined(self, room_id: str, inviter: str, reply: Replier) -> None:
+        """Just joined: a space may become a workspace, a room a session (if a workspace listed
+        it and the rules hold: bot.sessions.adoption); any other room is greeted."""
+        ctx = self.ctx
+        events = await ctx.matrix.get_state(room_id)
+        create = next((e for e in events if e.get("type") == "m.room.create"), {})
+        if is_space(create.get("content")):
+            await adopt_space(ctx, room_id, inviter, reply)
             return  # a space has no conversation to greet
-        workspace = await self._workspace_of_child(room_id, state)
-        if workspace is not None:
-            await take_part(self.ctx, workspace, room_id, inviter)
-        await rooms.greet(self.ctx, room_id, is_direct, reply)
-
-    async def _workspace_of_child(
-        self, room_id: str, state: Mapping[tuple[Any, Any], Mapping[str, Any]]
-    ) -> Workspace | None:
-        known = await self.ctx.sessions.get(room_id)  # the bot asked to be invited to it
-        if known is not None:
-            return await self.ctx.workspaces.get(known.workspace_id)
-        for (event_type, state_key), event in state.items():
-            if event_type == "m.space.parent" and event.get("content", {}).get("via"):
-                workspace = await self.ctx.workspaces.by_space(str(state_key))
-                if workspace is not None:
-                    return workspace
-        return None
+        await rooms.read_members(ctx, room_id, events)
+        if await adoption.on_invited(ctx, room_id, inviter, events, reply):
+            await rooms.publish_commands(ctx, room_id)
+            return
+        await rooms.greet(ctx, room_id, await rooms.is_dm(ctx, room_id), reply)
 
     async def _request(self, room_id: str, event: Mapping[str, Any]) -> Request | None:
         content = event["content"]
-        room = await self.ctx.rooms.get(room_id)
         addressing = dataclasses.replace(
             self.addressing,
-            is_direct=room is not None and room.is_direct,
+            is_direct=await rooms.is_dm(self.ctx, room_id),
             reply_to_bot=await self._replies_to_bot(room_id, content),
         )
         return parse(content, addressing)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -30,9 +31,30 @@ class Room:
     room_id: str
     membership: str
     is_direct: bool
+    """Exactly one person is in the room with the bot (by its members, never by the invite's
+    is_direct flag). A session or a space is never treated as a DM, whatever its members."""
     direct_user: str | None
     invited_by: str | None
     commands_hash: str | None
+    members_known: bool
+
+
+_ROOM_COLUMNS = (
+    "room_id, membership, is_direct, direct_user, invited_by, commands_hash, members_known"
+)
+
+# A room is direct when exactly one person is in it (joined or invited) besides the bot's own
+# users, and it is neither a session nor a workspace's space.
+_REFRESH_DIRECT = """
+UPDATE rooms SET direct_user = d.user_id, is_direct = d.user_id IS NOT NULL, updated_at = now()
+FROM (
+    SELECT CASE WHEN count(*) = 1 THEN min(user_id) END AS user_id
+    FROM room_members WHERE room_id = $1 AND membership IN ('join', 'invite')
+) AS d
+WHERE rooms.room_id = $1
+  AND (rooms.direct_user IS DISTINCT FROM d.user_id
+       OR rooms.is_direct IS DISTINCT FROM (d.user_id IS NOT NULL))
+"""
 
 
 class RoomStore:
@@ -41,26 +63,18 @@ class RoomStore:
 
     async def get(self, room_id: str) -> Room | None:
         row = await self._pool.fetchrow(
-            """
-            SELECT room_id, membership, is_direct, direct_user, invited_by, commands_hash
-            FROM rooms WHERE room_id = $1
-            """,
-            room_id,
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_id = $1", room_id
         )
         return Room(**dict(row)) if row else None
 
-    async def record_invite(self, room_id: str, inviter: str, is_direct: bool) -> None:
+    async def record_invite(self, room_id: str, inviter: str) -> None:
         await self._pool.execute(
             """
-            INSERT INTO rooms (room_id, membership, is_direct, direct_user, invited_by)
-            VALUES ($1, 'invite', $2, CASE WHEN $2 THEN $3 END, $3)
+            INSERT INTO rooms (room_id, membership, invited_by) VALUES ($1, 'invite', $2)
             ON CONFLICT (room_id) DO UPDATE SET
-                membership = 'invite', is_direct = excluded.is_direct,
-                direct_user = excluded.direct_user, invited_by = excluded.invited_by,
-                updated_at = now()
+                membership = 'invite', invited_by = excluded.invited_by, updated_at = now()
             """,
             room_id,
-            is_direct,
             inviter,
         )
 
@@ -75,6 +89,33 @@ class RoomStore:
             membership,
         )
 
+    async def set_members(
+        self, room_id: str, memberships: dict[str, str], *, complete: bool = False
+    ) -> None:
+        """Record people's membership in a room (`complete`: this is everyone, read from the
+        room's state) and whether that makes it a DM."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if complete:
+                await conn.execute("DELETE FROM room_members WHERE room_id = $1", room_id)
+                await conn.execute(
+                    "UPDATE rooms SET members_known = true WHERE room_id = $1", room_id
+                )
+            await conn.executemany(
+                """
+                INSERT INTO room_members (room_id, user_id, membership) VALUES ($1, $2, $3)
+                ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership
+                """,
+                [(room_id, user, membership) for user, membership in memberships.items()],
+            )
+            await conn.execute(_REFRESH_DIRECT, room_id)
+
+    async def unknown_members(self) -> list[str]:
+        """Rooms the bot is in whose member list it never read (joined before it kept them)."""
+        rows = await self._pool.fetch(
+            "SELECT room_id FROM rooms WHERE membership = 'join' AND NOT members_known"
+        )
+        return [row["room_id"] for row in rows]
+
     async def set_commands_hash(self, room_id: str, commands_hash: str) -> None:
         await self._pool.execute(
             "UPDATE rooms SET commands_hash = $2, updated_at = now() WHERE room_id = $1",
@@ -83,11 +124,13 @@ class RoomStore:
         )
 
     async def direct_with(self, user_id: str) -> str | None:
-        """The latest direct chat the bot is in with this person."""
+        """The latest direct chat the bot is in with this person (and no one else)."""
         room_id = await self._pool.fetchval(
             """
-            SELECT room_id FROM rooms
+            SELECT room_id FROM rooms r
             WHERE is_direct AND direct_user = $1 AND membership = 'join'
+              AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.room_id = r.room_id)
+              AND NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.space_id = r.room_id)
             ORDER BY updated_at DESC LIMIT 1
             """,
             user_id,
@@ -99,9 +142,57 @@ class RoomStore:
         return [row["room_id"] for row in rows]
 
 
-async def join_invited(ctx: Context, room_id: str, inviter: str, is_direct: bool) -> bool:
+def people(ctx: Context, state: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each person's membership, from a room's state (the appservice's own users left out)."""
+    found = {}
+    for event in state:
+        user = event.get("state_key")
+        if event.get("type") != "m.room.member" or not isinstance(user, str):
+            continue
+        if user == ctx.bot_user_id or ctx.namespace.match(user):
+            continue
+        found[user] = str(event.get("content", {}).get("membership", "leave"))
+    return found
+
+
+async def is_dm(ctx: Context, room_id: str) -> bool:
+    """Whether this room is a direct chat: exactly one person and the bot, not a session."""
+    room = await ctx.rooms.get(room_id)
+    if room is None or room.membership != "join":
+        return False
+    if not room.members_known:
+        await read_members(ctx, room_id)
+        room = await ctx.rooms.get(room_id)
+        if room is None:
+            return False
+    if not room.is_direct:
+        return False
+    return (
+        await ctx.sessions.get(room_id) is None and await ctx.workspaces.by_space(room_id) is None
+    )
+
+
+async def read_members(
+    ctx: Context, room_id: str, state: Iterable[Mapping[str, Any]] | None = None
+) -> None:
+    """Read the room's whole member list from the homeserver (or from `state`, already read)."""
+    if state is None:
+        state = await ctx.matrix.get_state(room_id)
+    await ctx.rooms.set_members(room_id, people(ctx, state), complete=True)
+
+
+async def read_unknown_members(ctx: Context) -> None:
+    """Rooms joined before members were kept: read them once (at start, in the background)."""
+    for room_id in await ctx.rooms.unknown_members():
+        try:
+            await read_members(ctx, room_id)
+        except MatrixRequestError as e:
+            log.info("could not read the members of %s: %s", room_id, e)
+
+
+async def join_invited(ctx: Context, room_id: str, inviter: str) -> bool:
     """Join a room the bot was invited to. False if the invite is gone (nothing to retry)."""
-    await ctx.rooms.record_invite(room_id, inviter, is_direct)
+    await ctx.rooms.record_invite(room_id, inviter)
     try:
         await ctx.matrix.join(room_id)
     except MatrixRequestError as e:
@@ -109,7 +200,7 @@ async def join_invited(ctx: Context, room_id: str, inviter: str, is_direct: bool
         await ctx.rooms.set_membership(room_id, "leave")
         return False
     await ctx.rooms.set_membership(room_id, "join")
-    log.info("joined %s (invited by %s%s)", room_id, inviter, ", direct chat" if is_direct else "")
+    log.info("joined %s (invited by %s)", room_id, inviter)
     return True
 
 
@@ -119,6 +210,27 @@ async def greet(ctx: Context, room_id: str, is_direct: bool, reply: Replier) -> 
     welcome = strings.WELCOME_DM if is_direct else strings.WELCOME_ROOM
     await reply.send_notice(welcome.format(name=name), reply_to=None)
     await publish_commands(ctx, room_id)
+
+
+async def tell(ctx: Context, user_id: str, text: str, reply: Replier) -> None:
+    """Tell a person something in a direct chat with them (made if there is none), once for the
+    event `reply` answers, however often it is handled."""
+    room_id = await direct_room(ctx, user_id)
+    await reply.send_notice(text, reply_to=None, room_id=room_id)
+
+
+async def direct_room(ctx: Context, user_id: str) -> str:
+    """The bot's direct chat with a person: the one on record, or a new one."""
+    existing = await ctx.rooms.direct_with(user_id)
+    if existing is not None:
+        return existing
+    room_id = await ctx.matrix.create_room(
+        {"is_direct": True, "invite": [user_id], "preset": "trusted_private_chat"}
+    )
+    await ctx.rooms.record_invite(room_id, ctx.bot_user_id)
+    await ctx.rooms.set_membership(room_id, "join")
+    await ctx.rooms.set_members(room_id, {user_id: "invite"}, complete=True)
+    return room_id
 
 
 async def publish_commands(ctx: Context, room_id: str) -> bool:

@@ -29,8 +29,10 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class BotInvited:
+    """The bot was invited. Whether the room is a direct chat is read from its members once
+    the bot is in, never from the invite's is_direct flag (anyone can set it)."""
+
     inviter: str
-    is_direct: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,7 @@ def _membership(event: JSON, content: JSON, rules: RouterRules) -> Route:
         inviter = str(event.get("sender", ""))
         if any(pattern.match(inviter) for pattern in rules.ignore_users):
             return Ignore("inviter is ignored by bot.ignore_users")
-        return BotInvited(inviter=inviter, is_direct=content.get("is_direct") is True)
+        return BotInvited(inviter=inviter)
     if membership in ("join", "leave", "ban"):
         return BotMembership(str(membership))
     return Ignore(f"bot membership {membership}")

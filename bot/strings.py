@@ -55,11 +55,14 @@ WS_CREATED = (
     "(for a code) brings people in."
 )
 CREATE_NOT_ALLOWED = "Creating workspaces is limited to some people on this server."
+SPACE_NOT_ADOPTED = "I left the space **{name}** instead of making it a workspace: {reason}"
+SPACE_NEEDS_HOST = "only someone with power level 100 in a space can make it a workspace."
 NAME_TOO_LONG = "A workspace name is at most 80 characters."
 NO_WORKSPACE = (
     "You are not in a workspace yet. Create one with `!ws create NAME`, or join one with "
     "`!ws join CODE`."
 )
+
 WHICH_WORKSPACE = (
     "You are in several workspaces ({names}): pick one for this chat with `!ws use NAME`."
 )
@@ -113,6 +116,59 @@ USE_ONLY_IN_DM = " (This only matters in a direct chat with me.)"
 INVITE_ME_TO = (
     "A room was added to your workspace **{name}**, but I cannot join it: {room}. Invite me "
     "there so that I can take part."
+)
+NOT_IN_SPACE = (
+    "I am no longer in the space of **{name}**, so I cannot tell who may do what there. "
+    "Invite me back to the space."
+)
+BANNED_FROM = "You are banned from **{name}**. Only its host can lift that."
+USER_BANNED = "{user} is banned from **{name}**: unban them in the space first."
+NO_POWER_HELD = "{user} holds no delegate or host power in **{name}** any more."
+INVITE_FAILED = (
+    "I could not invite you to **{name}** ({reason}). Your invite code is still valid: ask the "
+    "host to check my power in the space, then try again."
+)
+INVITES_HEADER = "**Open invite codes of {name}**"
+INVITE_LINE = "- `{hint}` — {uses}, until {expires}, made by {by}"
+INVITE_LINE_OLD = "an older code"
+USES_LEFT = "{n} uses left"
+USE_LEFT = "1 use left"
+NO_INVITES = "**{name}** has no open invite codes. `!ws invite` makes one."
+INVITE_REVOKE_USAGE = "Usage: `!ws invite revoke CODE` (the whole code, or its first group)."
+INVITE_REVOKED = "Invite code `{hint}` of **{name}** is revoked: nobody can join with it now."
+INVITE_NOT_FOUND = "**{name}** has no open invite code starting with `{hint}`."
+INVITE_AMBIGUOUS = "Several open codes start with `{hint}`: give the whole code."
+CODE_REVOKED = "That invite code was revoked. Ask the host for a new one."
+REMOVED_FROM_SESSION = "left the workspace"
+
+# Which rooms are sessions (bot/sessions/adoption.py, docs/security.md).
+ADOPT_REFUSED_HOST = "I did not adopt {room} into **{name}**: {reason}."
+ADOPT_REFUSED_ROOM = (
+    "This room names a workspace's space as its parent, but it is not a session of that "
+    "workspace, so nothing said here reaches its memory. Only a host or delegate of the "
+    "workspace who can change this room's settings can add it, from the space."
+)
+WHY_SPACE = "it is a space"
+WHY_DIRECT = "it is a direct chat between one person and me"
+WHY_OTHER_WORKSPACE = "it is a session of another workspace"
+WHY_NOT_LISTED = "the space does not list it"
+WHY_NO_ROLE = "{user} is not a host or delegate of the workspace"
+WHY_NO_POWER = "{user} has no power in that room to add it to a space"
+SESSION_ADOPTED = (
+    "This room is now a session of workspace **{name}** (added by {by}): what is said here from "
+    "now on is part of the workspace's memory, and `@ask` answers from it. I have not read the "
+    "earlier messages: an admin of this room can let me with `!session history`."
+)
+HISTORY_ADMINS_ONLY = (
+    "Only an admin of this room (who can change its settings) can let me read its earlier "
+    "messages."
+)
+HISTORY_NOT_ADOPTED = "I have been in this session since it began: there is nothing earlier."
+HISTORY_ALREADY = "{by} already let me read this room's earlier messages."
+HISTORY_READ = "Read {count} earlier message(s) of this room into **{name}**'s memory."
+NOT_A_SESSION_HERE = (
+    "This room is not a session of a workspace, so I answer nothing from a workspace's memory "
+    "here. Ask me in a session room, or in a direct chat with me."
 )
 
 # Sessions (bot/sessions).
@@ -324,7 +380,7 @@ LETTA_SUMMARY = (
 )
 LETTA_SESSION_LINE = "- {topic} ({status}, since {date}){summary}"
 LETTA_NO_SESSIONS = "- (none yet)"
-ASK_PLACE_DIRECT = "a direct chat"
+ASK_PLACE_DIRECT = "workspace {name}, a direct chat"
 AGENT_BAD_REF = "`{ref}` is not a blueprint reference: write CODE or CODE@VERSION, e.g. planner@2."
 AGENT_HERE = "Answering here: **{name}** (`{ref}`, {source}), model {model}. Tools: {tools}."
 AGENT_SOURCE_SESSION = "this session's choice"

@@ -31,7 +31,8 @@ from bot.actions.store import Action, ActionStore
 from bot.errors import UserError
 from bot.presence import is_here
 from bot.replies import Replier
-from bot.sessions.rooms import direct_room, room_link
+from bot.rooms import direct_room
+from bot.sessions.rooms import room_link
 from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
 from bot.workspaces.access import current_role
 from bot.workspaces.store import Workspace

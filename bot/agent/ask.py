@@ -65,13 +65,14 @@ def workspace_limits(workspace: Workspace | None) -> Limits | None:
     return Limits(workspace_monthly_usd=Decimal(str(workspace.settings.budget_usd)))
 
 
-async def _workspace(ctx: Context, room_id: str, sender: str) -> Workspace | None:
-    try:
-        workspace = await workspace_of_room(ctx, room_id, sender)
-    except UserError:
-        return None  # a DM of someone in no workspace, or in several without a choice
-    if workspace is not None:
-        await require_member(ctx, workspace, sender)
+async def _workspace(ctx: Context, room_id: str, sender: str) -> Workspace:
+    """The workspace whose memory answers here. Where there is none — a room that is neither a
+    session nor a direct chat, a DM of someone in no workspace (or in several, none picked) —
+    a UserError says so, and no model is asked: nobody outside a workspace costs anything."""
+    workspace = await workspace_of_room(ctx, room_id, sender)
+    if workspace is None:
+        raise UserError(strings.NOT_A_SESSION_HERE)
+    await require_member(ctx, workspace, sender)
     return workspace
 
 
@@ -269,13 +270,13 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         call.reply,
         call.room_id,
         question_event,
-        threaded=workspace.settings.threads if workspace else True,
+        threaded=workspace.settings.threads,
         domain=domain,
         edit_interval=ctx.config.agent.edit_interval,
     )
     try:
         blueprint = await blueprint_for(ctx, workspace, session)
-        if blueprint.backend == "letta" and workspace is not None and ctx.letta is not None:
+        if blueprint.backend == "letta" and ctx.letta is not None:
             answer.start()
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
                 return
@@ -284,9 +285,9 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             recent_lines(ctx, call.room_id, question_event),
             answering_tools(ctx, workspace, call.room_id, blueprint),
         )
-        place = strings.ASK_PLACE_DIRECT
-        if workspace is not None:
-            topic = session.topic if session and session.topic else strings.SESSION_UNTITLED
+        place = strings.ASK_PLACE_DIRECT.format(name=workspace.name)
+        if session is not None:
+            topic = session.topic or strings.SESSION_UNTITLED
             place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
         messages = prompt.build(
             question,

@@ -71,7 +71,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("ping", "!ping", "Check that the bot is there, and how fast", "anyone"),
     CommandSpec(
         "ws",
-        "!ws create|invite|join|members|delegate|undelegate|settings|use …",
+        "!ws create|invite|invites|join|members|delegate|undelegate|settings|use …",
         "Workspaces",
         "member",
         advertise=False,
@@ -89,6 +89,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Invite people, or get a one-time invite code",
         "host",
         (_arg("users", "People to invite", "user_id", variadic=True),),
+    ),
+    CommandSpec(
+        "ws invites",
+        "!ws invites  ·  !ws invite revoke CODE",
+        "Open invite codes (uses left, expiry, who made them); end one",
+        "host",
     ),
     CommandSpec(
         "ws join",
@@ -126,7 +132,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (_arg("name", "The workspace's name"),),
     ),
     CommandSpec(
-        "session", "!session start [TOPIC] | !session end", "Sessions", "member", advertise=False
+        "session",
+        "!session start [TOPIC] | !session end | !session history",
+        "Sessions",
+        "member",
+        advertise=False,
     ),
     CommandSpec(
         "session start",
@@ -140,6 +150,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "!session end",
         "End this session: summary, then read-only for the agent",
         "host",
+    ),
+    CommandSpec(
+        "session history",
+        "!session history",
+        "In a room added to a workspace: let me read its earlier messages into memory",
+        "room admin",
     ),
     CommandSpec("sessions", "!sessions", "Active and ended sessions", "member"),
     CommandSpec(

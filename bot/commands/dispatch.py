@@ -21,6 +21,7 @@ from bot.commands.parser import Act, Ask, Command, Request, UnknownCommand
 from bot.composio import commands as composio
 from bot.memory import commands as memory
 from bot.replies import Replier
+from bot.sessions import adoption
 from bot.sessions import commands as sessions
 from bot.tasklist import commands as tasklist
 from bot.tools import commands as tools
@@ -59,6 +60,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "ws": ws.ws_group,
     "ws create": ws.ws_create,
     "ws invite": ws.ws_invite,
+    "ws invites": ws.ws_invites,
     "ws join": ws.ws_join,
     "ws members": ws.ws_members,
     "ws delegate": ws.ws_delegate,
@@ -68,6 +70,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "session": sessions.session_group,
     "session start": sessions.session_start,
     "session end": sessions.session_end,
+    "session history": adoption.session_history,
     "sessions": sessions.sessions_list,
     "ask": ask.ask,
     "remember": memory.remember,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from appservice.matrix import markdown_content
 from bot import strings
 from bot.followups.store import Followup
-from bot.sessions.rooms import direct_room
+from bot.rooms import direct_room
 
 if TYPE_CHECKING:
     from bot.context import Context

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKFILL_PAGE = 100
+BACKFILL_MAX_PAGES = 50
+"""Pages of /messages walked back at most (past what was recorded since, to what came before)."""
 
 
 def _sent_at(event: Mapping[str, Any]) -> datetime:
@@ -143,26 +145,30 @@ def _is_command(content: Mapping[str, Any], ctx: Context) -> bool:
     return isinstance(request, Command | UnknownCommand)
 
 
-async def backfill(ctx: Context, session: Session) -> int:
-    """Store the session room's recent messages from before the bot joined (oldest first), and
-    remember people's."""
+async def backfill(ctx: Context, session: Session, *, before: datetime) -> int:
+    """Store the session room's latest messages sent before `before` (when the bot began to
+    record it; oldest first), and remember people's. Those recorded since are passed over."""
     room_id = session.room_id
     wanted = ctx.config.bot.backfill_messages
     if wanted <= 0:
         return 0
     found: list[dict[str, Any]] = []
     token: str | None = None
-    while len(found) < wanted:
+    for _ in range(BACKFILL_MAX_PAGES):
         page = await ctx.matrix.messages(
             room_id,
-            limit=min(BACKFILL_PAGE, wanted - len(found)),
+            limit=BACKFILL_PAGE,
             from_token=token,
             event_filter={"types": ["m.room.message"]},
         )
-        chunk = [e for e in page.get("chunk", []) if message_kind(e, ctx) is not None]
-        found.extend(chunk)
+        chunk = [
+            e
+            for e in page.get("chunk", [])
+            if message_kind(e, ctx) is not None and _sent_at(e) < before
+        ]
+        found.extend(chunk[: wanted - len(found)])
         token = page.get("end")
-        if not page.get("chunk") or not token:
+        if len(found) >= wanted or not page.get("chunk") or not token:
             break
     stored = 0
     for event in reversed(found):  # /messages walked backwards

@@ -1,9 +1,8 @@
-"""Session rooms on the Matrix side: start one in a space, adopt one added by hand, end one.
+"""Session rooms on the Matrix side: start one in a space, and reach people in direct chats.
 
 A session the bot starts is a child of the space (m.space.child in the space, m.space.parent in
 the room), joinable by the space's members (restricted join rule), with the workspace's members
-invited. A room someone adds to the space by hand is adopted: the bot joins it (or asks the host
-for an invite when it cannot) and takes part from then on, after reading its recent history.
+invited. Rooms people add to the space by hand: bot.sessions.adoption.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from appservice.errors import MatrixRequestError
-from bot import strings
-from bot.history.recorder import backfill
+from bot import rooms, strings
 from bot.sessions.store import Session
 from bot.workspaces.roles import DELEGATE_LEVEL, HOST_LEVEL
 from bot.workspaces.spaces import SPACE_CHILD
@@ -47,7 +44,7 @@ async def start_session(
     levels = {
         m.user_id: HOST_LEVEL if m.role == "host" else DELEGATE_LEVEL
         for m in members
-        if m.role in ("host", "delegate")
+        if m.role in ("host", "delegate") and m.membership in ("join", "invite")
     }
     name = topic or strings.SESSION_DEFAULT_NAME.format(date=datetime.now(UTC).strftime("%b %d"))
     room_id = await ctx.matrix.create_room(
@@ -88,62 +85,10 @@ async def start_session(
     return session
 
 
-async def adopt_child(ctx: Context, workspace: Workspace, room_id: str, added_by: str) -> None:
-    """A room was added to the space by hand: join it and make it a session."""
-    try:
-        await ctx.matrix.join(room_id)
-    except MatrixRequestError as e:
-        # Not joinable by the bot (invite only, say): ask the host to invite it.
-        log.info("cannot join %s added to %s (%s); asking for an invite", room_id, workspace.id, e)
-        # Known from now on: the invite that follows finds the workspace it belongs to.
-        await ctx.sessions.add(room_id, workspace.id, "", added_by, adopted=True)
-        await ask_host(
-            ctx,
-            workspace,
-            strings.INVITE_ME_TO.format(
-                room=room_link(room_id, ctx.config.homeserver.domain), name=workspace.name
-            ),
-        )
-        return
-    await take_part(ctx, workspace, room_id, added_by)
-
-
-async def take_part(
-    ctx: Context, workspace: Workspace, room_id: str, added_by: str | None
-) -> None:
-    """The bot is in a room of the workspace's space: record it as a session, read its past."""
-    state = await ctx.matrix.get_state(room_id)
-    topic = ""
-    for event in state:
-        if event.get("type") == "m.room.topic":
-            topic = str(event.get("content", {}).get("topic", ""))
-        elif event.get("type") == "m.room.name" and not topic:
-            topic = str(event.get("content", {}).get("name", ""))
-    session = await ctx.sessions.add(room_id, workspace.id, topic, added_by, adopted=True)
-    await ctx.rooms.set_membership(room_id, "join")
-    stored = await backfill(ctx, session)
-    log.info(
-        "adopted %s into workspace %s (%d earlier messages read)", room_id, workspace.id, stored
-    )
-
-
 async def ask_host(ctx: Context, workspace: Workspace, text: str) -> None:
     """Tell the host something in a direct chat with them (made if there is none)."""
-    room_id = await direct_room(ctx, workspace.host)
+    room_id = await rooms.direct_room(ctx, workspace.host)
     await ctx.matrix.send_markdown(room_id, text, notice=True)
-
-
-async def direct_room(ctx: Context, user_id: str) -> str:
-    """The bot's direct chat with a person: the one on record, or a new one."""
-    existing = await ctx.rooms.direct_with(user_id)
-    if existing is not None:
-        return existing
-    room_id = await ctx.matrix.create_room(
-        {"is_direct": True, "invite": [user_id], "preset": "trusted_private_chat"}
-    )
-    await ctx.rooms.record_invite(room_id, user_id, True)
-    await ctx.rooms.set_membership(room_id, "join")
-    return room_id
 
 
 def summary_text(

@@ -22,6 +22,8 @@ class Session:
     summary: str | None
     agent: str | None
     """The blueprint answering here if not the workspace's: "code" or "code@version"."""
+    history_read_by: str | None
+    """Who let the bot read an adopted room's earlier messages (None: nobody yet)."""
 
     @property
     def active(self) -> bool:
@@ -30,7 +32,7 @@ class Session:
 
 _COLUMNS = (
     "room_id, workspace_id, topic, status, adopted, started_by, started_at, ended_at, summary, "
-    "agent"
+    "agent, history_read_by"
 )
 
 
@@ -110,3 +112,42 @@ class SessionStore:
             summary,
         )
         return bool(result.endswith(" 1"))
+
+    async def set_history_read(self, room_id: str, by: str) -> None:
+        await self._pool.execute(
+            "UPDATE sessions SET history_read_by = $2 WHERE room_id = $1", room_id, by
+        )
+
+    # Rooms a space listed that the bot could not join yet (bot.sessions.adoption) --------------
+
+    async def add_pending(self, room_id: str, workspace_id: str, added_by: str) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO pending_adoptions (room_id, workspace_id, added_by) VALUES ($1, $2, $3)
+            ON CONFLICT (room_id, workspace_id) DO UPDATE SET added_by = excluded.added_by
+            """,
+            room_id,
+            workspace_id,
+            added_by,
+        )
+
+    async def pending(self, room_id: str) -> list[tuple[str, str]]:
+        """(workspace ID, who listed it) for each workspace waiting to adopt this room."""
+        rows = await self._pool.fetch(
+            """
+            SELECT workspace_id, added_by FROM pending_adoptions WHERE room_id = $1
+            ORDER BY created_at
+            """,
+            room_id,
+        )
+        return [(row["workspace_id"], row["added_by"]) for row in rows]
+
+    async def drop_pending(self, room_id: str, workspace_id: str | None = None) -> None:
+        await self._pool.execute(
+            """
+            DELETE FROM pending_adoptions
+            WHERE room_id = $1 AND ($2::text IS NULL OR workspace_id = $2)
+            """,
+            room_id,
+            workspace_id,
+        )

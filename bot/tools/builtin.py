@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from appservice.matrix import markdown_content
 from bot import strings
 from bot.errors import UserError
-from bot.sessions.rooms import direct_room, room_link, start_session
+from bot.rooms import direct_room
+from bot.sessions.rooms import room_link, start_session
 from bot.tools.registry import Tool, ToolCall, ToolResult
 
 UserId = Annotated[str, Field(pattern=r"^@[^:\s]+:\S+$", description="A Matrix user ID")]

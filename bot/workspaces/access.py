@@ -1,21 +1,26 @@
 """Which workspace a command applies to, and who may do what in it.
 
-Roles are checked against the space's power levels as the homeserver has them now (one state
-read), never against a cache: a host who handed over or a delegate who was removed a second ago
-has already lost the right.
+Roles are checked against the space as the homeserver has it now — the person's membership and
+the power levels — never against a cache: a host who handed over, a delegate whose power was
+taken back, or anyone who left, was kicked or banned a second ago has already lost the right.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
 
-from bot import strings
+from appservice.errors import MatrixRequestError
+from bot import rooms, strings
 from bot.errors import PermissionDenied, UserError
 from bot.workspaces.roles import Role, role_of
 from bot.workspaces.store import Workspace
 
 if TYPE_CHECKING:
     from bot.context import Context
+
+log = logging.getLogger(__name__)
 
 
 async def workspace_of_room(ctx: Context, room_id: str, sender: str) -> Workspace | None:
@@ -26,8 +31,7 @@ async def workspace_of_room(ctx: Context, room_id: str, sender: str) -> Workspac
     space = await ctx.workspaces.by_space(room_id)
     if space is not None:
         return space
-    room = await ctx.rooms.get(room_id)
-    if room is not None and room.is_direct:
+    if await rooms.is_dm(ctx, room_id):
         return await workspace_of_sender(ctx, sender)
     return None
 
@@ -54,19 +58,35 @@ async def require_workspace(ctx: Context, room_id: str, sender: str) -> Workspac
     return workspace
 
 
-async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role:
-    """The user's role now, from the space's power levels on the homeserver (the create event,
-    which never changes, is read once)."""
-    create = ctx.create_events.get(workspace.space_id)
-    if create is None:
-        state = await ctx.matrix.get_state(workspace.space_id)
-        by_type = {(e.get("type"), e.get("state_key")): e for e in state}
-        create = by_type.get(("m.room.create", ""), {})
-        ctx.create_events[workspace.space_id] = create
-        levels = by_type.get(("m.room.power_levels", ""))
-    else:
-        levels = await ctx.matrix.get_state_event(workspace.space_id, "m.room.power_levels")
+async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role | None:
+    """The user's role now: None unless they are in the space (joined, or invited and not yet
+    joined); otherwise from the space's power levels. Both read from the homeserver (the create
+    event, which never changes, is read once)."""
+    space = workspace.space_id
+    try:
+        member, levels, create = await asyncio.gather(
+            ctx.matrix.get_state_event(space, "m.room.member", user_id),
+            ctx.matrix.get_state_event(space, "m.room.power_levels"),
+            _create_event(ctx, space),
+        )
+    except MatrixRequestError as e:
+        if e.errcode == "M_FORBIDDEN":  # the bot is no longer in the space: nobody has a role
+            log.warning("cannot read the space of %s: %s", workspace.id, e)
+            raise UserError(strings.NOT_IN_SPACE.format(name=workspace.name)) from None
+        raise
+    if (member or {}).get("membership") not in ("join", "invite"):
+        return None
     return role_of(levels, create, user_id)
+
+
+async def _create_event(ctx: Context, room_id: str) -> dict[str, Any]:
+    create = ctx.create_events.get(room_id)
+    if create is None:
+        state = await ctx.matrix.get_state(room_id)
+        by_type = {(e.get("type"), e.get("state_key")): e for e in state}
+        create = dict(by_type.get(("m.room.create", ""), {}))
+        ctx.create_events[room_id] = create
+    return create
 
 
 async def require_host(ctx: Context, workspace: Workspace, user_id: str) -> None:
@@ -83,6 +103,5 @@ async def require_proposer(ctx: Context, workspace: Workspace, user_id: str) -> 
 
 
 async def require_member(ctx: Context, workspace: Workspace, user_id: str) -> None:
-    member = await ctx.workspaces.member(workspace.id, user_id)
-    if member is None or member.membership not in ("join", "invite"):
+    if await current_role(ctx, workspace, user_id) is None:
         raise PermissionDenied(strings.MEMBERS_ONLY.format(name=workspace.name))

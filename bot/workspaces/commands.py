@@ -12,8 +12,16 @@ from bot.commands.catalog import BY_NAME
 from bot.errors import PermissionDenied, UserError
 from bot.workspaces import invites, settings
 from bot.workspaces.access import current_role, require_host, require_workspace
+from bot.workspaces.departures import take_power_everywhere
 from bot.workspaces.roles import DELEGATE_LEVEL
-from bot.workspaces.spaces import create_workspace, invite_everywhere, set_role_level
+from bot.workspaces.spaces import (
+    create_workspace,
+    invite_everywhere,
+    may_create,
+    set_role_level,
+    space_membership,
+)
+from bot.workspaces.store import Workspace
 
 _USER_ID = re.compile(r"^@[^:\s]+:\S+$")
 DEFAULT_CODE_USES = 1
@@ -43,8 +51,7 @@ async def ws_create(call: CommandCall) -> None:
         raise _usage("ws create")
     if len(name) > 80:
         raise UserError(strings.NAME_TOO_LONG)
-    allowed = call.ctx.config.bot.workspace_creators
-    if allowed and not any(re.fullmatch(p, call.sender) for p in allowed):
+    if not may_create(call.ctx, call.sender):
         raise PermissionDenied(strings.CREATE_NOT_ALLOWED)
     workspace = await create_workspace(call.ctx, name, call.sender, call.reply.event_id)
     room = await call.ctx.rooms.get(call.room_id)
@@ -69,6 +76,9 @@ async def ws_invite(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_host(ctx, workspace, call.sender)
+    if call.command.args[:1] == ("revoke",):
+        await _revoke(call, workspace, call.command.args[1:])
+        return
     users = [a for a in call.command.args if a.startswith("@")]
     if users:
         bad = [u for u in users if not _USER_ID.match(u)]
@@ -78,7 +88,10 @@ async def ws_invite(call: CommandCall) -> None:
             rooms = {u: await invite_everywhere(ctx, workspace, u) for u in users}
         except MatrixRequestError as e:
             raise _explained(e) from None
-        sessions = max((len(r) - 1 for r in rooms.values()), default=0)
+        sessions = max(
+            (len([r for r in invited if r != workspace.space_id]) for invited in rooms.values()),
+            default=0,
+        )
         await call.reply.send_notice(
             strings.INVITED.format(users=", ".join(users), name=workspace.name, sessions=sessions)
         )
@@ -87,7 +100,7 @@ async def ws_invite(call: CommandCall) -> None:
     code = invites.new_code()
     expires = datetime.now(UTC) + valid_for
     await ctx.workspaces.add_invite(
-        workspace.id, invites.code_hash(code), call.sender, uses, expires
+        workspace.id, invites.code_hash(code), invites.hint(code), call.sender, uses, expires
     )
     await call.reply.send_notice(
         strings.INVITE_CODE.format(
@@ -100,6 +113,58 @@ async def ws_invite(call: CommandCall) -> None:
     )
 
 
+async def ws_invites(call: CommandCall) -> None:
+    """The workspace's open codes: their first group, uses left, expiry and who made them."""
+    ctx = call.ctx
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    codes = await ctx.workspaces.open_invites(workspace.id)
+    if not codes:
+        await call.reply.send_notice(strings.NO_INVITES.format(name=workspace.name))
+        return
+    lines = [strings.INVITES_HEADER.format(name=workspace.name)]
+    for code in codes:
+        uses = (
+            strings.USE_LEFT if code.uses_left == 1 else strings.USES_LEFT.format(n=code.uses_left)
+        )
+        lines.append(
+            strings.INVITE_LINE.format(
+                hint=f"{code.hint}-…" if code.hint else strings.INVITE_LINE_OLD,
+                uses=uses,
+                expires=code.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                by=code.created_by,
+            )
+        )
+    await call.reply.send_notice("\n".join(lines))
+
+
+async def _revoke(call: CommandCall, workspace: Workspace, args: tuple[str, ...]) -> None:
+    """`!ws invite revoke CODE`: the whole code, or its first group if no other open code of the
+    workspace shares it."""
+    if len(args) != 1:
+        raise UserError(strings.INVITE_REVOKE_USAGE)
+    given = args[0]
+    codes = await call.ctx.workspaces.open_invites(workspace.id)
+    canonical = invites.normalize(given)
+    if canonical is not None:
+        wanted = invites.code_hash(canonical)
+        found, status = await call.ctx.workspaces.find_invite(wanted)
+        matches = [c for c in codes if found is not None and c.id == found.id]
+        hint = invites.hint(canonical)
+    else:
+        typed = invites.normalize_hint(given)
+        if typed is None:
+            raise UserError(strings.INVITE_REVOKE_USAGE)
+        hint = typed
+        matches = [c for c in codes if c.hint == hint]
+    if not matches:
+        raise UserError(strings.INVITE_NOT_FOUND.format(name=workspace.name, hint=hint))
+    if len(matches) > 1:
+        raise UserError(strings.INVITE_AMBIGUOUS.format(hint=hint))
+    await call.ctx.workspaces.revoke_invite(matches[0].id)
+    await call.reply.send_notice(strings.INVITE_REVOKED.format(hint=hint, name=workspace.name))
+
+
 async def ws_join(call: CommandCall) -> None:
     ctx = call.ctx
     if not call.command.text:
@@ -110,31 +175,44 @@ async def ws_join(call: CommandCall) -> None:
         ttl = max(await ctx.redis.ttl(failures_key), 1)
         raise UserError(strings.JOIN_TOO_MANY.format(minutes=(ttl + 59) // 60))
     canonical = invites.normalize(call.command.text)
-    workspace_id, status = (None, "unknown")
+    invite, status = (None, "unknown")
     if canonical is not None:
-        workspace_id, status = await ctx.workspaces.use_invite(invites.code_hash(canonical))
-    if workspace_id is None:
+        invite, status = await ctx.workspaces.find_invite(invites.code_hash(canonical))
+    if invite is None:
         async with ctx.redis.pipeline(transaction=True) as pipe:
             pipe.incr(failures_key)
             pipe.expire(failures_key, JOIN_FAILURE_WINDOW, nx=True)
             await pipe.execute()
-        raise UserError(
-            {
-                "expired": strings.CODE_EXPIRED,
-                "used": strings.CODE_USED,
-            }.get(status, strings.CODE_UNKNOWN)
-        )
-    workspace = await ctx.workspaces.get(workspace_id)
+        raise UserError(_CODE_REFUSALS.get(status, strings.CODE_UNKNOWN))
+    workspace = await ctx.workspaces.get(invite.workspace_id)
     assert workspace is not None
-    member = await ctx.workspaces.member(workspace.id, call.sender)
-    if member is not None and member.membership == "join":
+    # Who the space says they are now: a ban holds against any code, a member spends none.
+    now = await space_membership(ctx, workspace, call.sender)
+    if now == "ban":
+        raise PermissionDenied(strings.BANNED_FROM.format(name=workspace.name))
+    if now == "join":
         await call.reply.send_notice(strings.ALREADY_MEMBER.format(name=workspace.name))
         return
+    if not await ctx.workspaces.spend_invite(invite.id, call.reply.event_id, call.sender):
+        raise UserError(strings.CODE_USED)
     try:
         await invite_everywhere(ctx, workspace, call.sender)
     except MatrixRequestError as e:
-        raise _explained(e) from None
+        await ctx.workspaces.give_back_invite(call.reply.event_id)
+        raise UserError(
+            strings.INVITE_FAILED.format(name=workspace.name, reason=e.errcode)
+        ) from None
+    except UserError:
+        await ctx.workspaces.give_back_invite(call.reply.event_id)
+        raise
     await call.reply.send_notice(strings.JOINED.format(name=workspace.name))
+
+
+_CODE_REFUSALS = {
+    "expired": strings.CODE_EXPIRED,
+    "used": strings.CODE_USED,
+    "revoked": strings.CODE_REVOKED,
+}
 
 
 async def ws_members(call: CommandCall) -> None:
@@ -164,13 +242,17 @@ async def _delegation(call: CommandCall, level: int) -> None:
     user = call.command.args[0]
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_host(ctx, workspace, call.sender)
-    member = await ctx.workspaces.member(workspace.id, user)
-    if member is None or member.membership not in ("join", "invite"):
-        raise UserError(strings.NOT_A_MEMBER.format(user=user, name=workspace.name))
-    if await current_role(ctx, workspace, user) == "host":
+    role = await current_role(ctx, workspace, user)
+    if role == "host":
         raise UserError(strings.HOST_NOT_DELEGATE.format(user=user))
     try:
-        await set_role_level(ctx, workspace, user, level)
+        if level:
+            if role is None:
+                raise UserError(strings.NOT_A_MEMBER.format(user=user, name=workspace.name))
+            await set_role_level(ctx, workspace, user, level)
+        # Undelegating works on anyone who holds power, in the workspace or no longer.
+        elif not await take_power_everywhere(ctx, workspace, user):
+            raise UserError(strings.NO_POWER_HELD.format(user=user, name=workspace.name))
     except MatrixRequestError as e:
         raise _explained(e) from None
     text = strings.DELEGATED if level else strings.UNDELEGATED

@@ -34,3 +34,19 @@ def code_hash(code: str) -> bytes:
     if canonical is None:
         raise ValueError("not an invite code")
     return hashlib.sha256(canonical.encode()).digest()
+
+
+def hint(code: str) -> str:
+    """The code's first group: what `!ws invites` shows to tell codes apart (16 of 80 bits)."""
+    canonical = normalize(code)
+    if canonical is None:
+        raise ValueError("not an invite code")
+    return canonical[:4]
+
+
+def normalize_hint(text: str) -> str | None:
+    """A code's first group as typed (`59X5`, `59x5-…`), or None."""
+    cleaned = "".join(text.upper().split()).rstrip("…-.").translate(_CONFUSED)
+    if len(cleaned) != 4 or any(c not in _ALPHABET for c in cleaned):
+        return None
+    return cleaned

@@ -1,5 +1,6 @@
-"""Following a workspace's space: members coming and going, power levels (roles), rooms added
-to it by hand (adopted as sessions)."""
+"""Following a workspace's space: members coming and going (someone leaving loses their role and,
+by the bot's hand, their power and their sessions), power levels (roles), rooms listed in it by
+hand (adopted as sessions only if the rules hold: bot.sessions.adoption)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bot.sessions.rooms import adopt_child, space_child_content
+from bot.replies import Replier
+from bot.sessions import adoption
+from bot.sessions.rooms import space_child_content
+from bot.workspaces.departures import on_departure
 from bot.workspaces.spaces import SPACE_CHILD, refresh_roles, space_state
 from bot.workspaces.store import Workspace
 
@@ -17,13 +21,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def on_space_event(ctx: Context, workspace: Workspace, event: Mapping[str, Any]) -> None:
+async def on_space_event(
+    ctx: Context, workspace: Workspace, event: Mapping[str, Any], reply: Replier
+) -> None:
     event_type = event.get("type")
     state_key = event.get("state_key")
     if event_type == "m.room.member" and isinstance(state_key, str):
         membership = event.get("content", {}).get("membership")
-        if not ctx.namespace.match(state_key) and membership in ("invite", "join", "leave", "ban"):
-            await ctx.workspaces.set_membership(workspace.id, state_key, str(membership))
+        if ctx.namespace.match(state_key) or membership not in ("invite", "join", "leave", "ban"):
+            return
+        await ctx.workspaces.set_membership(workspace.id, state_key, str(membership))
+        if membership in ("leave", "ban"):
+            await on_departure(ctx, workspace, state_key)
+            await refresh_roles(ctx, workspace, await space_state(ctx, workspace.space_id))
     elif event_type == "m.room.power_levels" and state_key == "":
         await refresh_roles(ctx, workspace, await space_state(ctx, workspace.space_id))
     elif event_type == SPACE_CHILD:
@@ -31,7 +41,8 @@ async def on_space_event(ctx: Context, workspace: Workspace, event: Mapping[str,
         if child is None:
             return
         room_id, in_space = child
-        if in_space and await ctx.sessions.get(room_id) is None:
-            await adopt_child(ctx, workspace, room_id, str(event.get("sender", "")))
-        elif not in_space:
+        if in_space:
+            await adoption.on_listed(ctx, workspace, room_id, str(event.get("sender", "")), reply)
+        else:
+            await ctx.sessions.drop_pending(room_id, workspace.id)
             log.info("room %s was removed from workspace %s", room_id, workspace.id)

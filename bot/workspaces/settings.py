@@ -25,6 +25,8 @@ class WorkspaceSettings(BaseModel):
     """Messages older than this are compacted into summaries."""
     composio_account: Literal["host", "requester"] = "host"
     """Whose linked Composio account runs the actions: the host's or the requester's."""
+    remove_from_sessions: bool = True
+    """Someone who leaves the space (or is kicked or banned) is removed from its sessions too."""
 
 
 # What people type → the field, with a description for !ws settings.
@@ -38,6 +40,10 @@ KEYS: dict[str, tuple[str, str]] = {
         "composio_account",
         "whose account runs Composio actions: host or requester",
     ),
+    "remove_from_sessions": (
+        "remove_from_sessions",
+        "who leaves the space leaves its sessions too: on or off",
+    ),
 }
 _ALIASES = {
     "memory_retention": "retention",
@@ -48,12 +54,12 @@ _ALIASES = {
 
 def _value(field: str, raw: str) -> Any:
     text = raw.strip().lower()
-    if field == "threads":
+    if field in ("threads", "remove_from_sessions"):
         if text in ("on", "yes", "true", "1"):
             return True
         if text in ("off", "no", "false", "0"):
             return False
-        raise UserError("threads is on or off.")
+        raise UserError(f"{field} is on or off.")
     if field == "budget_usd":
         if text in ("none", "off", "-", ""):
             return None

@@ -10,11 +10,15 @@ asks for power 100 if it lacks what it needs.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from appservice.errors import MatrixRequestError
 from bot import power, strings
+from bot.errors import UserError
+from bot.replies import Replier
+from bot.rooms import tell
 from bot.workspaces.roles import DELEGATE_LEVEL, HOST_LEVEL, choose_host, listed_users, roles
 from bot.workspaces.store import Workspace
 
@@ -74,20 +78,36 @@ async def space_state(ctx: Context, space_id: str) -> dict[tuple[str, str], dict
     return {(str(e.get("type")), str(e.get("state_key"))): e for e in state}
 
 
-async def adopt_space(ctx: Context, space_id: str, inviter: str) -> Workspace | None:
-    """Make a space the bot joined into a workspace, if the inviter may (power 100).
+def may_create(ctx: Context, user_id: str) -> bool:
+    """`bot.workspace_creators`: who may make a workspace, by `!ws create` or by having a space
+    adopted (empty: anyone)."""
+    allowed = ctx.config.bot.workspace_creators
+    return not allowed or any(re.fullmatch(p, user_id) for p in allowed)
 
-    Returns None (and leaves the space) otherwise.
+
+async def adopt_space(
+    ctx: Context, space_id: str, inviter: str, reply: Replier
+) -> Workspace | None:
+    """Make a space the bot joined into a workspace, if the inviter may make workspaces and
+    has power 100 there.
+
+    Returns None otherwise, having left the space and told the inviter why.
     """
     state = await space_state(ctx, space_id)
     create = state.get(("m.room.create", ""))
     levels = state.get(("m.room.power_levels", ""))
-    if power.user_level(levels, create, inviter) < HOST_LEVEL:
-        log.info("%s invited the bot to space %s without power 100; leaving", inviter, space_id)
+    name = str(state.get(("m.room.name", ""), {}).get("content", {}).get("name") or space_id)
+    why = None
+    if not may_create(ctx, inviter):
+        why = strings.CREATE_NOT_ALLOWED
+    elif power.user_level(levels, create, inviter) < HOST_LEVEL:
+        why = strings.SPACE_NEEDS_HOST
+    if why is not None:
+        log.info("%s invited the bot to space %s, not adopted: %s", inviter, space_id, why)
         await ctx.matrix.leave(space_id)
         await ctx.rooms.set_membership(space_id, "leave")
+        await tell(ctx, inviter, strings.SPACE_NOT_ADOPTED.format(name=name, reason=why), reply)
         return None
-    name = str(state.get(("m.room.name", ""), {}).get("content", {}).get("name") or space_id)
     workspace = await ctx.workspaces.create(space_id, name, inviter, created_by_bot=False)
     await sync_members(ctx, workspace, state)
     log.info("adopted space %s as workspace %s, host %s", space_id, workspace.id, inviter)
@@ -112,7 +132,15 @@ async def refresh_roles(
     """Roles follow the space's power levels; the host the bot speaks to follows the roles."""
     create = state.get(("m.room.create", ""))
     levels = state.get(("m.room.power_levels", ""))
-    by_user = roles(levels, create, listed_users(levels, create) | {workspace.host}, ctx.namespace)
+    # Only people in the space have a role, whatever power levels still name them.
+    present = {
+        key
+        for (event_type, key), event in state.items()
+        if event_type == "m.room.member"
+        and event.get("content", {}).get("membership") in ("join", "invite")
+    }
+    candidates = (listed_users(levels, create) | {workspace.host}) & present
+    by_user = roles(levels, create, candidates, ctx.namespace)
     await ctx.workspaces.set_roles(
         workspace.id, {u: r for u, r in by_user.items() if r != "member"}
     )
@@ -142,19 +170,29 @@ async def set_role_level(ctx: Context, workspace: Workspace, user_id: str, level
                 raise
 
 
+async def space_membership(ctx: Context, workspace: Workspace, user_id: str) -> str:
+    """The user's membership in the space as the homeserver has it now ("none" if never)."""
+    member = await ctx.matrix.get_state_event(workspace.space_id, "m.room.member", user_id)
+    return str((member or {}).get("membership", "none"))
+
+
 async def invite_everywhere(ctx: Context, workspace: Workspace, user_id: str) -> list[str]:
-    """Invite a user to the space and its active sessions. Returns the rooms invited to."""
+    """Invite a user to the space, then to its active sessions — never to a session without the
+    space: a refusal there (a ban, no power) is raised, and no session invites them. Returns the
+    rooms invited to."""
+    membership = await space_membership(ctx, workspace, user_id)
+    if membership == "ban":
+        raise UserError(strings.USER_BANNED.format(user=user_id, name=workspace.name))
     invited = []
-    rooms = [workspace.space_id] + [
-        s.room_id for s in await ctx.sessions.of_workspace(workspace.id, active_only=True)
-    ]
-    for room_id in rooms:
-        try:
-            await ctx.matrix.invite(room_id, user_id)
-            invited.append(room_id)
-        except MatrixRequestError as e:
-            # Already a member, or banned: nothing to do there.
-            log.info("not inviting %s to %s: %s", user_id, room_id, e)
-    if workspace.space_id in invited:
+    if membership not in ("join", "invite"):
+        await ctx.matrix.invite(workspace.space_id, user_id)
         await ctx.workspaces.set_membership(workspace.id, user_id, "invite")
+        invited.append(workspace.space_id)
+    for session in await ctx.sessions.of_workspace(workspace.id, active_only=True):
+        try:
+            await ctx.matrix.invite(session.room_id, user_id)
+            invited.append(session.room_id)
+        except MatrixRequestError as e:
+            # Already in that room, or banned from it by its own admins: nothing to do there.
+            log.info("not inviting %s to %s: %s", user_id, session.room_id, e)
     return invited

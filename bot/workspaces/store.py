@@ -29,6 +29,29 @@ class Member:
     role: str
 
 
+@dataclass(frozen=True, slots=True)
+class Invite:
+    id: int
+    workspace_id: str
+    hint: str | None
+    """The code's first group, to tell codes apart (None for codes made before it was kept)."""
+    created_by: str
+    uses_left: int
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+_INVITE_COLUMNS = "id, workspace_id, hint, created_by, uses_left, expires_at, revoked_at"
+
+
+def _invite(row: Any) -> Invite:
+    return Invite(**{k: row[k] for k in _INVITE_COLUMNS.split(", ")})
+
+
+class _NoUseLeft(Exception):
+    pass
+
+
 def _workspace(row: Any) -> Workspace:
     return Workspace(
         id=row["id"],
@@ -174,41 +197,106 @@ class WorkspaceStore:
     # Invite codes ----------------------------------------------------------------------------
 
     async def add_invite(
-        self, workspace_id: str, code_hash: bytes, created_by: str, uses: int, expires_at: datetime
+        self,
+        workspace_id: str,
+        code_hash: bytes,
+        hint: str,
+        created_by: str,
+        uses: int,
+        expires_at: datetime,
     ) -> None:
         await self._pool.execute(
             """
             INSERT INTO workspace_invites
-                (workspace_id, code_hash, created_by, uses_left, expires_at)
-            VALUES ($1, $2, $3, $4, $5)
+                (workspace_id, code_hash, hint, created_by, uses_left, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
             """,
             workspace_id,
             code_hash,
+            hint,
             created_by,
             uses,
             expires_at,
         )
 
-    async def use_invite(self, code_hash: bytes) -> tuple[str | None, str]:
-        """Spend one use of a code: (workspace ID, "ok") or (None, "unknown"|"expired"|"used")."""
+    async def find_invite(self, code_hash: bytes) -> tuple[Invite | None, str]:
+        """The code's invite and "ok", or (None, "unknown"|"expired"|"used"|"revoked")."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_INVITE_COLUMNS}, expires_at < now() AS expired "
+            "FROM workspace_invites WHERE code_hash = $1",
+            code_hash,
+        )
+        if row is None:
+            return None, "unknown"
+        if row["revoked_at"] is not None:
+            return None, "revoked"
+        if row["expired"]:
+            return None, "expired"
+        if row["uses_left"] <= 0:
+            return None, "used"
+        return _invite(row), "ok"
+
+    async def spend_invite(self, invite_id: int, event_id: str, user_id: str) -> bool:
+        """Spend one use of an open code for the `!ws join` event `event_id` (again for the same
+        event: nothing more is spent). False if the code has no use left (or closed meanwhile)."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    """
+                    INSERT INTO workspace_invite_uses (event_id, invite_id, user_id)
+                    VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING RETURNING true
+                    """,
+                    event_id,
+                    invite_id,
+                    user_id,
+                )
+                if not inserted:
+                    return True
+                spent = await conn.fetchval(
+                    """
+                    UPDATE workspace_invites SET uses_left = uses_left - 1
+                    WHERE id = $1 AND uses_left > 0 AND revoked_at IS NULL
+                      AND expires_at > now()
+                    RETURNING id
+                    """,
+                    invite_id,
+                )
+                if spent is None:
+                    raise _NoUseLeft  # rolls the use's record back
+        except _NoUseLeft:
+            return False
+        return True
+
+    async def give_back_invite(self, event_id: str) -> None:
+        """A join that failed: the use its event spent is given back."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """
-                SELECT id, workspace_id, uses_left, expires_at < now() AS expired
-                FROM workspace_invites WHERE code_hash = $1 FOR UPDATE
-                """,
-                code_hash,
+            invite_id = await conn.fetchval(
+                "DELETE FROM workspace_invite_uses WHERE event_id = $1 RETURNING invite_id",
+                event_id,
             )
-            if row is None:
-                return None, "unknown"
-            if row["expired"]:
-                return None, "expired"
-            if row["uses_left"] <= 0:
-                return None, "used"
-            await conn.execute(
-                "UPDATE workspace_invites SET uses_left = uses_left - 1 WHERE id = $1", row["id"]
-            )
-            return str(row["workspace_id"]), "ok"
+            if invite_id is not None:
+                await conn.execute(
+                    "UPDATE workspace_invites SET uses_left = uses_left + 1 WHERE id = $1",
+                    invite_id,
+                )
+
+    async def open_invites(self, workspace_id: str) -> list[Invite]:
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_INVITE_COLUMNS} FROM workspace_invites
+            WHERE workspace_id = $1 AND revoked_at IS NULL AND uses_left > 0
+              AND expires_at > now()
+            ORDER BY created_at
+            """,
+            workspace_id,
+        )
+        return [_invite(row) for row in rows]
+
+    async def revoke_invite(self, invite_id: int) -> None:
+        await self._pool.execute(
+            "UPDATE workspace_invites SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+            invite_id,
+        )
 
     # The workspace of a DM ---------------------------------------------------------------------
 

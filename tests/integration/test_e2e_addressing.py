@@ -8,6 +8,7 @@ from bot.rooms import MSC4332_COMMANDS
 from tests.client import MatrixClient, MatrixClientError, replies_to
 from tests.conftest import TEST_MODEL_ANSWER, Homeserver
 from tests.integration.agent_helpers import final_answer
+from tests.integration.workspace_helpers import new_team, start_session
 from tests.poll import eventually
 
 
@@ -21,10 +22,18 @@ async def joined_room(
     return alice, room
 
 
+async def session_room(homeserver: Homeserver, bot: Doryo) -> tuple[MatrixClient, str]:
+    """A session of a workspace alice hosts: where mentions and replies decide what is a
+    question (in a DM, everything is)."""
+    team = await new_team(homeserver, bot)
+    return team.alice, await start_session(team, "Addressing")
+
+
 async def test_direct_chat_every_message_is_a_question(homeserver: Homeserver, bot: Doryo) -> None:
     alice, dm = await joined_room(homeserver, bot, is_direct=True, preset="trusted_private_chat")
     welcome = alice.timeline[dm][-1]
     assert "every message is a question" in welcome["content"]["body"]
+    await alice.wait_for_reply(dm, await alice.send_text(dm, "!ws create Rocket"))
     question = await alice.send_text(dm, "what did we decide yesterday?")
     _, answer = await final_answer(alice, dm, question)
     assert answer["body"].startswith(TEST_MODEL_ANSWER)
@@ -36,7 +45,7 @@ async def test_direct_chat_every_message_is_a_question(homeserver: Homeserver, b
 
 
 async def test_mention_and_reply_are_questions(homeserver: Homeserver, bot: Doryo) -> None:
-    alice, room = await joined_room(homeserver, bot)
+    alice, room = await session_room(homeserver, bot)
     bot_id = bot.config.bot_user_id
     mention = await alice.send_text(
         room, "Doryo: what's new?", **{"m.mentions": {"user_ids": [bot_id]}}
@@ -52,7 +61,7 @@ async def test_mention_and_reply_are_questions(homeserver: Homeserver, bot: Dory
 
 
 async def test_not_for_the_bot_gets_no_answer(homeserver: Homeserver, bot: Doryo) -> None:
-    alice, room = await joined_room(homeserver, bot)
+    alice, room = await session_room(homeserver, bot)
     bot_id = bot.config.bot_user_id
     ignored = [
         await alice.send_text(room, "just chatting"),

@@ -51,6 +51,13 @@ async def test_invite_join_publish_and_answer(homeserver: Homeserver, bot: Doryo
     help_ws_reply = await alice.wait_for_reply(room, help_ws)
     assert "!ws create NAME" in help_ws_reply["content"]["body"]
 
+    # Questions are answered for a workspace's members: alice makes one (in any room).
+    assert (
+        "is ready"
+        in (await alice.wait_for_reply(room, await alice.send_text(room, "!ws create Plans")))[
+            "content"
+        ]["body"]
+    )
     ask = await alice.send_text(room, "@ask hi")
     answer, content = await final_answer(alice, room, ask)
     assert content["body"].startswith(TEST_MODEL_ANSWER)

@@ -77,12 +77,9 @@ CASES: list[tuple[str, dict[str, Any], type | Route]] = [
     ("too old", event(origin_server_ts=NOW - 120_000), StaleMessage(120_000)),
     ("no timestamp", event(origin_server_ts=None), Message(0)),
     ("clock ahead", event(origin_server_ts=NOW + 500), Message(0)),
-    ("invited", member(BOT, "invite"), BotInvited("@alice:example.org", False)),
-    (
-        "invited to a DM",
-        member(BOT, "invite", is_direct=True),
-        BotInvited("@alice:example.org", True),
-    ),
+    ("invited", member(BOT, "invite"), BotInvited("@alice:example.org")),
+    # The flag is the inviter's claim: a DM is told by the room's members once the bot is in.
+    ("invited to a 'DM'", member(BOT, "invite", is_direct=True), BotInvited("@alice:example.org")),
     ("invited by an ignored bot", member(BOT, "invite", sender="@spambot:example.org"), Ignore),
     ("bot joined", member(BOT, "join", sender=BOT), BotMembership("join")),
     ("bot kicked", member(BOT, "leave"), BotMembership("leave")),
