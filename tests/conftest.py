@@ -11,9 +11,11 @@ Only cloud services (LLM providers, Composio, Letta) are ever stood in for, at t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +35,15 @@ from tests.client import MatrixClient
 from tests.fakes.llm_script import Answer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.letta_real import letta_llm, real_letta  # noqa: F401  (fixtures: the real Letta server)
+
+# Each checkout keeps its runs' temporary directories (PostgreSQL's data, Synapse's) under a root
+# of its own: pytest prunes older runs' directories under a shared root, and a run of another
+# checkout on the same machine must not take this one's database away mid-run.
+_CHECKOUT = hashlib.sha256(str(Path(__file__).resolve().parent).encode()).hexdigest()[:8]
+os.environ.setdefault(
+    "PYTEST_DEBUG_TEMPROOT", str(Path(tempfile.gettempdir()) / f"doryo-tests-{_CHECKOUT}")
+)
+Path(os.environ["PYTEST_DEBUG_TEMPROOT"]).mkdir(exist_ok=True)
 
 
 @pytest.fixture(scope="session")
