@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from appservice.errors import MatrixRequestError
-from bot import strings
+from bot import rooms, strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.errors import PermissionDenied, UserError
@@ -54,8 +54,7 @@ async def ws_create(call: CommandCall) -> None:
     if not may_create(call.ctx, call.sender):
         raise PermissionDenied(strings.CREATE_NOT_ALLOWED)
     workspace = await create_workspace(call.ctx, name, call.sender, call.reply.event_id)
-    room = await call.ctx.rooms.get(call.room_id)
-    if room is not None and room.is_direct:
+    if await rooms.is_dm(call.ctx, call.room_id):
         await call.ctx.workspaces.set_direct_choice(call.sender, workspace.id)
     await call.reply.send_notice(strings.WS_CREATED.format(name=name))
 
@@ -85,11 +84,11 @@ async def ws_invite(call: CommandCall) -> None:
         if bad or len(users) != len(call.command.args):
             raise UserError(strings.NOT_USER_IDS.format(bad=", ".join(bad or call.command.args)))
         try:
-            rooms = {u: await invite_everywhere(ctx, workspace, u) for u in users}
+            invited = {u: await invite_everywhere(ctx, workspace, u) for u in users}
         except MatrixRequestError as e:
             raise _explained(e) from None
         sessions = max(
-            (len([r for r in invited if r != workspace.space_id]) for invited in rooms.values()),
+            (len([r for r in rs if r != workspace.space_id]) for rs in invited.values()),
             default=0,
         )
         await call.reply.send_notice(
@@ -300,6 +299,5 @@ async def ws_use(call: CommandCall) -> None:
         names = ", ".join(f"**{w.name}**" for w in mine) or strings.NONE
         raise UserError(strings.NO_SUCH_WORKSPACE.format(name=name, names=names))
     await ctx.workspaces.set_direct_choice(call.sender, matches[0].id)
-    room = await ctx.rooms.get(call.room_id)
-    note = "" if room is not None and room.is_direct else strings.USE_ONLY_IN_DM
+    note = "" if await rooms.is_dm(ctx, call.room_id) else strings.USE_ONLY_IN_DM
     await call.reply.send_notice(strings.USING.format(name=matches[0].name) + note)
