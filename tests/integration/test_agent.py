@@ -403,6 +403,7 @@ async def test_rate_limit_is_explained(
         alice: MatrixClient = await homeserver.user("alice")
         room = await alice.create_room(invite=[config.bot_user_id], is_direct=True)
         await alice.wait_for(room, lambda e: e["sender"] == config.bot_user_id)
+        await alice.wait_for_reply(room, await alice.send_text(room, "!ws create Limits"))
         first = await alice.send_text(room, "first question")
         await final_answer(alice, room, first)
         second = await alice.send_text(room, "second question")
