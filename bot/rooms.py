@@ -109,6 +109,25 @@ class RoomStore:
             )
             await conn.execute(_REFRESH_DIRECT, room_id)
 
+    async def direct(self, room_id: str) -> bool | None:
+        """Whether the bot is in this room with exactly one person, and it is neither a session
+        nor a space (one query: this is asked for every message). None if the bot is in it but
+        never read its members."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT r.members_known,
+                   r.is_direct
+                   AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.room_id = r.room_id)
+                   AND NOT EXISTS (SELECT 1 FROM workspaces w WHERE w.space_id = r.room_id)
+                   AS direct
+            FROM rooms r WHERE r.room_id = $1 AND r.membership = 'join'
+            """,
+            room_id,
+        )
+        if row is None:
+            return False
+        return bool(row["direct"]) if row["members_known"] else None
+
     async def unknown_members(self) -> list[str]:
         """Rooms the bot is in whose member list it never read (joined before it kept them)."""
         rows = await self._pool.fetch(
@@ -157,19 +176,11 @@ def people(ctx: Context, state: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 async def is_dm(ctx: Context, room_id: str) -> bool:
     """Whether this room is a direct chat: exactly one person and the bot, not a session."""
-    room = await ctx.rooms.get(room_id)
-    if room is None or room.membership != "join":
-        return False
-    if not room.members_known:
+    direct = await ctx.rooms.direct(room_id)
+    if direct is None:  # the bot never read who is in it (joined before it kept members)
         await read_members(ctx, room_id)
-        room = await ctx.rooms.get(room_id)
-        if room is None:
-            return False
-    if not room.is_direct:
-        return False
-    return (
-        await ctx.sessions.get(room_id) is None and await ctx.workspaces.by_space(room_id) is None
-    )
+        direct = await ctx.rooms.direct(room_id)
+    return bool(direct)
 
 
 async def read_members(
