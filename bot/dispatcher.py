@@ -37,6 +37,10 @@ RETRYABLE = (
     asyncpg.InterfaceError,
     ConnectionError,
 )
+# asyncpg's own state broke, as when the database dies mid-query — or a bug of asyncpg's: retried
+# a few times (a glitch passes), then the event is marked failed like any other error.
+UNSURE = (asyncpg.InternalClientError,)
+UNSURE_RETRIES = 4
 RETRY_FIRST_DELAY = 0.5
 # How many times an event may be picked up (the bot stopping or crashing while on it) before it
 # is marked failed.
@@ -133,12 +137,18 @@ class Dispatcher:
                 return
             await self._store.start_attempt(event.id)
             attempt = event.attempts + 1
+            unsure = 0
             while True:
                 try:
                     await self._handler(event, attempt)
-                except RETRYABLE as e:
+                except (*RETRYABLE, *UNSURE) as e:
                     if self._stopping.is_set():
                         return  # stays pending
+                    if isinstance(e, UNSURE):
+                        unsure += 1
+                        if unsure > UNSURE_RETRIES:
+                            await self._failed(event, e)
+                            return
                     log.warning("%s (%s); retrying in %.1f s", type(e).__name__, e, delay)
                     self._metrics.homeserver_retries.inc()
                     await asyncio.sleep(delay)
@@ -148,13 +158,16 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.exception("handling %s failed", event.event_id)
-                    self._metrics.errors.labels("handler").inc()
-                    self._metrics.events_processed.labels("failed").inc()
-                    await self._store.mark_failed(event.id, f"{type(e).__name__}: {e}")
+                    await self._failed(event, e)
                     return
                 await self._store.mark_done(event.id)
                 self._metrics.events_processed.labels("done").inc()
                 lag = time.time() - event.received_at.timestamp()
                 self._metrics.processing_lag.observe(max(0.0, lag))
                 return
+
+    async def _failed(self, event: InboxEvent, error: Exception) -> None:
+        log.error("handling %s failed", event.event_id, exc_info=error)
+        self._metrics.errors.labels("handler").inc()
+        self._metrics.events_processed.labels("failed").inc()
+        await self._store.mark_failed(event.id, f"{type(error).__name__}: {error}")

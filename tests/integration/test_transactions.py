@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.app import Doryo
 from bot.config import Config
+from bot.dispatcher import UNSURE_RETRIES
 from bot.memory import LocalEmbedder
 from tests.conftest import running_bot
 
@@ -254,3 +256,30 @@ async def test_a_journaled_transaction_that_cannot_be_unpacked_is_set_aside(bot:
     assert [r["state"] for r in rows] == ["done", "done"]
     [(events_kept, error)] = await journal(bot, "broken")
     assert events_kept and "invalid input syntax for type json" in error
+
+
+async def test_a_database_glitch_mid_event_is_retried_a_bug_is_not_forever(bot: Doryo) -> None:
+    # When the database dies mid-query asyncpg raises InternalClientError: a short glitch must not
+    # drop the event, and the same error for good must not hold the room up forever.
+    glitchy = f"!glitch{uuid.uuid4().hex[:6]}:localhost"
+    broken = f"!broken{uuid.uuid4().hex[:6]}:localhost"
+    first, second = room_event(1, glitchy), room_event(2, broken)
+    calls = {glitchy: 0, broken: 0}
+    original = bot.ctx.workspaces.by_space  # asked for every event
+
+    async def flaky(room_id: str) -> Any:
+        calls[room_id] = calls.get(room_id, 0) + 1
+        if room_id == broken or (room_id == glitchy and calls[room_id] <= 2):
+            raise asyncpg.InternalClientError("unexpected connection_lost() call")
+        return await original(room_id)
+
+    bot.ctx.workspaces.by_space = flaky  # type: ignore[method-assign]
+    try:
+        await put(bot, uuid.uuid4().hex, {"events": [first, second]})
+        await bot.idle(30)
+    finally:
+        bot.ctx.workspaces.by_space = original  # type: ignore[method-assign]
+    rows = await stored(bot, first["event_id"], second["event_id"])
+    assert [r["state"] for r in rows] == ["done", "failed"]
+    assert calls[glitchy] == 3
+    assert calls[broken] == UNSURE_RETRIES + 1
