@@ -35,7 +35,7 @@ from bot.composio.recipes import recipe_tools
 from bot.config import Config
 from bot.context import Context
 from bot.dispatcher import Dispatcher
-from bot.embedded_pg import start_embedded, stop_embedded
+from bot.embedded_pg import heal_embedded, start_embedded, stop_embedded
 from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.events import EventHandler
 from bot.followups import scheduler as followups
@@ -62,6 +62,10 @@ MAINTENANCE_INTERVAL = 30.0
 # How often workspaces that grew are given an HNSW index of their own (Memory.index_workspaces).
 OWN_INDEX_INTERVAL = 600.0
 INBOX_RETENTION = timedelta(days=7)
+# How often the embedded PostgreSQL is checked, and started again when it died.
+EMBEDDED_PG_CHECK = 5.0
+# Failed restarts in a row before the process gives up and exits for its supervisor to restart.
+EMBEDDED_PG_RESTARTS = 3
 
 
 class Doryo:
@@ -73,6 +77,10 @@ class Doryo:
         self.presence = PresenceCache()
         self.connected = asyncio.Event()
         """Set once the homeserver answered and the bot user is set up."""
+        self.gave_up = asyncio.Event()
+        """Set when the bot cannot go on (`failure` says why): the process should stop and exit
+        non-zero, for its supervisor to start it again."""
+        self.failure: DoryoError | None = None
         self._tasks = BackgroundTasks()
         """Work that should finish (tool runs); stop() gives it a moment."""
         self._loops = BackgroundTasks()
@@ -213,6 +221,8 @@ class Doryo:
             log.info("resuming %d rooms with events left from the last run", resumed)
         self._loops.spawn(self._connect_homeserver(), "connect to the homeserver")
         self._loops.spawn(self._maintenance(), "maintenance")
+        if self._embedded_pg is not None:
+            self._loops.spawn(self._keep_embedded_pg(), "keep the embedded PostgreSQL running")
         log.info(
             "listening on %s:%d as %s",
             config.appservice.hostname,
@@ -242,6 +252,28 @@ class Doryo:
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
                 log.warning("memory: building the workspaces' own indexes failed: %s", e)
             await asyncio.sleep(OWN_INDEX_INTERVAL)
+
+    async def _keep_embedded_pg(self) -> None:
+        """The bot owns the embedded PostgreSQL: when it dies, start it again (the events wait
+        in the homeserver and the inbox meanwhile). If it cannot be started, exit: a supervisor
+        sees a dead process, never one that only says in /ready that it has no database."""
+        failures = 0
+        while True:
+            await asyncio.sleep(EMBEDDED_PG_CHECK)
+            try:
+                dead = await heal_embedded(self._embedded_pg)
+            except DatabaseError as e:
+                failures += 1
+                log.error("%s (%d of %d tries)", e, failures, EMBEDDED_PG_RESTARTS)
+                if failures >= EMBEDDED_PG_RESTARTS:
+                    self.failure = e
+                    self.gave_up.set()
+                    return
+                continue
+            failures = 0
+            if dead is not None:
+                log.warning("the embedded PostgreSQL had stopped (pid %s); started it again", dead)
+                self.metrics.errors.labels("database").inc()
 
     async def _load_model(self, embedder: LocalEmbedder) -> None:
         try:

