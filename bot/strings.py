@@ -27,6 +27,10 @@ HELP_FOOTER = (
     "command."
 )
 HELP_COMMAND = "`{usage}` — {summary}. Who: {who}."
+PAGE_NEXT = "_Page {page} of {pages}_ — `{command} {next}` shows the next."
+PAGE_LAST = "_Page {page} of {pages}._"
+PAGE_BEYOND = "There are only {pages} pages: `{command} {pages}` shows the last."
+
 HELP_UNKNOWN = "There is no command `{name}`. `!help` lists them all."
 NOT_AVAILABLE_TAG = " _(not available yet)_"
 
@@ -264,6 +268,10 @@ NOBODY = "nobody"
 NOTIFICATION = "**From {by}, workspace {name}:** {text}"
 NOTIFICATION_SENT = "Sent {user} a direct message."
 REMINDER = "⏰ Reminder (set by {by}): {text}"
+REMINDER_GAVE_UP = (
+    "Your reminder “{text}” could not be posted after {tries} tries, so I stopped trying: "
+    "{error}. Set it again where I can post (am I still in that room?)."
+)
 NO_TASKS = "**{name}** has no open tasks."
 TASKS_HEADER = "**Open tasks in {name}**"
 TASK_LINE = "- #{id} {title}{extra}"

@@ -8,6 +8,7 @@ from bot.actions.store import Action, parse_code
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.errors import PermissionDenied, UserError
+from bot.outputs import page_number, page_of
 from bot.tools.args import looks_like_tool_call, parse_call
 from bot.tools.permissions import allowed_tools
 from bot.workspaces.access import (
@@ -47,13 +48,16 @@ async def actions_list(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_member(ctx, workspace, call.sender)
-    everything = call.command.text.strip().lower() == "all"
+    words = call.command.text.split()
+    everything = bool(words) and words[0].lower() == "all"
+    if everything:
+        words = words[1:]
+    page = page_number(" ".join(words), BY_NAME["actions"].usage)
     actions = await ctx.actions.store.of_workspace(workspace.id, open_only=not everything)
     if not actions:
         await call.reply.send_notice(strings.NO_ACTIONS)
         return
-    lines = [strings.ACTIONS_HEADER.format(name=workspace.name)]
-    lines += [
+    lines = [
         strings.ACTION_LINE.format(
             code=a.code,
             tool=a.tool,
@@ -63,7 +67,9 @@ async def actions_list(call: CommandCall) -> None:
         )
         for a in actions
     ]
-    await call.reply.send_notice("\n".join(lines))
+    header = strings.ACTIONS_HEADER.format(name=workspace.name)
+    command = "!actions all" if everything else "!actions"
+    await call.reply.send_notice(page_of(header, lines, page=page, command=command))
 
 
 async def _target(call: CommandCall, name: str) -> tuple[Action, Workspace]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from bot.commands.parser import number
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -52,8 +54,7 @@ def _action(row: Any) -> Action:
 
 def parse_code(text: str) -> int | None:
     """`A12`, `a12` or `12` → 12."""
-    cleaned = text.strip().upper().removeprefix("A")
-    return int(cleaned) if cleaned.isdigit() and len(cleaned) < 18 else None
+    return number(text.strip().upper().removeprefix("A"))
 
 
 class ActionStore:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from bot import strings
 from bot.blueprints import Blueprint
+from bot.commands.parser import number
 from bot.errors import BlueprintError, UserError
 from bot.sessions.store import Session
 from bot.workspaces.store import Workspace
@@ -22,9 +23,11 @@ DEFAULT = "assistant"
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
     code, _, version = ref.strip().partition("@")
-    if version and not version.isdigit():
+    if not version:
+        return code.lower(), None
+    if (n := number(version)) is None:
         raise UserError(strings.AGENT_BAD_REF.format(ref=ref))
-    return code.lower(), int(version) if version else None
+    return code.lower(), n
 
 
 def configured_ref(workspace: Workspace | None, session: Session | None) -> str:

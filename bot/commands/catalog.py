@@ -92,7 +92,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "ws invites",
-        "!ws invites  ·  !ws invite revoke CODE",
+        "!ws invites [PAGE]  ·  !ws invite revoke CODE",
         "Open invite codes (uses left, expiry, who made them); end one",
         "host",
     ),
@@ -103,7 +103,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "anyone",
         (_arg("code", "The invite code"),),
     ),
-    CommandSpec("ws members", "!ws members", "Members and their roles", "host"),
+    CommandSpec("ws members", "!ws members [PAGE]", "Members and their roles", "host"),
     CommandSpec(
         "ws delegate",
         "!ws delegate @user",
@@ -157,7 +157,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "In a room added to a workspace: let me read its earlier messages into memory",
         "room admin",
     ),
-    CommandSpec("sessions", "!sessions", "Active and ended sessions", "member"),
+    CommandSpec("sessions", "!sessions [PAGE]", "Active and ended sessions", "member"),
     CommandSpec(
         "remember",
         "!remember TEXT",
@@ -202,7 +202,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "member",
         (_arg("id", "The connection's ID"),),
     ),
-    CommandSpec("actions", "!actions [all]", "Proposed actions", "member"),
+    CommandSpec("actions", "!actions [all] [PAGE]", "Proposed actions", "member"),
     CommandSpec(
         "confirm",
         "!confirm ID",
@@ -217,7 +217,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "host or requester",
         (_arg("id", "The action's ID"),),
     ),
-    CommandSpec("tasks", "!tasks", "Tasks created by the agent or by people", "member"),
+    CommandSpec("tasks", "!tasks [PAGE]", "Tasks created by the agent or by people", "member"),
     CommandSpec("task", "!task done ID", "Tasks", "member", advertise=False),
     CommandSpec(
         "task done", "!task done ID", "Mark a task done", "member", (_arg("id", "The task's ID"),)

@@ -65,6 +65,13 @@ class Addressing:
     """Every known command name ("ping", "ws create", ...)."""
 
 
+def number(text: str) -> int | None:
+    """A whole number as people type it, in ASCII digits. str.isdigit() also accepts "²" and
+    other digit-like characters, on which int() fails: those are not numbers here."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 18 else None
+
+
 def parse(content: Mapping[str, Any], addressing: Addressing) -> Request | None:
     """The request a message content makes of the bot, or None if it is not for the bot."""
     mentions = _mentioned_users(content)

@@ -6,8 +6,10 @@ from bot import strings
 from bot.agent.answer import event_link
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.parser import number
 from bot.errors import EmbeddingModelMismatch, PermissionDenied, UserError
 from bot.memory.service import Memory
+from bot.outputs import inline
 from bot.workspaces.access import current_role, require_member, require_workspace
 
 RESULTS = 5
@@ -43,11 +45,11 @@ async def remember(call: CommandCall) -> None:
 
 async def forget(call: CommandCall) -> None:
     raw = call.command.text.strip().lstrip("#")
-    if not raw.isdigit():
+    if (item_id := number(raw)) is None:
         raise UserError(strings.USAGE.format(usage=BY_NAME["forget"].usage))
     memory = _memory(call)
     workspace = await require_workspace(call.ctx, call.room_id, call.sender)
-    item = await memory.get(workspace.id, int(raw))
+    item = await memory.get(workspace.id, item_id)
     if item is None:
         raise UserError(strings.NO_SUCH_MEMORY.format(id=raw))
     if (
@@ -93,7 +95,7 @@ async def search(call: CommandCall) -> None:
             strings.MEMORY_RESULT.format(
                 id=item.id,
                 kind=item.kind,
-                text=item.text[:300],
+                text=inline(item.text, 300),
                 when=item.created_at.strftime("%Y-%m-%d"),
                 link=link,
             )

@@ -8,6 +8,7 @@ from bot.agent.summary import remember_summary, summarize
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.errors import UserError
+from bot.outputs import inline, page_number, page_of
 from bot.rooms import publish_commands
 from bot.sessions.rooms import room_link, start_session
 from bot.workspaces.access import require_host, require_member, require_workspace
@@ -66,19 +67,21 @@ async def sessions_list(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_member(ctx, workspace, call.sender)
+    page = page_number(call.command.text, BY_NAME["sessions"].usage)
     domain = ctx.config.homeserver.domain
     sessions = await ctx.sessions.of_workspace(workspace.id)
     if not sessions:
         await call.reply.send_notice(strings.NO_SESSIONS.format(name=workspace.name))
         return
-    lines = [strings.SESSIONS_HEADER.format(name=workspace.name)]
+    lines = []
     for session in sessions:
         lines.append(
             strings.SESSION_LINE.format(
-                topic=session.topic or strings.SESSION_UNTITLED,
+                topic=inline(session.topic or strings.SESSION_UNTITLED, 120),
                 link=room_link(session.room_id, domain),
                 status=strings.ACTIVE if session.active else strings.ENDED,
                 date=session.started_at.strftime("%Y-%m-%d"),
             )
         )
-    await call.reply.send_notice("\n".join(lines))
+    header = strings.SESSIONS_HEADER.format(name=workspace.name)
+    await call.reply.send_notice(page_of(header, lines, page=page, command="!sessions"))

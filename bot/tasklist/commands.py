@@ -6,6 +6,7 @@ from bot import strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.errors import UserError
+from bot.outputs import inline, page_number, page_of
 from bot.workspaces.access import require_member, require_workspace
 
 
@@ -13,11 +14,12 @@ async def tasks_list(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_member(ctx, workspace, call.sender)
+    page = page_number(call.command.text, BY_NAME["tasks"].usage)
     tasks = await ctx.tasklist.of_workspace(workspace.id)
     if not tasks:
         await call.reply.send_notice(strings.NO_TASKS.format(name=workspace.name))
         return
-    lines = [strings.TASKS_HEADER.format(name=workspace.name)]
+    lines = []
     for task in tasks:
         extra = []
         if task.assignee:
@@ -26,10 +28,13 @@ async def tasks_list(call: CommandCall) -> None:
             extra.append(strings.TASK_DUE.format(due=task.due.isoformat()))
         lines.append(
             strings.TASK_LINE.format(
-                id=task.id, title=task.title, extra=f" ({', '.join(extra)})" if extra else ""
+                id=task.id,
+                title=inline(task.title, 200),
+                extra=f" ({', '.join(extra)})" if extra else "",
             )
         )
-    await call.reply.send_notice("\n".join(lines))
+    header = strings.TASKS_HEADER.format(name=workspace.name)
+    await call.reply.send_notice(page_of(header, lines, page=page, command="!tasks"))
 
 
 async def task_group(call: CommandCall) -> None:

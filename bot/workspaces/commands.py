@@ -9,7 +9,9 @@ from appservice.errors import MatrixRequestError
 from bot import rooms, strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.parser import number
 from bot.errors import PermissionDenied, UserError
+from bot.outputs import page_number, page_of
 from bot.workspaces import invites, settings
 from bot.workspaces.access import current_role, require_host, require_workspace
 from bot.workspaces.departures import take_power_everywhere
@@ -62,10 +64,10 @@ async def ws_create(call: CommandCall) -> None:
 def _code_options(args: tuple[str, ...]) -> tuple[int, timedelta]:
     uses, days = DEFAULT_CODE_USES, DEFAULT_CODE_DAYS
     for arg in args:
-        if arg.isdigit() and 0 < int(arg) <= 1000:
-            uses = int(arg)
-        elif re.fullmatch(r"\d{1,3}d", arg) and 0 < int(arg[:-1]) <= 365:
-            days = int(arg[:-1])
+        if (n := number(arg)) is not None and 0 < n <= 1000:
+            uses = n
+        elif arg.endswith("d") and (n := number(arg[:-1])) is not None and 0 < n <= 365:
+            days = n
         else:
             raise UserError(strings.INVITE_OPTIONS)
     return uses, timedelta(days=days)
@@ -117,11 +119,12 @@ async def ws_invites(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_host(ctx, workspace, call.sender)
+    page = page_number(call.command.text, BY_NAME["ws invites"].usage)
     codes = await ctx.workspaces.open_invites(workspace.id)
     if not codes:
         await call.reply.send_notice(strings.NO_INVITES.format(name=workspace.name))
         return
-    lines = [strings.INVITES_HEADER.format(name=workspace.name)]
+    lines = []
     for code in codes:
         uses = (
             strings.USE_LEFT if code.uses_left == 1 else strings.USES_LEFT.format(n=code.uses_left)
@@ -134,7 +137,8 @@ async def ws_invites(call: CommandCall) -> None:
                 by=code.created_by,
             )
         )
-    await call.reply.send_notice("\n".join(lines))
+    header = strings.INVITES_HEADER.format(name=workspace.name)
+    await call.reply.send_notice(page_of(header, lines, page=page, command="!ws invites"))
 
 
 async def _revoke(call: CommandCall, workspace: Workspace, args: tuple[str, ...]) -> None:
@@ -218,7 +222,8 @@ async def ws_members(call: CommandCall) -> None:
     ctx = call.ctx
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_host(ctx, workspace, call.sender)
-    lines = [strings.MEMBERS_HEADER.format(name=workspace.name)]
+    page = page_number(call.command.text, BY_NAME["ws members"].usage)
+    lines = []
     for member in await ctx.workspaces.members(workspace.id):
         if member.membership not in ("join", "invite"):
             continue
@@ -230,7 +235,8 @@ async def ws_members(call: CommandCall) -> None:
                 user=member.user_id, role=member.role, presence=state, pending=pending
             )
         )
-    await call.reply.send_notice("\n".join(lines))
+    header = strings.MEMBERS_HEADER.format(name=workspace.name)
+    await call.reply.send_notice(page_of(header, lines, page=page, command="!ws members"))
 
 
 async def _delegation(call: CommandCall, level: int) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.commands.parser import number
 from bot.errors import UserError
 
 
@@ -63,16 +64,16 @@ def _value(field: str, raw: str) -> Any:
     if field == "budget_usd":
         if text in ("none", "off", "-", ""):
             return None
-        number = re.sub(r"^\$|usd$", "", text).strip()
-        try:
-            return float(number)
-        except ValueError:
-            raise UserError(f"budget is a number of USD a month (or none), not `{raw}`.") from None
+        amount = re.sub(r"^\$|usd$", "", text).strip()
+        # float() also reads "nan", "inf", "1e999" and other scripts' digits.
+        if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,6})?", amount):
+            raise UserError(f"budget is a number of USD a month (or none), not `{raw}`.")
+        return float(amount)
     if field == "memory_retention_days":
-        number = text.removesuffix("days").removesuffix("d").strip()
-        if not number.isdigit():
+        days = number(text.removesuffix("days").removesuffix("d"))
+        if days is None:
             raise UserError(f"retention is a number of days, not `{raw}`.")
-        return int(number)
+        return days
     if field == "composio_account":
         return text
     return raw.strip()

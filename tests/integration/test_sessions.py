@@ -4,6 +4,7 @@ and the history API: 200 concurrent messages numbered 1..N without gaps, edits, 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -258,3 +259,36 @@ async def test_the_same_message_stored_at_once_takes_one_seq(
         "SELECT seq FROM messages WHERE room_id = $1 ORDER BY seq", session
     )
     assert [r["seq"] for r in seqs_stored] == list(range(1, len(seqs_stored) + 1))
+
+
+async def test_150_sessions_list_readably_in_pages(homeserver: Homeserver, bot: Doryo) -> None:
+    """120 sessions once made one notice over the homeserver's 64 KiB: "Something went wrong"."""
+    team = await new_team(homeserver, bot, "Many")
+    long = "a topic long enough to matter " * 8 + "[click](https://evil.example) <b>x</b>"
+    for n in range(150):
+        await bot.ctx.sessions.add(
+            f"!many{n}:localhost",
+            team.workspace_id,
+            f"S{n:03} {long}",
+            None,
+            adopted=False,
+        )
+    first = await team.alice.send_text(team.dm, "!sessions")
+    page = (await team.alice.wait_for_reply(team.dm, first))["content"]
+    pages = int(re.search(r"Page 1 of (\d+)", page["body"])[1])  # type: ignore[index]
+    assert pages > 1 and "`!sessions 2` shows the next" in page["body"]
+    seen = re.findall(r"S(\d{3}) ", page["body"])
+    for n in range(2, pages + 1):
+        page = (
+            await team.alice.wait_for_reply(
+                team.dm, await team.alice.send_text(team.dm, f"!sessions {n}")
+            )
+        )["content"]
+        seen += re.findall(r"S(\d{3}) ", page["body"])
+        assert 'href="https://evil' not in page["formatted_body"]
+        assert "<b>" not in page["formatted_body"]
+    assert f"Page {pages} of {pages}." in page["body"]
+    assert sorted(seen) == [f"{n:03}" for n in range(150)]  # every session, once
+    beyond = await command(team.alice, team.dm, f"!sessions {pages + 1}")
+    assert f"only {pages} pages" in beyond
+    assert "!sessions [PAGE]" in await command(team.alice, team.dm, "!sessions ²")
