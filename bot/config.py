@@ -131,8 +131,23 @@ class DatabaseConfig(_Section):
 
 
 class RedisConfig(_Section):
-    url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    url: SecretStr
+    """May hold a password: a secret, never logged or shown (`where` says where it points)."""
     key_prefix: str
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def where(self) -> str:
+        """The URL without its user and password."""
+        parts = urlsplit(self.url.get_secret_value())
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 class BotConfig(_Section):
@@ -333,6 +348,7 @@ class MemoryConfig(_Section):
     retention_mode: Literal["compact", "delete"] = "compact"
     redact_emails: bool = False
     redact_phone_numbers: bool = False
+    keep_answers: bool = False
     chunk_words: int = Field(default=160, ge=20, le=4000)
     index_batch_size: int = Field(default=64, ge=1, le=4096)
     index_batch_wait: float = Field(default=0.1, ge=0, le=60)

@@ -65,6 +65,14 @@ def state_level(power_levels: Mapping[str, Any] | None, event_type: str) -> int:
     return _int(content.get("state_default"), 50)
 
 
+def redact_level(power_levels: Mapping[str, Any] | None) -> int:
+    """The power needed to redact someone else's event (anyone may redact their own)."""
+    if power_levels is None:
+        return 50
+    content = power_levels.get("content", power_levels)
+    return _int(content.get("redact"), 50)
+
+
 def can_send_state(
     power_levels: Mapping[str, Any] | None,
     create: Mapping[str, Any] | None,

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bot import strings
 from bot.agent.answer import ANSWER_KEY
 from bot.commands.catalog import NAMES
 from bot.commands.parser import Addressing, Command, UnknownCommand, parse
 from bot.memory import MemoryInput
 from bot.sessions.store import Session
+from bot.workspaces.access import may_redact_others
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -63,10 +65,7 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
     people's messages (not commands) are remembered, the agent's answers once done; an edit is
     re-remembered, a redaction forgotten."""
     if (target := _redacted(event)) is not None:
-        if await ctx.history.redact(target):
-            log.debug("history: %s redacted", target)
-        if ctx.memory is not None:
-            await ctx.memory.indexer.delete_event(session.workspace_id, target)
+        await _redact(ctx, session, event, target)
         return
     content = event.get("content", {})
     if not isinstance(content, Mapping):
@@ -88,8 +87,35 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
         _sent_at(event),
         is_command=is_command,
     )
-    if kind == "user" and not is_command:
+    if kind == "user" and not to_the_bot(content, ctx):
         await _remember(ctx, session, event, body)
+    elif kind == "agent":
+        answer = content.get(ANSWER_KEY)
+        if isinstance(answer, Mapping) and answer.get("status") == "done":
+            await _remember_answer(ctx, session, event, body)
+
+
+async def _redact(ctx: Context, session: Session, event: Mapping[str, Any], target: str) -> None:
+    """Honoured as the homeserver honours it: from the message's sender, or from someone with
+    the room's power to redact, and only for a message of this room. Another server may send a
+    redaction nobody had the right to (it reaches the bot and is not applied): it deletes
+    nothing."""
+    author = await ctx.history.sender_of(session.room_id, target)
+    if author is None:
+        log.info(
+            "history: %s redacts %s, not a message of this room: ignored",
+            event.get("event_id"),
+            target,
+        )
+        return
+    sender = str(event.get("sender", ""))
+    if sender != author and not await may_redact_others(ctx, session.room_id, sender):
+        log.info("history: %s may not redact %s's message %s: ignored", sender, author, target)
+        return
+    if await ctx.history.redact(target):
+        log.debug("history: %s redacted", target)
+    if ctx.memory is not None:
+        await ctx.memory.indexer.delete_event(session.workspace_id, target)
 
 
 async def _edit(
@@ -102,7 +128,7 @@ async def _edit(
     new = content.get("m.new_content", {})
     if not isinstance(new, Mapping) or not isinstance(new.get("body"), str):
         return
-    original = await ctx.history.sender_of(target)
+    original = await ctx.history.sender_of(session.room_id, target)
     # Only the author may edit a message (clients ignore edits by anyone else too).
     if original != event.get("sender"):
         return
@@ -113,9 +139,9 @@ async def _edit(
     if isinstance(answer, Mapping):
         # The agent's answer streams as edits: it is remembered once, when done.
         if answer.get("status") == "done":
-            await _remember(ctx, session, {**event, "event_id": target}, new["body"])
+            await _remember_answer(ctx, session, {**event, "event_id": target}, new["body"])
         return
-    if not _is_command(new, ctx):
+    if not to_the_bot(new, ctx):
         await ctx.memory.indexer.update_event(
             session.workspace_id, target, new["body"], edited_at=_sent_at(event)
         )
@@ -138,6 +164,31 @@ async def _remember(ctx: Context, session: Session, event: Mapping[str, Any], te
             )
         ]
     )
+
+
+async def _remember_answer(
+    ctx: Context, session: Session, event: Mapping[str, Any], body: str
+) -> None:
+    """The agent's answers are memories only with memory.keep_answers, without their sources
+    line: otherwise an answer (and the answer to the answer) outranks the fact it is about."""
+    if ctx.config.memory.keep_answers:
+        await _remember(ctx, session, event, without_sources(body))
+
+
+def without_sources(body: str) -> str:
+    text, _, _ = body.partition(f"\n\n{strings.ANSWER_SOURCES}")
+    return text.strip()
+
+
+def to_the_bot(content: Mapping[str, Any], ctx: Context) -> bool:
+    """A command, a question or an instruction for the bot (`!…`, `@ask`, "Doryo: …"): part
+    of the conversation with the bot, not of what the team said; never a memory."""
+    addressing = Addressing(
+        bot_user_id=ctx.bot_user_id,
+        bot_names=(ctx.config.appservice.bot_displayname,),
+        commands=NAMES,
+    )
+    return parse(content, addressing) is not None
 
 
 def _is_command(content: Mapping[str, Any], ctx: Context) -> bool:
@@ -186,6 +237,6 @@ async def backfill(ctx: Context, session: Session, *, before: datetime) -> int:
         )
         if seq is not None:
             stored += 1
-            if kind == "user" and not is_command:
+            if kind == "user" and not to_the_bot(event["content"], ctx):
                 await _remember(ctx, session, event, body)
     return stored

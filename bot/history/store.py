@@ -74,9 +74,11 @@ class HistoryStore:
             return None  # stored at the same moment by another worker
         return int(seq) if seq is not None else None
 
-    async def sender_of(self, event_id: str) -> str | None:
+    async def sender_of(self, room_id: str, event_id: str) -> str | None:
+        """Who sent the message, if it is one of this room's (an edit or a redaction may name
+        any event ID, of any room)."""
         sender = await self._pool.fetchval(
-            "SELECT sender FROM messages WHERE event_id = $1", event_id
+            "SELECT sender FROM messages WHERE event_id = $1 AND room_id = $2", event_id, room_id
         )
         return str(sender) if sender is not None else None
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from appservice.errors import MatrixRequestError
 from bot import rooms, strings
 from bot.errors import PermissionDenied, UserError
+from bot.power import redact_level, user_level
 from bot.workspaces.roles import Role, role_of
 from bot.workspaces.store import Workspace
 
@@ -67,7 +68,7 @@ async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role
         member, levels, create = await asyncio.gather(
             ctx.matrix.get_state_event(space, "m.room.member", user_id),
             ctx.matrix.get_state_event(space, "m.room.power_levels"),
-            _create_event(ctx, space),
+            create_event(ctx, space),
         )
     except MatrixRequestError as e:
         if e.errcode == "M_FORBIDDEN":  # the bot is no longer in the space: nobody has a role
@@ -79,7 +80,7 @@ async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role
     return role_of(levels, create, user_id)
 
 
-async def _create_event(ctx: Context, room_id: str) -> dict[str, Any]:
+async def create_event(ctx: Context, room_id: str) -> dict[str, Any]:
     create = ctx.create_events.get(room_id)
     if create is None:
         state = await ctx.matrix.get_state(room_id)
@@ -87,6 +88,14 @@ async def _create_event(ctx: Context, room_id: str) -> dict[str, Any]:
         create = dict(by_type.get(("m.room.create", ""), {}))
         ctx.create_events[room_id] = create
     return create
+
+
+async def may_redact_others(ctx: Context, room_id: str, user_id: str) -> bool:
+    """Whether the user may redact other people's events in the room, by its power levels now."""
+    levels, create = await asyncio.gather(
+        ctx.matrix.get_state_event(room_id, "m.room.power_levels"), create_event(ctx, room_id)
+    )
+    return user_level(levels, create, user_id) >= redact_level(levels)
 
 
 async def require_host(ctx: Context, workspace: Workspace, user_id: str) -> None:

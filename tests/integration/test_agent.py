@@ -11,6 +11,8 @@ import pytest
 
 from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
+from bot.history.cleanup import forget_conversation_with_bot
+from bot.memory import MemoryInput
 from bot.replies import Replier
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
@@ -412,3 +414,43 @@ async def test_rate_limit_is_explained(
         assert "requests a minute" in content["body"] and "resets in" in content["body"]
     finally:
         await doryo.stop()
+
+
+async def test_questions_to_the_bot_and_its_answers_are_not_memories(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    """Asked twice, the questions and the answers outranked the fact they were about."""
+    team, fact_event = await team_with_fact(homeserver, bot, "Noise")
+    room = await start_session(team, "Launch talk")
+    asked = []
+    for question in ("@ask when does Project Falcon launch?", "@doryo when is the Falcon launch?"):
+        model_server.script(Answer("Project Falcon launches on March 14 [1]."))
+        asked.append(await team.alice.send_text(room, question))
+        await final_answer(team.alice, room, asked[-1])
+    await indexed(bot, *asked)
+    assert bot.ctx.memory is not None
+    hits = await bot.ctx.memory.search(team.workspace_id, "when does Project Falcon launch", k=10)
+    texts = [h.item.text for h in hits]
+    assert texts and texts[0] == FACT, texts
+    assert not [t for t in texts if "@ask" in t or "@doryo" in t or "launches on" in t], texts
+    found = await command(team.alice, room, "!memory Falcon launch")
+    assert "March 14, decided by Dana" in found and "@ask" not in found
+
+    # What an older version stored is forgotten once, in the background, facts kept.
+    await bot.ctx.memory.indexer.add(
+        [
+            MemoryInput(
+                team.workspace_id,
+                "@ask when does Project Falcon launch?",
+                room_id=room,
+                event_id=asked[0],
+                sender=team.alice.user_id,
+            )
+        ]
+    )
+    await bot.ctx.memory.indexer.flush(60)
+    await bot.ctx.db.execute("DELETE FROM maintenance_done")
+    assert await forget_conversation_with_bot(bot.ctx, batch=2) == 1
+    assert await forget_conversation_with_bot(bot.ctx) == 0  # once
+    left = await bot.ctx.memory.search(team.workspace_id, "when does Project Falcon launch", k=10)
+    assert [h.item.event_id for h in left] == [h.item.event_id for h in hits]

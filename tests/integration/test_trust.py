@@ -12,9 +12,13 @@ Synapse: each test is an attack that worked before (docs/security.md lists them 
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
+
+import aiohttp
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
@@ -474,3 +478,65 @@ async def test_someone_in_no_workspace_costs_no_model_call(
     assert "!ws create" in answer["content"]["body"] and "!ws join" in answer["content"]["body"]
     await bot.idle(20)
     assert len(chat_requests(model_server)) == before
+
+
+# Redactions ------------------------------------------------------------------------------------
+
+
+async def test_a_redaction_without_the_right_to_it_deletes_nothing(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """Another server can send a redaction nobody had the right to: the homeserver passes it on
+    (and does not apply it). Nor may a redaction in one room delete another room's message."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    other = await start_session(team, "Other")
+    fact = await team.alice.send_text(session, SECRET)
+    now = int(time.time() * 1000)
+
+    def redaction(n: int, room: str, sender: str) -> dict[str, Any]:
+        return {
+            "type": "m.room.redaction",
+            "room_id": room,
+            "sender": sender,
+            "redacts": fact,
+            "content": {"redacts": fact},
+            "event_id": f"$forged{n}-{uuid.uuid4().hex}",
+            "origin_server_ts": now,
+        }
+
+    forged = [
+        redaction(1, session, "@mallory:evil.example"),  # not the author, no power
+        redaction(2, session, bob.user_id),  # a member without the power to redact
+        redaction(3, other, team.alice.user_id),  # the author, but from another room
+    ]
+    token = bot.config.appservice.hs_token.get_secret_value()
+    url = f"http://127.0.0.1:{bot.config.appservice.port}/_matrix/app/v1/transactions/"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.put(url + uuid.uuid4().hex, json={"events": forged}) as response:
+            assert response.status == 200
+    marker = await team.alice.send_text(session, "after the forged redactions")
+    await handled(bot, marker, *[e["event_id"] for e in forged])
+    assert SECRET in await memory_texts(bot, team.workspace_id)
+    body = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", fact)
+    assert body == SECRET
+
+    # Her own redaction, in the room, is honoured.
+    await team.alice.request("PUT", f"/v3/rooms/{quote(session)}/redact/{quote(fact)}/r1", {})
+    marker = await team.alice.send_text(session, "after her redaction")
+    await handled(bot, marker)
+    assert SECRET not in await memory_texts(bot, team.workspace_id)
+
+
+async def handled(bot: Doryo, *event_ids: str) -> None:
+    async def done() -> bool:
+        count = await bot.ctx.db.fetchval(
+            "SELECT count(*) FROM inbox_events WHERE event_id = any($1::text[]) "
+            "AND state = 'done'",
+            list(event_ids),
+        )
+        return bool(count == len(event_ids))
+
+    await eventually(done, timeout=30)
+    await bot.idle(30)
+    assert bot.ctx.memory is not None
+    await bot.ctx.memory.indexer.flush(60)

@@ -1,0 +1,11 @@
+-- One-off data repairs that run in the background, in bounded batches, after a migration made
+-- them necessary (a long DELETE inside a migration would hold the bot's start for its length).
+-- A row says the repair is done.
+CREATE TABLE maintenance_done (
+    name    text        PRIMARY KEY,
+    done_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A reminder whose posting fails (the bot was removed from its room, the recipient refuses DMs)
+-- is tried again a few times, then given up and its author told; attempts counts the failures.
+ALTER TABLE followups ADD COLUMN attempts integer NOT NULL DEFAULT 0;
