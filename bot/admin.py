@@ -40,6 +40,17 @@ def int_param(request: web.Request, name: str, default: int, *, low: int, high: 
     return value
 
 
+def bearer_token(request: web.Request) -> bytes:
+    header = request.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ").encode() if header.startswith("Bearer ") else b""
+
+
+def has_admin_token(request: web.Request, token: str) -> bool:
+    """The request carries the admin token (never true while it is empty)."""
+    given = bearer_token(request)
+    return bool(token) and bool(given) and hmac.compare_digest(given, token.encode())
+
+
 def auth_middleware(token: str) -> Any:
     expected = token.encode()
 
@@ -49,8 +60,7 @@ def auth_middleware(token: str) -> Any:
             return await handler(request)
         if not expected:
             return error(404, "M_NOT_FOUND", "The admin API is off (admin_api.token is empty)")
-        header = request.headers.get("Authorization", "")
-        given = header.removeprefix("Bearer ").encode() if header.startswith("Bearer ") else b""
+        given = bearer_token(request)
         if not given:
             return error(401, "M_MISSING_TOKEN", "Missing bearer token")
         if not hmac.compare_digest(given, expected):

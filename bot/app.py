@@ -40,6 +40,7 @@ from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.events import EventHandler
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
+from bot.history.cleanup import NAME, forget_conversation_with_bot
 from bot.history.store import HistoryStore
 from bot.inbox import Inbox, InboxStore
 from bot.letta.service import LettaService
@@ -107,13 +108,15 @@ class Doryo:
         )
 
     async def _open_redis(self) -> Redis:
-        redis = Redis.from_url(self.config.redis.url, socket_timeout=5, socket_connect_timeout=5)
+        redis = Redis.from_url(
+            self.config.redis.url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5
+        )
         try:
             await redis.ping()
         except (RedisError, OSError) as e:
             await redis.aclose()
             raise DoryoError(
-                f"cannot reach Redis at redis.url ({self.config.redis.url}): {e}"
+                f"cannot reach Redis at redis.url ({self.config.redis.where}): {e}"
             ) from None
         return redis
 
@@ -223,6 +226,7 @@ class Doryo:
         self._loops.spawn(self._maintenance(), "maintenance")
         if self._embedded_pg is not None:
             self._loops.spawn(self._keep_embedded_pg(), "keep the embedded PostgreSQL running")
+        self._loops.spawn(forget_conversation_with_bot(self.ctx), NAME)
         log.info(
             "listening on %s:%d as %s",
             config.appservice.hostname,

@@ -1,4 +1,5 @@
-"""GET /health (the process answers), /ready (database, Redis, homeserver) and /metrics."""
+"""GET /health (the process answers), /ready (database, Redis, homeserver: whether each answers;
+why not and how fast, with the admin token) and /metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.admin import has_admin_token
 from bot.context import Context
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def ready(_: web.Request) -> web.Response:
+    async def ready(request: web.Request) -> web.Response:
         results = dict(
             await asyncio.gather(
                 _check("database", lambda: ctx.db.fetchval("SELECT 1")),
@@ -45,6 +47,10 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             )
         )
         ok = all(r["ok"] for r in results.values())
+        if not has_admin_token(request, ctx.config.admin_api.token.get_secret_value()):
+            # Errors name hosts, ports and versions: for the operator, not for whoever can
+            # reach the port.
+            results = {name: {"ok": r["ok"]} for name, r in results.items()}
         return web.json_response({"ready": ok, "checks": results}, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:

@@ -100,7 +100,7 @@ async def test_doryo_dev_end_to_end(tmp_path: Path) -> None:
         client = await log_in(first["url"], first["user"], first["password"])
         assert (await ping_in_the_waiting_chat(client)).startswith("Pong!")
         await client.close()
-        redis_url = load_config(data_dir / "config.yaml", environ={}).redis.url
+        redis_url = load_config(data_dir / "config.yaml", environ={}).redis.url.get_secret_value()
         assert redis_url != no_redis and await answers(redis_url)
     finally:
         process.send_signal(signal.SIGINT)

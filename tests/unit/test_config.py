@@ -120,3 +120,24 @@ def test_cli_registration_writes_tokens_and_file(tmp_path: Path) -> None:
     assert "receive_ephemeral: true" in registration
     assert "rate_limited: false" in registration
     assert "exclusive: true" in registration
+
+
+def test_the_redis_url_is_a_secret() -> None:
+    from bot.config import config_from_overrides
+
+    config = config_from_overrides(
+        {
+            "appservice": {"as_token": "a" * 12, "hs_token": "h" * 12},
+            "redis": {"url": "redis://:hunter2@cache.internal:6380/1"},
+        }
+    )
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.redis)
+    assert config.redis.where == "redis://cache.internal:6380/1"
+    assert config.redis.url.get_secret_value().startswith("redis://:hunter2@")
+    with pytest.raises(ConfigError, match="redis.url"):
+        config_from_overrides(
+            {
+                "appservice": {"as_token": "a" * 12, "hs_token": "h" * 12},
+                "redis": {"url": "http://cache.internal"},
+            }
+        )
