@@ -13,9 +13,11 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from appservice.errors import HomeserverUnavailable
 from appservice.matrix import markdown_content
 from bot import strings
 from bot.followups.store import Followup
+from bot.outputs import inline
 from bot.rooms import direct_room
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SLEEP = 60.0
+RETRY_AFTER = (30.0, 120.0, 600.0, 1800.0)
+"""Seconds before a reminder that could not be posted is tried again; after the last, it is
+given up (5 tries over ~42 minutes) and its author told."""
 
 
 async def send(ctx: Context, followup: Followup) -> str:
@@ -43,6 +48,37 @@ async def send(ctx: Context, followup: Followup) -> str:
     return event_id
 
 
+async def _failed(ctx: Context, followup: Followup, error: Exception) -> None:
+    """The homeserver refused it (the bot is no longer in the room, the recipient's DM cannot
+    be made): tried again later, a few times; then dropped, and its author told why."""
+    if followup.attempts < len(RETRY_AFTER):
+        after = RETRY_AFTER[followup.attempts]
+        log.warning(
+            "could not post reminder %d (%s); trying again in %gs", followup.id, error, after
+        )
+        await ctx.followups.try_again(followup.id, after)
+        return
+    log.error(
+        "could not post reminder %d after %d tries: %s", followup.id, followup.attempts + 1, error
+    )
+    await ctx.followups.mark_failed(followup.id)
+    try:
+        dm = await direct_room(ctx, followup.created_by)
+        text = strings.REMINDER_GAVE_UP.format(
+            text=inline(followup.text, 200), tries=followup.attempts + 1, error=error
+        )
+        await ctx.matrix.send_event(
+            dm,
+            "m.room.message",
+            markdown_content(text, notice=True),
+            f"doryo.f.{followup.id}.failed",
+        )
+    except Exception as e:
+        log.warning(
+            "could not tell %s that reminder %d failed: %s", followup.created_by, followup.id, e
+        )
+
+
 async def run(ctx: Context, wakeup: asyncio.Event) -> None:
     while True:
         wakeup.clear()
@@ -50,8 +86,12 @@ async def run(ctx: Context, wakeup: asyncio.Event) -> None:
             for followup in await ctx.followups.claim_due():
                 try:
                     event_id = await send(ctx, followup)
-                except Exception:
-                    log.exception("could not post reminder %d; trying again later", followup.id)
+                except HomeserverUnavailable as e:
+                    # Not the reminder's fault: taken again once the homeserver is back.
+                    log.warning("could not post reminder %d yet: %s", followup.id, e)
+                    continue
+                except Exception as e:
+                    await _failed(ctx, followup, e)
                     continue
                 await ctx.followups.mark_sent(followup.id, event_id)
             due = await ctx.followups.next_due()

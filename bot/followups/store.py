@@ -19,9 +19,11 @@ class Followup:
     due_at: datetime
     status: str
     created_by: str
+    attempts: int = 0
+    """Failed tries to post it so far."""
 
 
-_COLUMNS = "id, workspace_id, room_id, recipient, text, due_at, status, created_by"
+_COLUMNS = "id, workspace_id, room_id, recipient, text, due_at, status, created_by, attempts"
 
 
 class FollowupStore:
@@ -83,9 +85,22 @@ class FollowupStore:
             event_id,
         )
 
+    async def try_again(self, followup_id: int, after: float) -> None:
+        """Posting failed: counted, and due again `after` seconds from now."""
+        await self._pool.execute(
+            """
+            UPDATE followups SET status = 'pending', attempts = attempts + 1,
+                                 due_at = now() + make_interval(secs => $2)
+            WHERE id = $1
+            """,
+            followup_id,
+            after,
+        )
+
     async def mark_failed(self, followup_id: int) -> None:
         await self._pool.execute(
-            "UPDATE followups SET status = 'failed' WHERE id = $1", followup_id
+            "UPDATE followups SET status = 'failed', attempts = attempts + 1 WHERE id = $1",
+            followup_id,
         )
 
     async def next_due(self) -> datetime | None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from bot.actions.card import ACTION_KEY
 from bot.actions.store import Action, parse_code
 from bot.app import Doryo
+from bot.followups import scheduler
 from bot.memory import LocalEmbedder
 from bot.tools.registry import Tool, ToolCall, ToolResult
 from tests.client import JSON, MatrixClient, replies_to
@@ -389,3 +390,25 @@ async def test_tools_catalog(homeserver: Homeserver, bot: Doryo) -> None:
     detail = await command(bob, session, "!tool create_task")
     assert "`title` (string, required)" in detail and '"required": [' in detail
     assert "There is no tool `nope`" in await command(bob, session, "!tool nope")
+
+
+async def test_a_reminder_that_cannot_be_posted_stops_and_says_so(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: Any
+) -> None:
+    """It was taken again every two minutes, forever, logging the same error."""
+    monkeypatch.setattr(scheduler, "RETRY_AFTER", (0.2, 0.2))
+    team = await new_team(homeserver, bot, "Reminders")
+    elsewhere = await team.alice.create_room()  # the bot is not in it
+    followup = await bot.ctx.followups.add(
+        team.workspace_id, elsewhere, "Water the plants", datetime.now(UTC), team.alice.user_id
+    )
+    bot.ctx.followup_wakeup.set()
+    told = await team.alice.wait_for(
+        team.dm, lambda e: "Water the plants" in e.get("content", {}).get("body", ""), timeout=30
+    )
+    assert "after 3 tries" in told[0]["content"]["body"]
+    row = await bot.ctx.db.fetchrow(
+        "SELECT status, attempts FROM followups WHERE id = $1", followup.id
+    )
+    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert await bot.ctx.followups.next_due() is None
