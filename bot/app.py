@@ -40,7 +40,7 @@ from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.events import EventHandler
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
-from bot.history.cleanup import NAME, forget_conversation_with_bot
+from bot.history.cleanup import NAME, forget_conversation_with_bot, forget_redacted
 from bot.history.store import HistoryStore
 from bot.inbox import Inbox, InboxStore
 from bot.letta.service import LettaService
@@ -226,6 +226,7 @@ class Doryo:
         self._loops.spawn(self._maintenance(), "maintenance")
         if self._embedded_pg is not None:
             self._loops.spawn(self._keep_embedded_pg(), "keep the embedded PostgreSQL running")
+        self._loops.spawn(forget_redacted(self.ctx), "memory: forget redacted messages")
         self._loops.spawn(forget_conversation_with_bot(self.ctx), NAME)
         log.info(
             "listening on %s:%d as %s",

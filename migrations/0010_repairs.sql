@@ -9,3 +9,6 @@ CREATE TABLE maintenance_done (
 -- A reminder whose posting fails (the bot was removed from its room, the recipient refuses DMs)
 -- is tried again a few times, then given up and its author told; attempts counts the failures.
 ALTER TABLE followups ADD COLUMN attempts integer NOT NULL DEFAULT 0;
+
+-- Messages redacted lately: their memories are deleted again at start (bot/history/cleanup.py).
+CREATE INDEX messages_redacted ON messages (redacted_at) WHERE redacted_at IS NOT NULL;

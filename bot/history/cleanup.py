@@ -1,12 +1,19 @@
-"""Memory holds what the team said, not its conversation with the bot. Until schema 10, questions
-to the bot (`@ask …`, "Doryo: …") and the agent's answers were stored as memories: they outranked
-the facts they were about. This removes them once, in the background, in bounded batches (each
-a short transaction), walking the memory's messages by ID so that it can stop and go on.
+"""Memory made to agree with the history, at start.
+
+- `forget_redacted`: a redaction is applied to the history while the event is handled, and to
+  memory by the indexer's queue, later: a crash in between lost the memory's deletion, and the
+  redacted text stayed. At start, every memory of a message redacted in the last week (what the
+  inbox could replay) is deleted again, with what was derived from it.
+- `forget_conversation_with_bot`: until schema 10, questions to the bot (`@ask …`, "Doryo: …")
+  and the agent's answers were stored as memories: they outranked the facts they were about.
+  This removes them once, in the background, in bounded batches (each a short transaction),
+  walking the memory's messages by ID.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.history.recorder import to_the_bot
@@ -17,6 +24,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "memory: forget the conversation with the bot"
+REDACTIONS_REPLAYED = timedelta(days=7)
+
+
+async def forget_redacted(ctx: Context, since: timedelta = REDACTIONS_REPLAYED) -> int:
+    """Delete the memories of messages redacted in the last `since` (and those derived from
+    them); returns how many there were (0 unless a deletion was lost)."""
+    removed = 0
+    for match in ("m.event_id = h.event_id", "m.source_event_ids && ARRAY[h.event_id]"):
+        status = await ctx.db.execute(
+            f"""
+            DELETE FROM memory_items m
+            USING messages h JOIN sessions s ON s.room_id = h.room_id
+            WHERE h.redacted_at > now() - $1::interval
+              AND m.workspace_id = s.workspace_id AND {match}
+            """,
+            since,
+        )
+        removed += int(status.split()[-1])
+    if removed:
+        log.warning("memory: %d memories of redacted messages were left; deleted now", removed)
+    return removed
+
+
 BATCH = 500
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
-from bot.history.cleanup import forget_conversation_with_bot
+from bot.history.cleanup import forget_conversation_with_bot, forget_redacted
 from bot.memory import MemoryInput
 from bot.replies import Replier
 from tests.client import MatrixClient
@@ -454,3 +454,28 @@ async def test_questions_to_the_bot_and_its_answers_are_not_memories(
     assert await forget_conversation_with_bot(bot.ctx) == 0  # once
     left = await bot.ctx.memory.search(team.workspace_id, "when does Project Falcon launch", k=10)
     assert [h.item.event_id for h in left] == [h.item.event_id for h in hits]
+
+
+async def test_a_crash_between_a_redaction_and_its_deletion_keeps_nothing(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redaction is handled (history updated, event marked done) but the memory's deletion,
+    still in the indexer's queue, is lost as a crash loses it: what start runs deletes it."""
+    team, fact_event = await team_with_fact(homeserver, bot, "Crash")
+    assert bot.ctx.memory is not None
+
+    async def lost(workspace_id: str, event_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(bot.ctx.memory.indexer, "delete_event", lost)
+    room = (await bot.ctx.sessions.of_workspace(team.workspace_id))[0].room_id
+    await team.alice.request("PUT", f"/v3/rooms/{room}/redact/{fact_event}/r1", {})
+    marker = await team.alice.send_text(room, "after the redaction")
+    await indexed(bot, marker)
+    stored = await bot.ctx.db.fetchval(
+        "SELECT count(*) FROM memory_items WHERE event_id = $1", fact_event
+    )
+    assert stored == 1  # the crash's damage, before the next start
+    assert await forget_redacted(bot.ctx) == 1
+    after = await bot.ctx.memory.search(team.workspace_id, "Falcon launch date", k=5)
+    assert fact_event not in [h.item.event_id for h in after]
