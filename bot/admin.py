@@ -16,6 +16,7 @@ from aiohttp import web
 from bot.blueprints import Blueprint
 from bot.context import Context
 from bot.errors import BlueprintError
+from bot.workspaces import retention
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,28 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             }
         )
 
+    async def workspace_retention(request: web.Request) -> web.Response:
+        workspace = await ctx.workspaces.get(request.match_info["workspace_id"])
+        if workspace is None:
+            return error(404, "M_NOT_FOUND", "No such workspace")
+        run = await retention.last_run(ctx, workspace.id)
+        return web.json_response(
+            {
+                "workspace_id": workspace.id,
+                "retention_days": retention.retention_days(ctx, workspace),
+                "last_run": None
+                if run is None
+                else {
+                    "ran_at": run.ran_at.isoformat(),
+                    "cutoff": run.cutoff.isoformat(),
+                    "messages_deleted": run.messages,
+                    "memories_deleted": run.memories,
+                },
+            }
+        )
+
     app.router.add_get(PREFIX + "sessions/{session_id}/messages", session_messages)
+    app.router.add_get(PREFIX + "workspaces/{workspace_id}/retention", workspace_retention)
     add_llm_routes(app, ctx)
     add_memory_routes(app, ctx)
     add_tool_routes(app, ctx)

@@ -55,6 +55,7 @@ from bot.tasks import BackgroundTasks
 from bot.tools.builtin import builtin_tools
 from bot.tools.known import KnownTools
 from bot.tools.registry import ToolRegistry
+from bot.workspaces import retention
 from bot.workspaces.store import WorkspaceStore
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class Doryo:
         if self._embedded_pg is not None:
             self._loops.spawn(self._keep_embedded_pg(), "keep the embedded PostgreSQL running")
         self._loops.spawn(forget_redacted(self.ctx), "memory: forget redacted messages")
+        self._loops.spawn(self._retention(), "retention")
         self._loops.spawn(forget_conversation_with_bot(self.ctx), NAME)
         log.info(
             "listening on %s:%d as %s",
@@ -350,6 +352,17 @@ class Doryo:
                 await self.catchup.recent_rooms(catchup.ROUTINE)
             except (asyncpg.PostgresError, OSError, DatabaseError, MatrixError) as e:
                 log.warning("maintenance skipped: %s", e)
+
+    async def _retention(self) -> None:
+        """Each workspace's messages older than its retention deleted, once an hour (a minute
+        after start: not while the bot catches up)."""
+        await asyncio.sleep(60)
+        while True:
+            try:
+                await retention.apply_all(self.ctx)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+                log.warning("retention skipped: %s", e)
+            await asyncio.sleep(retention.INTERVAL)
 
     async def idle(self, timeout: float) -> None:
         """Wait until every event received so far has been handled (for tests and benchmarks)."""

@@ -113,6 +113,10 @@ UNDELEGATED = "{user} is no longer a delegate of **{name}**."
 SETTINGS_HEADER = "**Settings of {name}**"
 SETTING_LINE = "- `{key}` = `{value}` — {description}"
 SETTINGS_FOOTER = "Change one with `!ws settings KEY VALUE`."
+RETENTION_LAST_RUN = (
+    "_Retention, {date}: deleted {messages} messages and {memories} memories from before "
+    "{cutoff}._"
+)
 NO_SUCH_WORKSPACE = "You have no workspace called `{name}`. Yours: {names}."
 NONE = "none"
 USING = "In our direct chat, your commands now apply to **{name}**."

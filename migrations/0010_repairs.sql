@@ -12,3 +12,13 @@ ALTER TABLE followups ADD COLUMN attempts integer NOT NULL DEFAULT 0;
 
 -- Messages redacted lately: their memories are deleted again at start (bot/history/cleanup.py).
 CREATE INDEX messages_redacted ON messages (redacted_at) WHERE redacted_at IS NOT NULL;
+
+-- Retention (bot/workspaces/retention.py): the last run per workspace, for !ws settings and the
+-- admin API.
+CREATE TABLE retention_runs (
+    workspace_id text        PRIMARY KEY REFERENCES workspaces ON DELETE CASCADE,
+    ran_at       timestamptz NOT NULL,
+    cutoff       timestamptz NOT NULL,
+    messages     bigint      NOT NULL,
+    memories     bigint      NOT NULL
+);

@@ -964,14 +964,28 @@ class MemoryStore:
         )
         return [_item(r) for r in rows]
 
-    async def delete_messages_before(self, workspace_id: str, before: datetime) -> int:
-        status = await self._pool.execute(
-            "DELETE FROM memory_items "
-            "WHERE workspace_id = $1 AND kind = 'message' AND created_at < $2",
-            workspace_id,
-            before,
-        )
-        return int(status.split()[-1])
+    async def delete_messages_before(
+        self, workspace_id: str, before: datetime, *, batch: int = 1000
+    ) -> int:
+        """In batches of `batch` rows, each its own short transaction: never a long lock."""
+        deleted = 0
+        while True:
+            status = await self._pool.execute(
+                """
+                DELETE FROM memory_items WHERE id IN (
+                    SELECT id FROM memory_items
+                    WHERE workspace_id = $1 AND kind = 'message' AND created_at < $2
+                    LIMIT $3
+                )
+                """,
+                workspace_id,
+                before,
+                batch,
+            )
+            done = int(status.split()[-1])
+            deleted += done
+            if done < batch:
+                return deleted
 
     # -- embedding later ---------------------------------------------------------------------
 

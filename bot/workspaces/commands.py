@@ -12,7 +12,7 @@ from bot.commands.catalog import BY_NAME
 from bot.commands.parser import number
 from bot.errors import PermissionDenied, UserError
 from bot.outputs import page_number, page_of
-from bot.workspaces import invites, settings
+from bot.workspaces import invites, retention, settings
 from bot.workspaces.access import current_role, require_host, require_workspace
 from bot.workspaces.departures import take_power_everywhere
 from bot.workspaces.roles import DELEGATE_LEVEL
@@ -288,6 +288,17 @@ async def ws_settings(call: CommandCall) -> None:
         strings.SETTING_LINE.format(key=k, value=v, description=d)
         for k, v, d in settings.describe(current)
     ]
+    lines.append("")  # what follows is not part of the list
+    run = await retention.last_run(ctx, workspace.id)
+    if run is not None and (run.messages or run.memories):
+        lines.append(
+            strings.RETENTION_LAST_RUN.format(
+                date=run.ran_at.strftime("%Y-%m-%d %H:%M UTC"),
+                messages=run.messages,
+                memories=run.memories,
+                cutoff=run.cutoff.strftime("%Y-%m-%d"),
+            )
+        )
     lines.append(strings.SETTINGS_FOOTER)
     await call.reply.send_notice("\n".join(lines))
 

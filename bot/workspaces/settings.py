@@ -22,8 +22,9 @@ class WorkspaceSettings(BaseModel):
     """Answers in a thread under the question (on) or as plain replies (off)."""
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     """Monthly LLM budget of the workspace, in USD. None: no budget of its own."""
-    memory_retention_days: int = Field(default=365, ge=1, le=36_500)
-    """Messages older than this are compacted into summaries."""
+    memory_retention_days: int | None = Field(default=None, ge=0, le=36_500)
+    """Messages older than this many days are deleted from the history and from memory
+    (bot/workspaces/retention.py). 0: kept forever; None: memory.retention_days of the config."""
     composio_account: Literal["host", "requester"] = "host"
     """Whose linked Composio account runs the actions: the host's or the requester's."""
     remove_from_sessions: bool = True
@@ -36,7 +37,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "act": ("act", "who may propose actions: members or host"),
     "threads": ("threads", "answers in threads: on or off"),
     "budget": ("budget_usd", "monthly LLM budget in USD, or none"),
-    "retention": ("memory_retention_days", "days of messages kept before compaction"),
+    "retention": (
+        "memory_retention_days",
+        "days messages are kept (0: forever; default: the server's setting)",
+    ),
     "composio_account": (
         "composio_account",
         "whose account runs Composio actions: host or requester",
@@ -70,6 +74,10 @@ def _value(field: str, raw: str) -> Any:
             raise UserError(f"budget is a number of USD a month (or none), not `{raw}`.")
         return float(amount)
     if field == "memory_retention_days":
+        if text in ("default", "none"):
+            return None
+        if text == "forever":
+            return 0
         days = number(text.removesuffix("days").removesuffix("d"))
         if days is None:
             raise UserError(f"retention is a number of days, not `{raw}`.")
@@ -102,7 +110,7 @@ def describe(settings: WorkspaceSettings) -> list[tuple[str, str, str]]:
         if isinstance(value, bool):
             text = "on" if value else "off"
         elif value is None:
-            text = "none"
+            text = "default" if field == "memory_retention_days" else "none"
         else:
             text = str(value)
         shown.append((key, text, description))

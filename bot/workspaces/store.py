@@ -109,6 +109,10 @@ class WorkspaceStore:
         )
         return _workspace(row) if row else None
 
+    async def every(self) -> list[Workspace]:
+        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM workspaces ORDER BY created_at")
+        return [_workspace(row) for row in rows]
+
     async def by_space(self, space_id: str) -> Workspace | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM workspaces WHERE space_id = $1", space_id

@@ -3,10 +3,15 @@ roles, delegation, settings, adoption of a space, and who may do what."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
+
 from bot.app import Doryo
-from bot.workspaces import invites
+from bot.memory import MemoryInput
+from bot.workspaces import invites, retention
 from tests.conftest import Homeserver
 from tests.integration.workspace_helpers import (
     accept,
@@ -208,3 +213,85 @@ async def test_commands_outside_a_workspace(homeserver: Homeserver, bot: Doryo) 
     await bob.join(room)
     await alice.wait_for(room, lambda e: e["sender"] == bot.config.bot_user_id)
     assert "not part of a workspace" in await command(alice, room, "!sessions")
+
+
+async def test_retention_deletes_exactly_what_is_older_than_the_line(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """The setting was stored and never enforced: a team's old messages stayed forever."""
+    team = await new_team(homeserver, bot, "Keeps")
+    room = await start_session(team, "Old and new")
+    assert bot.ctx.memory is not None
+    now = datetime.now(UTC)
+    said: dict[str, datetime] = {}
+    for n in range(30):
+        said[f"$old{n}-{uuid.uuid4().hex}"] = now - timedelta(days=40, minutes=n)
+    for n in range(5):
+        said[f"$new{n}-{uuid.uuid4().hex}"] = now - timedelta(days=29)
+    for event_id, sent_at in said.items():
+        await bot.ctx.history.add(
+            room, event_id, team.alice.user_id, "user", f"note {event_id}", sent_at
+        )
+    await bot.ctx.memory.indexer.add(
+        [
+            MemoryInput(
+                team.workspace_id,
+                f"note {e}",
+                room_id=room,
+                event_id=e,
+                sender=team.alice.user_id,
+                created_at=t,
+            )
+            for e, t in said.items()
+        ]
+        + [
+            MemoryInput(
+                team.workspace_id,
+                "The alarm code is 1234",
+                kind="fact",
+                created_at=now - timedelta(days=400),
+            )
+        ]
+    )
+    await bot.ctx.memory.indexer.flush(60)
+    assert "`retention` = `30`" in await command(team.alice, team.dm, "!ws settings retention 30")
+    workspace = await bot.ctx.workspaces.get(team.workspace_id)
+    assert workspace is not None
+
+    # People keep talking while it runs: none of that goes.
+    live = asyncio.gather(*(team.alice.send_text(room, f"live {n}") for n in range(5)))
+    run = await retention.apply(bot.ctx, workspace, now=now, batch=7)
+    live_events = await live
+    await bot.idle(30)
+
+    assert run is not None and (run.messages, run.memories) == (30, 30)
+    kept = await bot.ctx.db.fetch(
+        "SELECT event_id, sent_at FROM messages WHERE room_id = $1", room
+    )
+    kept_ids = {r["event_id"] for r in kept}
+    assert not [r for r in kept if r["sent_at"] < now - timedelta(days=30)]
+    assert {e for e in said if e.startswith("$new")} | set(live_events) <= kept_ids
+    items = await bot.ctx.db.fetch(
+        "SELECT kind, event_id, created_at FROM memory_items WHERE workspace_id = $1",
+        team.workspace_id,
+    )
+    old = [i for i in items if i["kind"] == "message" and i["event_id"].startswith("$old")]
+    assert old == []
+    assert (
+        len([i for i in items if i["kind"] == "message" and i["event_id"].startswith("$new")]) == 5
+    )
+    assert [i["kind"] for i in items].count("fact") == 1  # kept on purpose, kept
+    shown = await command(team.alice, team.dm, "!ws settings")
+    assert "deleted 30 messages and 30 memories" in shown
+    token = bot.config.admin_api.token.get_secret_value()
+    url = (
+        f"http://127.0.0.1:{bot.config.appservice.port}/_doryo/v1/workspaces/"
+        f"{team.workspace_id}/retention"
+    )
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.get(url) as response:
+            body = await response.json()
+    assert body["retention_days"] == 30 and body["last_run"]["messages_deleted"] == 30
+    assert "`retention` = `0`" in await command(
+        team.alice, team.dm, "!ws settings retention forever"
+    )
