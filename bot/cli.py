@@ -1,4 +1,4 @@
-"""The `doryo` command: dev, registration, migrate, run, reindex (SPEC §1).
+"""The `doryo` command: dev, registration, migrate, run, reindex, export, import (SPEC §1).
 
 Exit codes: 0 fine, 1 a failure at run time (database down, port taken, ...), 2 bad configuration
 or usage. Errors are one clear line (or one per bad key) on stderr, never a traceback.
@@ -9,17 +9,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from ruamel.yaml import YAML
 
 from bot import log as logs
 from bot.config import Config, generate_tokens, load_config
 from bot.errors import ConfigError, DoryoError
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,66 @@ def _parser() -> argparse.ArgumentParser:
     )
     rei.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
     rei.add_argument("--batch-size", type=int, default=256, help="texts embedded at a time")
+
+    exp = sub.add_parser("export", help="write a workspace as JSON lines (docs/export.md)")
+    exp.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    exp.add_argument("--workspace", required=True, help="the workspace's ID (ws_…)")
+    exp.add_argument("--out", type=Path, help="the file (.gz: compressed); default stdout")
+    exp.add_argument("--with-vectors", action="store_true", help="include memory vectors")
+
+    imp = sub.add_parser("import", help="read a workspace export into this database")
+    imp.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    imp.add_argument("file", type=Path, help="an export (.gz: compressed)")
     return parser
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
+    return path.open(mode, encoding="utf-8")
+
+
+async def _database(config: Config) -> asyncpg.Connection:
+    import asyncpg
+
+    from bot import db
+    from bot.embedded_pg import start_embedded
+
+    url = config.database.url
+    if url == "embedded":
+        url, _ = await start_embedded(config.data_dir / "postgres")
+    pool = await db.connect(url, min_size=0, max_size=1)  # migrations applied
+    await pool.close()
+    return await asyncpg.connect(url)
+
+
+async def _export(config: Config, workspace: str, out: Path | None, with_vectors: bool) -> None:
+    from bot.data.portable import export_to
+
+    conn = await _database(config)
+    try:
+        if out is None:
+            counts = await export_to(conn, workspace, sys.stdout, with_vectors=with_vectors)
+        else:
+            with _open_text(out, "w") as file:
+                counts = await export_to(conn, workspace, file, with_vectors=with_vectors)
+    finally:
+        await conn.close()
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    print(f"exported {workspace}: {summary}", file=sys.stderr)
+
+
+async def _import(config: Config, path: Path) -> None:
+    from bot.data.portable import import_from
+
+    conn = await _database(config)
+    try:
+        with _open_text(path, "r") as file:
+            counts = await import_from(conn, file)
+    finally:
+        await conn.close()
+    summary = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"imported {path}: {summary}", file=sys.stderr)
 
 
 def _write_registration(config_path: Path, output: Path) -> None:
@@ -168,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_migrate(config))
             elif args.command == "reindex":
                 asyncio.run(_reindex(config, args.batch_size))
+            elif args.command == "export":
+                asyncio.run(_export(config, args.workspace, args.out, args.with_vectors))
+            elif args.command == "import":
+                asyncio.run(_import(config, args.file))
             else:
                 asyncio.run(_run(config))
     except ConfigError as e:

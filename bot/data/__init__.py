@@ -1,0 +1,1 @@
+"""A team's data is the team's: export and import (and, later, forgetting)."""
