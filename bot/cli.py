@@ -1,4 +1,5 @@
-"""The `doryo` command: dev, registration, migrate, run, reindex, export, import (SPEC §1).
+"""The `doryo` command: dev, registration, migrate, run, reindex, export, import, forget
+(SPEC §1).
 
 Exit codes: 0 fine, 1 a failure at run time (database down, port taken, ...), 2 bad configuration
 or usage. Errors are one clear line (or one per bad key) on stderr, never a traceback.
@@ -66,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="read a workspace export into this database")
     imp.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
     imp.add_argument("file", type=Path, help="an export (.gz: compressed)")
+
+    fgt = sub.add_parser("forget", help="forget what a person said (docs/behaviour.md)")
+    fgt.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    fgt.add_argument("user", help="their user ID, @name:server")
+    fgt.add_argument("--workspace", help="only in this workspace (default: every workspace)")
     return parser
 
 
@@ -103,6 +109,26 @@ async def _export(config: Config, workspace: str, out: Path | None, with_vectors
         await conn.close()
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     print(f"exported {workspace}: {summary}", file=sys.stderr)
+
+
+async def _forget(config: Config, user: str, workspace: str | None) -> None:
+    from bot.data.forget import forget_in_workspace, workspaces_of
+
+    if not (user.startswith("@") and ":" in user):
+        raise DoryoError(f"{user} is not a user ID (write it like @alice:example.org)")
+    conn = await _database(config)
+    secret = config.appservice.as_token.get_secret_value()
+    try:
+        for workspace_id in [workspace] if workspace else await workspaces_of(conn, user):
+            done = await forget_in_workspace(conn, workspace_id, user, secret=secret)
+            print(
+                f"{workspace_id}: the text of {done.messages} messages and {done.memories} "
+                f"memories deleted, {done.records} records pseudonymised or deleted "
+                f"({done.pseudonym})",
+                file=sys.stderr,
+            )
+    finally:
+        await conn.close()
 
 
 async def _import(config: Config, path: Path) -> None:
@@ -236,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_export(config, args.workspace, args.out, args.with_vectors))
             elif args.command == "import":
                 asyncio.run(_import(config, args.file))
+            elif args.command == "forget":
+                asyncio.run(_forget(config, args.user, args.workspace))
             else:
                 asyncio.run(_run(config))
     except ConfigError as e:

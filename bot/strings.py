@@ -112,6 +112,21 @@ DELEGATED = "{user} is now a delegate of **{name}**: they may confirm actions."
 UNDELEGATED = "{user} is no longer a delegate of **{name}**."
 SETTINGS_HEADER = "**Settings of {name}**"
 SETTING_LINE = "- `{key}` = `{value}` — {description}"
+FORGOT_PERSON = (
+    "Forgot {user} in **{name}**: the text of {messages} messages and {memories} memories "
+    "deleted; {records} records (the audit log of actions, tasks, usage) now say `{pseudonym}` "
+    "or went with them."
+)
+FORGET_ME_ASK = (
+    "This forgets what you said in {count} workspace(s) — {names}: your messages' text in their "
+    "sessions, every memory you said or made, your reminders; the audit log keeps what you did "
+    "under a pseudonym. It cannot be undone. Send `!forget me confirm` to go on."
+)
+FORGET_ME_NOTHING = "I hold nothing you said in any workspace."
+FORGOT_ME = (
+    "Done: in {count} workspace(s), the text of {messages} messages and {memories} memories "
+    "of yours are deleted. What you say from now on is remembered as before."
+)
 SETTINGS_FOOTER = "Change one with `!ws settings KEY VALUE`."
 RETENTION_LAST_RUN = (
     "_Retention, {date}: deleted {messages} messages and {memories} memories from before "

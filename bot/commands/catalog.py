@@ -105,6 +105,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("ws members", "!ws members [PAGE]", "Members and their roles", "host"),
     CommandSpec(
+        "ws forget",
+        "!ws forget @user",
+        "Forget what a person said in the workspace (docs/behaviour.md)",
+        "host",
+        (_arg("user", "Their user ID", "user_id"),),
+    ),
+    CommandSpec(
         "ws delegate",
         "!ws delegate @user",
         "Let someone confirm actions",
@@ -167,10 +174,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "forget",
-        "!forget ID",
-        "Remove a memory item",
-        "host or author",
-        (_arg("id", "The memory item's ID"),),
+        "!forget ID  ·  !forget me",
+        "Remove a memory item; or everything you said, in every workspace",
+        "host or author; anyone for themselves",
+        (_arg("id", "The memory item's ID, or me"),),
     ),
     CommandSpec(
         "memory",

@@ -63,6 +63,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "ws invites": ws.ws_invites,
     "ws join": ws.ws_join,
     "ws members": ws.ws_members,
+    "ws forget": ws.ws_forget,
     "ws delegate": ws.ws_delegate,
     "ws undelegate": ws.ws_undelegate,
     "ws settings": ws.ws_settings,

@@ -7,6 +7,7 @@ from bot.agent.answer import event_link
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.commands.parser import number
+from bot.data.forget import forget_in_workspace, workspaces_of
 from bot.errors import EmbeddingModelMismatch, PermissionDenied, UserError
 from bot.memory.service import Memory
 from bot.outputs import inline
@@ -44,6 +45,10 @@ async def remember(call: CommandCall) -> None:
 
 
 async def forget(call: CommandCall) -> None:
+    words = [a.lower() for a in call.command.args]
+    if words[:1] == ["me"]:
+        await forget_me(call, confirmed=words[1:] == ["confirm"])
+        return
     raw = call.command.text.strip().lstrip("#")
     if (item_id := number(raw)) is None:
         raise UserError(strings.USAGE.format(usage=BY_NAME["forget"].usage))
@@ -59,6 +64,36 @@ async def forget(call: CommandCall) -> None:
         raise PermissionDenied(strings.FORGET_WHO.format(host=workspace.host))
     await memory.forget(workspace.id, item.id)
     await call.reply.send_notice(strings.FORGOTTEN.format(id=item.id))
+
+
+async def forget_me(call: CommandCall, *, confirmed: bool) -> None:
+    """`!forget me`: says what it would forget; `!forget me confirm` does it, in every workspace
+    that holds anything the person said (member or not any more)."""
+    ctx = call.ctx
+    async with ctx.db.acquire() as conn:
+        workspace_ids = await workspaces_of(conn, call.sender)
+        names = []
+        for workspace_id in workspace_ids:
+            found = await ctx.workspaces.get(workspace_id)
+            names.append(found.name if found else workspace_id)
+        if not workspace_ids:
+            raise UserError(strings.FORGET_ME_NOTHING)
+        if not confirmed:
+            await call.reply.send_notice(
+                strings.FORGET_ME_ASK.format(count=len(names), names=", ".join(names))
+            )
+            return
+        secret = ctx.config.appservice.as_token.get_secret_value()
+        done = [
+            await forget_in_workspace(conn, w, call.sender, secret=secret) for w in workspace_ids
+        ]
+    await call.reply.send_notice(
+        strings.FORGOT_ME.format(
+            count=len(done),
+            messages=sum(d.messages for d in done),
+            memories=sum(d.memories for d in done),
+        )
+    )
 
 
 async def search(call: CommandCall) -> None:

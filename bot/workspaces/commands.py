@@ -10,6 +10,7 @@ from bot import rooms, strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.commands.parser import number
+from bot.data.forget import forget_in_workspace
 from bot.errors import PermissionDenied, UserError
 from bot.outputs import page_number, page_of
 from bot.workspaces import invites, retention, settings
@@ -262,6 +263,29 @@ async def _delegation(call: CommandCall, level: int) -> None:
         raise _explained(e) from None
     text = strings.DELEGATED if level else strings.UNDELEGATED
     await call.reply.send_notice(text.format(user=user, name=workspace.name))
+
+
+async def ws_forget(call: CommandCall) -> None:
+    """The host has a person forgotten in the workspace (bot.data.forget)."""
+    ctx = call.ctx
+    if len(call.command.args) != 1 or not _USER_ID.match(call.command.args[0]):
+        raise _usage("ws forget")
+    user = call.command.args[0]
+    workspace = await require_workspace(ctx, call.room_id, call.sender)
+    await require_host(ctx, workspace, call.sender)
+    secret = ctx.config.appservice.as_token.get_secret_value()
+    async with ctx.db.acquire() as conn:
+        done = await forget_in_workspace(conn, workspace.id, user, secret=secret)
+    await call.reply.send_notice(
+        strings.FORGOT_PERSON.format(
+            user=user,
+            name=workspace.name,
+            messages=done.messages,
+            memories=done.memories,
+            records=done.records,
+            pseudonym=done.pseudonym,
+        )
+    )
 
 
 async def ws_delegate(call: CommandCall) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -15,15 +16,18 @@ from typing import Any
 
 import asyncpg
 
+from bot.app import Doryo
 from bot.config import Config, write_config
+from bot.data.forget import KEPT, USER_COLUMNS
 from bot.data.portable import LEFT_OUT, RECORDS, VECTORS
 from bot.memory import LocalEmbedder
 from tests.conftest import Homeserver, running_bot
 from tests.fakes.llm_script import Answer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
+from tests.integration.test_actions import propose, react, team_with_member, wait_status
 from tests.integration.test_agent import FACT, indexed, team_with_fact
-from tests.integration.workspace_helpers import new_team, start_session
+from tests.integration.workspace_helpers import accept, command, new_team, start_session
 from tests.poll import eventually
 
 
@@ -166,3 +170,110 @@ async def test_every_workspace_table_is_exported_or_left_out_on_purpose(
     tables = {r["table_name"] for r in rows}
     covered = {r.table for r in RECORDS} | {VECTORS.table} | set(LEFT_OUT)
     assert tables - covered == set()
+
+
+USER_COLUMN = re.compile(r"^(user_id|sender|author|host|recipient|assignee|direct_user|.*_by)$")
+
+
+async def user_columns(db: Any) -> set[tuple[str, str]]:
+    rows = await db.fetch(
+        """
+        SELECT c.table_name, c.column_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_schema, table_name)
+        WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
+          AND c.data_type = 'text'
+        """
+    )
+    return {
+        (r["table_name"], r["column_name"]) for r in rows if USER_COLUMN.match(r["column_name"])
+    }
+
+
+async def test_every_column_with_a_user_id_is_forgotten_or_kept_on_purpose(
+    database_url: str,
+) -> None:
+    from bot import db
+
+    pool = await db.connect(database_url, min_size=0, max_size=1)
+    try:
+        found = await user_columns(pool)
+    finally:
+        await pool.close()
+    handled = {(t, c) for t, spec in USER_COLUMNS.items() for c in spec.columns} | set(KEPT)
+    assert found - handled == set(), "say in bot/data/forget.py what forgetting does to these"
+    assert handled - found == set(), "bot/data/forget.py names columns the schema lacks"
+
+
+async def test_forgetting_a_person_leaves_no_trace_in_the_workspace(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    said = await bob.send_text(session, "My badge number is 55-1234, keep it handy.")
+    await command(bob, session, "!remember Bob's parking spot is B12")
+    model_server.script(Answer("Noted."))
+    question = await bob.send_text(session, "@ask what is my badge number?")
+    await final_answer(bob, session, question)
+    card = await propose(bob, session, '@act create_task title="Bob errand"')
+    await react(team.alice, session, card["event_id"], "✅")
+    await wait_status(bob, session, card, "done")
+    await indexed(bot, said)
+
+    answer = await command(team.alice, team.dm, f"!ws forget {bob.user_id}")
+    assert f"Forgot {bob.user_id}" in answer and "forgotten-" in answer
+    alias = re.search(r"`(forgotten-[0-9a-f]{12})`", answer)[1]  # type: ignore[index]
+
+    # Every column that can hold a user ID, in the workspace's rows: bob is in none.
+    for table, column in await user_columns(bot.ctx.db):
+        if (table, column) in KEPT:
+            continue
+        scope = USER_COLUMNS[table].scope
+        left = await bot.ctx.db.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {scope} AND {column} = $2",
+            team.workspace_id,
+            bob.user_id,
+        )
+        assert left == 0, (table, column)
+    texts = await bot.ctx.db.fetch(
+        "SELECT text FROM memory_items WHERE workspace_id = $1", team.workspace_id
+    )
+    assert not [t for t in texts if "55-1234" in t["text"] or "B12" in t["text"]]
+    body = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", said)
+    assert body is None
+    run = await bot.ctx.db.fetchrow(
+        "SELECT requested_by, confirmed_by FROM tool_runs WHERE workspace_id = $1",
+        team.workspace_id,
+    )
+    assert (run["requested_by"], run["confirmed_by"]) == (alias, team.alice.user_id)
+    usage = await bot.ctx.db.fetchval(
+        "SELECT count(*) FROM llm_usage WHERE workspace_id = $1 AND user_id = $2",
+        team.workspace_id,
+        alias,
+    )
+    assert usage >= 1  # costs still add up
+    # The same person is the same pseudonym; only the host may do it.
+    assert alias in await command(team.alice, team.dm, f"!ws forget {bob.user_id}")
+    assert "Only the" in await command(bob, session, f"!ws forget {team.alice.user_id}")
+
+
+async def test_forget_me_asks_first_then_forgets_everywhere(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    await command(bob, session, "!remember Bob likes green tea")
+    other = await new_team(homeserver, bot, "Second")
+    await command(other.alice, other.dm, f"!ws invite {bob.user_id}")
+    await accept(bob, other.space)
+    room = await start_session(other, "Chat")
+    await accept(bob, room)
+    await command(bob, room, "!remember Bob's desk is by the window")
+    asked = await command(bob, session, "!forget me")
+    assert "2 workspace(s)" in asked and "!forget me confirm" in asked
+    items = "SELECT count(*) FROM memory_items WHERE author = $1"
+    assert await bot.ctx.db.fetchval(items, bob.user_id) == 2  # nothing yet
+    done = await command(bob, session, "!forget me confirm")
+    assert "in 2 workspace(s)" in done and "2 memories" in done
+    assert await bot.ctx.db.fetchval(items, bob.user_id) == 0
+    texts = await bot.ctx.db.fetch(
+        "SELECT body FROM messages WHERE body LIKE '%green tea%' OR body LIKE '%window%'"
+    )
+    assert texts == []
