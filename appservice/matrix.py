@@ -49,9 +49,12 @@ def text_content(
     html: str | None = None,
     reply_to: str | None = None,
     thread_root: str | None = None,
+    falling_back: bool | None = None,
     mentions: list[str] | None = None,
 ) -> JSON:
-    """An m.room.message content. A thread_root puts it in that thread (replying to reply_to)."""
+    """An m.room.message content. A thread_root puts it in that thread (replying to reply_to;
+    `falling_back`: the reply is only for clients without threads — by default when there is
+    no reply_to)."""
     content: JSON = {"msgtype": "m.notice" if notice else "m.text", "body": body}
     if html is not None:
         content["format"] = "org.matrix.custom.html"
@@ -60,7 +63,7 @@ def text_content(
         content["m.relates_to"] = {
             "rel_type": "m.thread",
             "event_id": thread_root,
-            "is_falling_back": reply_to is None,
+            "is_falling_back": reply_to is None if falling_back is None else falling_back,
             "m.in_reply_to": {"event_id": reply_to or thread_root},
         }
     elif reply_to is not None:
@@ -68,6 +71,23 @@ def text_content(
     # Always set: an empty m.mentions tells clients this message pings nobody.
     content["m.mentions"] = {"user_ids": mentions} if mentions else {}
     return content
+
+
+def thread_of(content: Any) -> str | None:
+    """The root of the thread an event's content puts it in, if any (untrusted: checked)."""
+    relates = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str) and root.startswith("$"):
+            return root
+    return None
+
+
+def has_relation(content: Any) -> bool:
+    """Whether the event relates to another (a thread, an edit, a reaction …): the homeserver
+    refuses to start a thread on such an event. A plain reply is not a relation."""
+    relates = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    return isinstance(relates, Mapping) and relates.get("rel_type") is not None
 
 
 def markdown_content(markdown: str, **kwargs: Any) -> JSON:
@@ -206,6 +226,16 @@ class MatrixAPI:
         if event_filter:
             query["filter"] = json.dumps(event_filter)
         return await self.request(Method.GET, Path.v3.rooms[room_id].messages, query=query)
+
+    async def thread(self, room_id: str, root: str, limit: int = 50) -> list[JSON]:
+        """The thread's latest events (not the root), newest first."""
+        result = await self.request(
+            Method.GET,
+            Path.v1.rooms[room_id].relations[root]["m.thread"],
+            query={"limit": str(limit), "dir": "b"},
+        )
+        chunk = result.get("chunk", [])
+        return [e for e in chunk if isinstance(e, dict)] if isinstance(chunk, list) else []
 
     async def joined_members(self, room_id: str) -> dict[str, JSON]:
         result = await self.request(Method.GET, Path.v3.rooms[room_id].joined_members)

@@ -67,7 +67,12 @@ class EventHandler:
         room_id = item.room_id
         decision = route(event, self.rules, now_ms=time.time_ns() // 1_000_000)
         reply = Replier(
-            self.ctx.matrix, self.ctx.sent, room_id, item.event_id, retried=attempt > 1
+            self.ctx.matrix,
+            self.ctx.sent,
+            room_id,
+            item.event_id,
+            retried=attempt > 1,
+            content=event.get("content") if isinstance(event.get("content"), dict) else None,
         )
         await self._observe(room_id, event, reply)
         match decision:

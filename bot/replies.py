@@ -6,6 +6,11 @@ the event again (after a crash, or after the homeserver went away mid-send) find
 does not send again. One gap is left by any homeserver: a send it accepted but whose answer never
 arrived. For that, a retry first looks for the transaction ID, which every message carries in its
 content, among the bot's latest messages in the room.
+
+Threads: a reply to an event that is in a thread goes in that thread. And nothing the bot sends
+may start a thread on an event that has a relation of its own (the homeserver refuses it: "Cannot
+start threads from an event with a relation"): a message meant to start a thread under such an
+event goes in the event's thread if it is in one, or becomes a plain reply.
 """
 
 from __future__ import annotations
@@ -17,12 +22,24 @@ from typing import Any
 
 import asyncpg
 
-from appservice.matrix import JSON, MatrixAPI, markdown_content
+from appservice.errors import MatrixRequestError
+from appservice.matrix import JSON, MatrixAPI, has_relation, markdown_content, thread_of
 
 log = logging.getLogger(__name__)
 
 TXN_KEY = "org.doryo.txn_id"
 _LOOKBACK = 100
+
+_ROOTS: dict[tuple[str, str], str | None] = {}
+"""(room, event) → the thread root a message under that event belongs to: the event itself, the
+root of the thread it is in, or None (it cannot have a thread). Relations never change."""
+_ROOTS_KEPT = 10_000
+
+
+def _remember_root(room_id: str, event_id: str, root: str | None) -> None:
+    if len(_ROOTS) >= _ROOTS_KEPT:
+        _ROOTS.pop(next(iter(_ROOTS)))
+    _ROOTS[(room_id, event_id)] = root
 
 
 class SentEventStore:
@@ -61,10 +78,17 @@ class Replier:
         event_id: str,
         *,
         retried: bool = False,
+        content: JSON | None = None,
     ) -> None:
+        """`content`: the answered event's, when at hand (its thread, without asking)."""
         self.matrix = matrix
         self.room_id = room_id
         self.event_id = event_id
+        self.thread_root = thread_of(content)
+        """The thread the answered event is in: the bot's replies go in it too."""
+        if content is not None:
+            root = self.thread_root or (None if has_relation(content) else event_id)
+            _remember_root(room_id, event_id, root)
         self._sent = sent
         self._retried = retried
         self._digest = hashlib.sha256(event_id.encode()).hexdigest()[:24]
@@ -83,11 +107,36 @@ class Replier:
         if (known := await self._sent.get(txn_id)) is not None:
             return known
         content = {**content, TXN_KEY: txn_id}
+        await self._thread_safely(room_id, content)
         event_id = await self._find_sent(room_id, txn_id) if self._retried else None
         if event_id is None:
             event_id = await self.matrix.send_event(room_id, event_type, content, txn_id)
         await self._sent.record(txn_id, room_id, event_id)
         return event_id
+
+    async def _thread_safely(self, room_id: str, content: JSON) -> None:
+        """Point a thread relation at a real thread root (see the module's docstring)."""
+        relates = content.get("m.relates_to")
+        if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread":
+            return
+        wanted = str(relates.get("event_id"))
+        root = await self._root(room_id, wanted)
+        if root is None:
+            content["m.relates_to"] = {"m.in_reply_to": relates.get("m.in_reply_to")}
+        elif root != wanted:
+            content["m.relates_to"] = {**relates, "event_id": root}
+
+    async def _root(self, room_id: str, event_id: str) -> str | None:
+        if (room_id, event_id) in _ROOTS:
+            return _ROOTS[(room_id, event_id)]
+        try:
+            content = (await self.matrix.get_event(room_id, event_id)).get("content")
+        except MatrixRequestError as e:
+            log.info("cannot see %s (%s): replying to it outside a thread", event_id, e)
+            return None
+        root = thread_of(content) or (None if has_relation(content) else event_id)
+        _remember_root(room_id, event_id, root)
+        return root
 
     async def _find_sent(self, room_id: str, txn_id: str) -> str | None:
         """The event the homeserver made of this transaction before its answer was lost."""
@@ -108,11 +157,30 @@ class Replier:
         room_id: str | None = None,
         **kwargs: Any,
     ) -> str:
-        """An m.notice, by default as a reply to the event being answered ("" = that event)."""
+        """An m.notice, by default as a reply to the event being answered ("" = that event; in
+        its thread if it is in one)."""
         target = self.event_id if reply_to == "" else reply_to
-        content = markdown_content(markdown, notice=True, reply_to=target, **kwargs)
+        content = markdown_content(
+            markdown, notice=True, reply_to=target, **self._in_thread(target, room_id, kwargs)
+        )
         return await self.send(content, room_id=room_id)
 
     async def send_text(self, markdown: str, *, reply_to: str | None = "", **kwargs: Any) -> str:
         target = self.event_id if reply_to == "" else reply_to
-        return await self.send(markdown_content(markdown, reply_to=target, **kwargs))
+        content = markdown_content(
+            markdown, reply_to=target, **self._in_thread(target, None, kwargs)
+        )
+        return await self.send(content)
+
+    def _in_thread(
+        self, target: str | None, room_id: str | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A reply to the answered event, in its room, goes in its thread."""
+        if (
+            target == self.event_id
+            and self.thread_root is not None
+            and room_id in (None, self.room_id)
+            and "thread_root" not in kwargs
+        ):
+            return {**kwargs, "thread_root": self.thread_root, "falling_back": False}
+        return kwargs

@@ -15,10 +15,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from appservice.matrix import JSON, MatrixAPI, markdown_content
 from bot import strings
+from bot.agent.prompt import display_name
+from bot.outputs import inline
 from bot.replies import Replier
 from bot.tasks import outcome_seen
 
@@ -26,6 +30,51 @@ log = logging.getLogger(__name__)
 
 ANSWER_KEY = "org.doryo.answer"
 CURSOR = " ▍"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """An item an answer drew on, under the number the model was shown it by."""
+
+    number: int
+    room_id: str
+    event_id: str
+    sender: str | None = None
+    said_at: datetime | None = None
+    text: str | None = None
+
+    def line(self, default_room: str, domain: str) -> str:
+        """`- [2] dana, 2 Dec: “We launch on March 3rd…”`, the number linking to the event."""
+        link = event_link(self.room_id or default_room, self.event_id, domain)
+        parts = []
+        if self.sender:
+            parts.append(inline(display_name(self.sender), 60))
+        if self.said_at:
+            parts.append(
+                f"{self.said_at.day} {self.said_at:%b %Y}".removesuffix(
+                    f" {datetime.now(UTC).year}"
+                )
+            )
+        about = ", ".join(parts)
+        quote = f"“{inline(self.text, 90)}”" if self.text else ""
+        return f"- [[{self.number}]]({link}) {about}{': ' if about and quote else ''}{quote}"
+
+
+def without_sources(body: str) -> str:
+    """An answer's text without the sources line the bot adds under it."""
+    text, _, _ = body.partition(f"\n\n{strings.ANSWER_SOURCES}")
+    return text.strip()
+
+
+def latest_body(event: JSON) -> str | None:
+    """The text of an event after its latest edit, as the homeserver bundles it."""
+    unsigned = event.get("unsigned")
+    relations = unsigned.get("m.relations") if isinstance(unsigned, dict) else None
+    replaced = relations.get("m.replace") if isinstance(relations, dict) else None
+    content = replaced.get("content") if isinstance(replaced, dict) else None
+    new = content.get("m.new_content") if isinstance(content, dict) else None
+    body = new.get("body") if isinstance(new, dict) else None
+    return body if isinstance(body, str) else None
 
 
 def event_link(room_id: str, event_id: str, domain: str) -> str:
@@ -67,8 +116,10 @@ class Answer:
 
     def _content(self, body: str, status: str) -> JSON:
         if self._threaded:
-            # In the question's thread (a reply to it for clients without threads).
-            content = markdown_content(body, thread_root=self._thread_root)
+            # In the thread (a reply to the question for clients without threads).
+            content = markdown_content(
+                body, thread_root=self._thread_root, reply_to=self._question, falling_back=True
+            )
         else:
             content = markdown_content(body, reply_to=self._question)
         content[ANSWER_KEY] = {
@@ -136,30 +187,27 @@ class Answer:
         if time.monotonic() - self._last_edit >= self._interval and self.text.strip():
             await self._show(self.text + CURSOR, "streaming")
 
-    def _with_sources(self, body: str, room_id_of: dict[str, str]) -> str:
-        if not self.sources:
+    def _with_sources(self, body: str, sources: Sequence[Source]) -> str:
+        if not sources:
             return body
-        links = [
-            f"[{n}]({event_link(room_id_of.get(source, self._room_id), source, self._domain)})"
-            for n, source in enumerate(self.sources, start=1)
-        ]
-        return f"{body}\n\n{strings.ANSWER_SOURCES} {' '.join(links)}"
+        lines = [s.line(self._room_id, self._domain) for s in sources]
+        return "\n".join([body, "", strings.ANSWER_SOURCES, *lines])
 
     async def finish(
         self,
         *,
         model: str | None,
-        sources: Sequence[tuple[str, str]] = (),
+        sources: Sequence[Source] = (),
         text: str | None = None,
         notes: Sequence[str] = (),
     ) -> None:
         """The last edit: status done, the full text, notes (fallbacks, budgets), sources."""
         self.model = model
-        self.sources = [event for _, event in sources]
+        self.sources = [s.event_id for s in sources]
         body = (text if text is not None else self.text).strip() or strings.ANSWER_EMPTY
         if notes:
             body += "\n\n" + " ".join(f"_{note}_" for note in notes)
-        await self._show(self._with_sources(body, {e: r for r, e in sources}), "done")
+        await self._show(self._with_sources(body, sources), "done")
         self.finished = True
 
     async def fail(self, reason: str) -> None:

@@ -26,10 +26,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from appservice.errors import HomeserverUnavailable
+from appservice.errors import HomeserverUnavailable, MatrixRequestError
 from bot import strings
 from bot.agent import prompt
-from bot.agent.answer import Answer, event_link
+from bot.agent.answer import (
+    ANSWER_KEY,
+    Answer,
+    Source,
+    event_link,
+    latest_body,
+    without_sources,
+)
 from bot.agent.choice import blueprint_for
 from bot.blueprints import Blueprint
 from bot.commands.call import CommandCall
@@ -124,6 +131,37 @@ async def recent_lines(ctx: Context, room_id: str, question_event: str) -> list[
     return lines
 
 
+THREAD_MESSAGES = 50
+
+
+async def thread_lines(
+    ctx: Context, room_id: str, root: str | None, question_event: str
+) -> list[prompt.Line]:
+    """The thread the question is in, so far (its root first): the conversation it follows up."""
+    if root is None:
+        return []
+    try:
+        events = [await ctx.matrix.get_event(room_id, root)]
+        events += reversed(await ctx.matrix.thread(room_id, root, limit=THREAD_MESSAGES))
+    except MatrixRequestError as e:
+        log.info("cannot read the thread %s: %s", root, e)
+        return []
+    lines = []
+    for event in events:
+        content = event.get("content", {})
+        body = content.get("body") if isinstance(content, dict) else None
+        if event.get("type") != "m.room.message" or not isinstance(body, str):
+            continue
+        if event.get("event_id") == question_event:
+            continue
+        if isinstance(content.get(ANSWER_KEY), dict):
+            body = without_sources(latest_body(event) or body)
+        sent = datetime.fromtimestamp(event.get("origin_server_ts", 0) / 1000, UTC)
+        sender = str(event.get("sender"))
+        lines.append(prompt.Line(sender, body, sent, from_agent=bool(ctx.namespace.match(sender))))
+    return lines
+
+
 def read_only_tools(ctx: Context, allowed: set[str] | None) -> list[Tool]:
     return [t for t in ctx.tools.allowed(allowed) if not t.writes]
 
@@ -215,11 +253,25 @@ async def converse(
     raise AssertionError("unreachable: the last round offers no tools")
 
 
-def cited_sources(text: str, hits: Sequence[MemoryHit]) -> list[tuple[str, str]]:
-    """(room, event) of the memories the answer cites; of all offered if it cites none."""
+UNCITED_SOURCES = 3
+
+
+def source(number: int, hit: MemoryHit) -> Source | None:
+    item = hit.item
+    if not item.event_id:
+        return None
+    return Source(
+        number, item.room_id or "", item.event_id, item.sender, item.created_at, item.text
+    )
+
+
+def cited_sources(text: str, hits: Sequence[MemoryHit]) -> list[Source]:
+    """The memories the answer cites, under the numbers it cites them by ([2] stays [2]); the
+    first three offered if it cites none."""
     numbers = {int(n) for n in _CITATION.findall(text)}
-    chosen = [h for n, h in enumerate(hits, start=1) if n in numbers] or list(hits)
-    return [(h.item.room_id or "", h.item.event_id) for h in chosen if h.item.event_id]
+    numbered = list(enumerate(hits, start=1))
+    chosen = [(n, h) for n, h in numbered if n in numbers] or numbered[:UNCITED_SOURCES]
+    return [s for n, h in chosen if (s := source(n, h)) is not None]
 
 
 def memory_only_text(reason: str, hits: Sequence[MemoryHit], domain: str) -> str:
@@ -265,12 +317,16 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
     session = await ctx.sessions.get(call.room_id)
     question_event = call.reply.event_id
     domain = ctx.config.homeserver.domain
+    # A question inside a thread is answered there; otherwise a session answers in a new thread
+    # under the question (setting `threads`), a DM with a plain reply, seen in the timeline.
+    in_thread = call.reply.thread_root
     answer = Answer(
         ctx.matrix,
         call.reply,
         call.room_id,
         question_event,
-        threaded=workspace.settings.threads,
+        threaded=in_thread is not None or (session is not None and workspace.settings.threads),
+        thread_root=in_thread,
         domain=domain,
         edit_interval=ctx.config.agent.edit_interval,
     )
@@ -280,9 +336,10 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             answer.start()
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
                 return
-        hits, lines, tools = await asyncio.gather(
+        hits, lines, thread, tools = await asyncio.gather(
             memories(ctx, workspace, question, embedding),
             recent_lines(ctx, call.room_id, question_event),
+            thread_lines(ctx, call.room_id, in_thread, question_event),
             answering_tools(ctx, workspace, call.room_id, blueprint),
         )
         place = strings.ASK_PLACE_DIRECT.format(name=workspace.name)
@@ -295,6 +352,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             bot_name=ctx.config.appservice.bot_displayname,
             place=place,
             lines=lines,
+            thread=thread,
             memories=[
                 prompt.Memory(
                     h.item.text,
@@ -327,7 +385,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
                 return
             await answer.finish(
                 model=None,
-                sources=[(h.item.room_id or "", h.item.event_id) for h in hits if h.item.event_id],
+                sources=[s for n, h in enumerate(hits, 1) if (s := source(n, h)) is not None],
                 text=memory_only_text(str(e), hits, domain),
             )
             return

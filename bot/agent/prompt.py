@@ -76,6 +76,13 @@ def _within_budget(lines: Sequence[Line], budget_tokens: int) -> list[Line]:
     return list(reversed(kept))
 
 
+def _transcript(lines: Sequence[Line], name: dict[str, str]) -> str:
+    return "\n".join(
+        f"{'(you) ' if line.from_agent else ''}{name[line.sender]}: {quoted(line.text)}"
+        for line in lines
+    )
+
+
 def build(
     question: str,
     asker: str,
@@ -85,10 +92,17 @@ def build(
     lines: Sequence[Line],
     memories: Sequence[Memory],
     budget_tokens: int,
+    thread: Sequence[Line] = (),
 ) -> list[Message]:
+    """`thread`: the thread the question is asked in, so far (it follows that conversation)."""
     kept = _within_budget(lines, budget_tokens)
+    in_thread = _within_budget(thread, budget_tokens // 2)
     name = names(
-        [asker, *(m.sender for m in memories if m.sender), *(line.sender for line in kept)]
+        [
+            asker,
+            *(m.sender for m in memories if m.sender),
+            *(line.sender for line in [*kept, *in_thread]),
+        ]
     )
     messages = [
         Message.system(
@@ -107,10 +121,15 @@ def build(
             parts.append(f"[{n}] ({memory.kind}, {who}{when}) «{quoted(memory.text)}»")
         messages.append(Message.user("\n".join(parts)))
     if kept:
-        transcript = "\n".join(
-            f"{'(you) ' if line.from_agent else ''}{name[line.sender]}: {quoted(line.text)}"
-            for line in kept
+        messages.append(
+            Message.user(f"Recent conversation here (quoted):\n{_transcript(kept, name)}")
         )
-        messages.append(Message.user(f"Recent conversation here (quoted):\n{transcript}"))
+    if in_thread:
+        messages.append(
+            Message.user(
+                "The thread this question is asked in, so far (quoted):\n"
+                + _transcript(in_thread, name)
+            )
+        )
     messages.append(Message.user(f"{name[asker]} asks: {question}"))
     return messages

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bot import strings
-from bot.agent.answer import ANSWER_KEY
+from bot.agent.answer import ANSWER_KEY, without_sources
 from bot.commands.catalog import NAMES
 from bot.commands.parser import Addressing, Command, UnknownCommand, parse
 from bot.memory import MemoryInput
@@ -173,11 +172,6 @@ async def _remember_answer(
     line: otherwise an answer (and the answer to the answer) outranks the fact it is about."""
     if ctx.config.memory.keep_answers:
         await _remember(ctx, session, event, without_sources(body))
-
-
-def without_sources(body: str) -> str:
-    text, _, _ = body.partition(f"\n\n{strings.ANSWER_SOURCES}")
-    return text.strip()
 
 
 def to_the_bot(content: Mapping[str, Any], ctx: Context) -> bool:

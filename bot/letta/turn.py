@@ -29,7 +29,7 @@ from letta_client.types.agents.message_create_params import ClientTool
 from letta_client.types.agents.message_create_params import Message as MessageParam
 
 from bot import strings
-from bot.agent.answer import Answer
+from bot.agent.answer import Answer, Source
 from bot.agent.prompt import display_name
 from bot.blueprints import Blueprint
 from bot.errors import LettaUnavailable, PermissionDenied, UserError
@@ -69,6 +69,11 @@ class Turn:
     question_event: str
     blueprint: Blueprint
     agent: LettaAgent
+
+
+def numbered(found: Sequence[tuple[str, str]]) -> list[Source]:
+    """What the agent's searches found, numbered in the order found (at most 3 listed)."""
+    return [Source(n, room, event) for n, (room, event) in enumerate(found[:3], start=1)]
 
 
 def speaker_name(user_id: str) -> str:
@@ -148,13 +153,15 @@ class Turns:
         for _ in range(MAX_ROUNDS):
             state = await self._stream(turn, messages, offered, answer)
             if not state.requires_approval:
-                await answer.finish(model=self.model, sources=sources)
+                await answer.finish(model=self.model, sources=numbered(sources))
                 return
             returns, card = await self._handle(turn, state, tools, allowed, reply, sources)
             if card is not None:
                 note = strings.LETTA_AWAITING.format(code=card)
                 await answer.finish(
-                    model=self.model, sources=sources, text=f"{answer.text.strip()}\n\n{note}"
+                    model=self.model,
+                    sources=numbered(sources),
+                    text=f"{answer.text.strip()}\n\n{note}",
                 )
                 return
             messages = [returns_message(returns)]

@@ -81,6 +81,9 @@ async def test_answer_uses_a_fact_from_another_session(
     assert block["model"] == "local/llama3.1"
     assert block["sources"] == [fact_event]
     assert f"/{fact_event}" in content["body"]  # a link people can follow
+    # Under the number the answer cites, with who said it and what.
+    assert "“The launch date for Project Falcon" in content["body"]
+    assert content["body"].count("- [[") == 1
     assert answer["content"]["m.relates_to"]["rel_type"] == "m.thread"
     edits = edits_of(team.alice, later, answer["event_id"])
     streaming = [

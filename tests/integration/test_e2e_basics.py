@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from bot.app import Doryo
 from bot.rooms import MSC4332_COMMANDS
-from tests.client import replies_to
 from tests.conftest import TEST_MODEL_ANSWER, Homeserver
 from tests.integration.agent_helpers import final_answer
 
@@ -62,8 +61,8 @@ async def test_invite_join_publish_and_answer(homeserver: Homeserver, bot: Doryo
     answer, content = await final_answer(alice, room, ask)
     assert content["body"].startswith(TEST_MODEL_ANSWER)
     assert content["org.doryo.answer"]["status"] == "done"
-    assert replies_to(answer) == ask  # in the question's thread, a reply for older clients
-    assert answer["content"]["m.relates_to"]["rel_type"] == "m.thread"
+    # alice and the bot alone: a direct chat, where an answer is a plain reply in the timeline.
+    assert answer["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": ask}}
 
     # A command the catalog knows but nothing implements yet still answers.
     connect = await alice.send_text(room, "!connect github")
