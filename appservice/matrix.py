@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -88,6 +89,16 @@ def has_relation(content: Any) -> bool:
     refuses to start a thread on such an event. A plain reply is not a relation."""
     relates = content.get("m.relates_to") if isinstance(content, Mapping) else None
     return isinstance(relates, Mapping) and relates.get("rel_type") is not None
+
+
+def pill(user_id: str | None) -> str:
+    """A user as Markdown that clients show as a pill (a matrix.to link); with the user in
+    `m.mentions.user_ids` of the content, their client notifies them."""
+    if not user_id:
+        return "someone"
+    if not re.fullmatch(r"@[^\s:/\[\]()<>]+:[A-Za-z0-9.\-:\[\]]+", user_id):
+        return f"`{user_id}`"  # not a plain user ID: shown, not linked
+    return f"[{user_id}](https://matrix.to/#/{user_id})"
 
 
 def markdown_content(markdown: str, **kwargs: Any) -> JSON:

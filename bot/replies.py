@@ -36,6 +36,34 @@ root of the thread it is in, or None (it cannot have a thread). Relations never 
 _ROOTS_KEPT = 10_000
 
 
+async def thread_safely(matrix: MatrixAPI, room_id: str, content: JSON) -> None:
+    """Point a thread relation at a real thread root (see the module's docstring)."""
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread":
+        return
+    wanted = str(relates.get("event_id"))
+    root = await thread_root_for(matrix, room_id, wanted)
+    if root is None:
+        content["m.relates_to"] = {"m.in_reply_to": relates.get("m.in_reply_to")}
+    elif root != wanted:
+        content["m.relates_to"] = {**relates, "event_id": root}
+
+
+async def thread_root_for(matrix: MatrixAPI, room_id: str, event_id: str) -> str | None:
+    """The root of the thread a message under `event_id` belongs to: the event itself, the
+    root of the thread it is in, or None if it cannot have a thread (it has a relation)."""
+    if (room_id, event_id) in _ROOTS:
+        return _ROOTS[(room_id, event_id)]
+    try:
+        content = (await matrix.get_event(room_id, event_id)).get("content")
+    except MatrixRequestError as e:
+        log.info("cannot see %s (%s): replying to it outside a thread", event_id, e)
+        return None
+    root = thread_of(content) or (None if has_relation(content) else event_id)
+    _remember_root(room_id, event_id, root)
+    return root
+
+
 def _remember_root(room_id: str, event_id: str, root: str | None) -> None:
     if len(_ROOTS) >= _ROOTS_KEPT:
         _ROOTS.pop(next(iter(_ROOTS)))
@@ -115,28 +143,18 @@ class Replier:
         return event_id
 
     async def _thread_safely(self, room_id: str, content: JSON) -> None:
-        """Point a thread relation at a real thread root (see the module's docstring)."""
-        relates = content.get("m.relates_to")
-        if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread":
-            return
-        wanted = str(relates.get("event_id"))
-        root = await self._root(room_id, wanted)
-        if root is None:
-            content["m.relates_to"] = {"m.in_reply_to": relates.get("m.in_reply_to")}
-        elif root != wanted:
-            content["m.relates_to"] = {**relates, "event_id": root}
+        await thread_safely(self.matrix, room_id, content)
 
-    async def _root(self, room_id: str, event_id: str) -> str | None:
-        if (room_id, event_id) in _ROOTS:
-            return _ROOTS[(room_id, event_id)]
-        try:
-            content = (await self.matrix.get_event(room_id, event_id)).get("content")
-        except MatrixRequestError as e:
-            log.info("cannot see %s (%s): replying to it outside a thread", event_id, e)
-            return None
-        root = thread_of(content) or (None if has_relation(content) else event_id)
-        _remember_root(room_id, event_id, root)
-        return root
+    async def send_near(self, markdown: str, event_id: str, **kwargs: Any) -> str:
+        """A notice next to `event_id`, seen where it is: in its thread if it is in one,
+        otherwise as a reply in the timeline (never a new thread under it, where it would hide
+        behind a thread summary)."""
+        root = await thread_root_for(self.matrix, self.room_id, event_id)
+        thread = (
+            {"thread_root": root, "falling_back": False} if root not in (None, event_id) else {}
+        )
+        content = markdown_content(markdown, notice=True, reply_to=event_id, **thread, **kwargs)
+        return await self.send(content)
 
     async def _find_sent(self, room_id: str, txn_id: str) -> str | None:
         """The event the homeserver made of this transaction before its answer was lost."""

@@ -22,3 +22,11 @@ CREATE TABLE retention_runs (
     messages     bigint      NOT NULL,
     memories     bigint      NOT NULL
 );
+
+-- Whom the bot told that their reaction on a card changes nothing: once per person per card
+-- (actions.outsider_told said it once per card, to the first person only).
+CREATE TABLE action_notices (
+    action_id bigint NOT NULL REFERENCES actions ON DELETE CASCADE,
+    user_id   text   NOT NULL,
+    PRIMARY KEY (action_id, user_id)
+);

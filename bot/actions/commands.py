@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot import strings
+from bot.actions.card import STATUS_WORDS
 from bot.actions.instructions import propose_from_instruction
 from bot.actions.store import Action, parse_code
 from bot.commands.call import CommandCall
@@ -61,7 +62,7 @@ async def actions_list(call: CommandCall) -> None:
         strings.ACTION_LINE.format(
             code=a.code,
             tool=a.tool,
-            status=a.status,
+            status=STATUS_WORDS.get(a.status, a.status),
             by=a.requested_by,
             date=a.created_at.strftime("%Y-%m-%d %H:%M"),
         )

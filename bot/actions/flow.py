@@ -1,13 +1,15 @@
 """The @act flow (SPEC §3): propose → card → host's ✅ → run exactly once → result.
 
 - A proposal is validated against the tool's schema before anything is posted.
-- The card carries org.doryo.action; the bot reacts ✅ and ❌ on it so people can tap them, and
-  DMs the host a link once if the host is not online.
+- The card carries org.doryo.action, says where it stands on its first line, and mentions the
+  host (a pill, `m.mentions`: their client notifies them); the bot DMs the host a link once if
+  the host is not online. The bot does not react on its own card: in Element its ✅ read as "✅ 1"
+  — approved — before anyone approved, and the host's ✅ (sent with U+FE0F) made a second pill.
 - A ✅ (✔️ ☑️ 👍) from the host or a delegate, read from the space's power levels at that moment,
   starts the run: one UPDATE … WHERE status = 'awaiting_confirm' decides, so of concurrent or
   redelivered ✅ exactly one wins. ❌ from host, delegate or requester cancels. Anyone else's
-  reaction changes nothing; the bot says so once, in the card's thread. A ✅ whose redaction has
-  already reached the bot does not count.
+  reaction changes nothing; the bot says so once per person and card, next to the card. A ✅
+  whose redaction has already reached the bot does not count.
 - Every status change edits the card; the result goes in the card's thread.
 - After a restart, cards awaiting confirmation stay valid; an action caught running is finished if
   its tool is idempotent, else marked `error: interrupted` — never run twice.
@@ -24,13 +26,13 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from appservice.matrix import markdown_content
+from appservice.matrix import markdown_content, pill
 from bot import strings
-from bot.actions.card import CANCEL, CONFIRM, card_content, reaction_meaning
+from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
 from bot.errors import UserError
 from bot.presence import is_here
-from bot.replies import Replier
+from bot.replies import Replier, thread_safely
 from bot.rooms import direct_room
 from bot.sessions.rooms import room_link
 from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
@@ -45,6 +47,14 @@ log = logging.getLogger(__name__)
 
 def event_link(room_id: str, event_id: str, domain: str) -> str:
     return f"https://matrix.to/#/{room_id}/{event_id}?via={domain}"
+
+
+PART = 30_000
+"""A long argument is posted in parts of this many characters (an event holds 64 KiB)."""
+
+
+def _parts(value: str) -> list[str]:
+    return [value[i : i + PART] for i in range(0, len(value), PART)] or [""]
 
 
 Settled = Callable[[Action, str | None], Coroutine[Any, Any, None]]
@@ -118,8 +128,17 @@ class Actions:
             card_content(action, workspace.host, reply_to=reply_to or request_event_id)
         )
         await self.store.set_card(action.id, card_id)
-        for key in (CONFIRM, CANCEL):
-            await self.ctx.matrix.react_no_fail(room_id, card_id, key, txn_id=reply.next_txn_id())
+        for key, value in long_values(action):
+            for n, part in enumerate(_parts(value), start=1):
+                label = f" ({n}/{len(_parts(value))})" if len(value) > PART else ""
+                text = strings.CARD_ARG_FULL.format(
+                    key=code_span(key), code=action.code, part=label
+                )
+                await reply.send(
+                    markdown_content(
+                        f"{text}\n\n{code_block(part)}", notice=True, thread_root=card_id
+                    )
+                )
         if not await is_here(self.ctx, workspace.host) and await self.store.claim_host_notice(
             action.id
         ):
@@ -180,12 +199,14 @@ class Actions:
         self, action: Action, workspace: Workspace, sender: str, reply: Replier
     ) -> None:
         if action.status != "awaiting_confirm" or not await self.store.claim_outsider_notice(
-            action.id
+            action.id, sender
         ):
             return
         assert action.card_event_id is not None
-        text = strings.OUTSIDER_REACTION.format(user=sender, host=workspace.host, code=action.code)
-        await reply.send(markdown_content(text, notice=True, thread_root=action.card_event_id))
+        text = strings.OUTSIDER_REACTION.format(
+            user=pill(sender), host=pill(workspace.host), code=action.code
+        )
+        await reply.send_near(text, action.card_event_id, mentions=[sender])
 
     async def confirm(self, action: Action, by: str) -> bool:
         """Start the run, if this confirmation is the one that counts. True if it did."""
@@ -286,6 +307,7 @@ class Actions:
         if await self.ctx.sent.get(txn_id) is not None:
             return
         content = markdown_content(text, thread_root=action.card_event_id)
+        await thread_safely(self.ctx.matrix, action.room_id, content)
         event_id = await self.ctx.matrix.send_event(
             action.room_id, "m.room.message", content, txn_id
         )

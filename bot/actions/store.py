@@ -197,10 +197,13 @@ class ActionStore:
         )
         return bool(result.endswith(" 1"))
 
-    async def claim_outsider_notice(self, action_id: int) -> bool:
+    async def claim_outsider_notice(self, action_id: int, user_id: str) -> bool:
+        """True the first time for this person and card: they are told once."""
         result = await self._pool.execute(
-            "UPDATE actions SET outsider_told = true WHERE id = $1 AND NOT outsider_told",
+            "INSERT INTO action_notices (action_id, user_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
             action_id,
+            user_id,
         )
         return bool(result.endswith(" 1"))
 

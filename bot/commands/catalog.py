@@ -225,7 +225,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (_arg("id", "The action's ID"),),
     ),
     CommandSpec("tasks", "!tasks [PAGE]", "Tasks created by the agent or by people", "member"),
-    CommandSpec("task", "!task done ID", "Tasks", "member", advertise=False),
+    CommandSpec("task", "!task done ID", "Tasks: mark one done", "member", advertise=False),
     CommandSpec(
         "task done", "!task done ID", "Mark a task done", "member", (_arg("id", "The task's ID"),)
     ),

@@ -33,13 +33,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def help_text() -> str:
+    """Every command people can run, one a line, each with who may run it: a group (`!ws …`)
+    is shown as its subcommands, whose roles differ."""
+    lines = [strings.HELP_HEADER]
+    lines += [_help_line(c) for c in COMMANDS if not subcommands(c.name)]
+    lines += ["", strings.HELP_FOOTER]
+    return "\n".join(lines)
+
+
 async def help_command(call: CommandCall) -> None:
     wanted = " ".join(call.command.args).lower().lstrip("!@/")
     if not wanted:
-        lines = [strings.HELP_HEADER]
-        lines += [_help_line(c) for c in COMMANDS if " " not in c.name]
-        lines += ["", strings.HELP_FOOTER]
-        await call.reply.send_notice("\n".join(lines))
+        await call.reply.send_notice(help_text())
         return
     command = BY_NAME.get(wanted)
     if command is None:
@@ -108,7 +114,7 @@ def is_available(name: str) -> bool:
 
 
 def _help_line(command: CommandSpec) -> str:
-    who = strings.HELP_WHO.format(who=command.who) if command.who != "anyone" else ""
+    who = strings.HELP_WHO.format(who=command.who)
     line = strings.HELP_LINE.format(usage=command.usage, summary=command.summary, who=who)
     return line if is_available(command.name) else line + strings.NOT_AVAILABLE_TAG
 

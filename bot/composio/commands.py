@@ -56,7 +56,7 @@ async def connections(call: CommandCall) -> None:
         )
         for a in accounts
     ]
-    lines.append(strings.CONNECTIONS_FOOTER)
+    lines += ["", strings.CONNECTIONS_FOOTER]  # not part of the list's last item
     await call.reply.send_notice("\n".join(lines))
 
 

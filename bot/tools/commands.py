@@ -27,7 +27,7 @@ async def tools_list(call: CommandCall) -> None:
         lines.append(
             strings.TOOL_LINE.format(name=tool.name, description=tool.description, kind=kind)
         )
-    lines.append(strings.TOOLS_FOOTER)
+    lines += ["", strings.TOOLS_FOOTER]  # not part of the list's last item
     await call.reply.send_notice("\n".join(lines))
 
 

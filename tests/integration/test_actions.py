@@ -50,6 +50,16 @@ async def propose(person: MatrixClient, room: str, text: str) -> JSON:
     return found[0]
 
 
+def latest_card(person: MatrixClient, room: str, card: JSON) -> JSON:
+    """The card's content after its latest edit."""
+    content: JSON = card["content"]
+    for event in person.timeline.get(room, []):
+        relates = event.get("content", {}).get("m.relates_to", {})
+        if relates.get("rel_type") == "m.replace" and relates.get("event_id") == card["event_id"]:
+            content = event["content"]["m.new_content"]
+    return content
+
+
 def status_of(person: MatrixClient, room: str, card: JSON) -> str:
     """The card's status after its latest edit."""
     status = card["content"][ACTION_KEY]["status"]
@@ -96,28 +106,46 @@ async def test_member_proposes_and_only_the_host_runs_it(
     assert block["status"] == "awaiting_confirm" and block["tool"] == "create_task"
     assert block["args"] == {"title": "Ship v1", "assignee": bob.user_id}
     assert block["requested_by"] == bob.user_id and block["id"].startswith("A")
-    assert "Ship v1" in card["content"]["body"] and team.alice.user_id in card["content"]["body"]
-    # The bot offers ✅ and ❌ on its own card.
-    offered = await bob.wait_for(
-        session,
-        lambda e: e["type"] == "m.reaction" and e["sender"] == bot.config.bot_user_id,
-        count=2,
-    )
-    assert {e["content"]["m.relates_to"]["key"] for e in offered} == {"✅", "❌"}
+    body = card["content"]["body"]
+    assert "Ship v1" in body
+    # Where it stands, first; the host who must act mentioned for real (a pill, notified).
+    assert body.startswith(f"⏳ **Waiting for [{team.alice.user_id}](https://matrix.to/#/")
+    assert card["content"]["m.mentions"] == {"user_ids": [team.alice.user_id]}
+    assert f'href="https://matrix.to/#/{team.alice.user_id}"' in card["content"]["formatted_body"]
+    assert "React ✅" in body and "Expires" in body
 
-    # Someone else's ✅ changes nothing; the bot says so once, in the card's thread.
+    # Someone else's ✅ changes nothing; the bot says so once to that person, next to the card
+    # (a reply in the timeline, not hidden in a thread).
     await react(carol, session, card["event_id"], "✅")
     await react(carol, session, card["event_id"], "👍")
-    told = await bob.wait_for(session, lambda e: e in in_thread(bob, session, card["event_id"]))
-    assert "changes nothing" in told[0]["content"]["body"]
+    told = await bob.wait_for(
+        session, lambda e: "changes nothing" in e.get("content", {}).get("body", "")
+    )
+    assert told[0]["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": card["event_id"]}}
+    assert told[0]["content"]["m.mentions"] == {"user_ids": [carol.user_id]}
     await react(team.alice, session, card["event_id"], "🎉")  # not a decision either
     marker = await bob.send_text(session, "!ping")
     await bob.wait_for_reply(session, marker)
     assert status_of(bob, session, card) == "awaiting_confirm"
-    assert len(in_thread(bob, session, card["event_id"])) == 1
+    notices = [
+        e for e in bob.timeline[session] if "changes nothing" in e["content"].get("body", "")
+    ]
+    assert len(notices) == 1
+    # The bot does not react on its own card: "✅ 1" would read as approved.
+    assert not [
+        e
+        for e in bob.timeline[session]
+        if e["type"] == "m.reaction" and e["sender"] == bot.config.bot_user_id
+    ]
 
-    await react(team.alice, session, card["event_id"], "✅")
+    # Element's picker sends ✅ with U+FE0F: the same key.
+    await react(team.alice, session, card["event_id"], "✅\ufe0f")
     await wait_status(bob, session, card, "done")
+    done = latest_card(bob, session, card)
+    assert done["body"].startswith("✅ **Done** — confirmed by")
+    assert "React ✅" not in done["body"] and "Expires" not in done["body"]
+    assert "**Result:**" in done["body"]
+    assert done["m.mentions"] == {"user_ids": [bob.user_id]}  # the requester is told
     result = await bob.wait_for(
         session,
         lambda e: (
@@ -412,3 +440,24 @@ async def test_a_reminder_that_cannot_be_posted_stops_and_says_so(
     )
     assert (row["status"], row["attempts"]) == ("failed", 3)
     assert await bot.ctx.followups.next_due() is None
+
+
+async def test_the_card_shows_exactly_what_runs(homeserver: Homeserver, bot: Doryo) -> None:
+    """Values were cut at 300 characters and rendered as Markdown: a value could fake lines,
+    links or mentions on the card the host approves."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    title = "Ship **now** [approved](https://evil.example) @room <b>x</b> `code`"
+    notes = "line one\n- fake: line\n```\nfenced\n```\n" + "x" * 3800
+    card = await propose(bob, session, f"@act create_task title='{title}' notes='{notes}'")
+    content = card["content"]
+    html = content["formatted_body"]
+    assert 'href="https://evil' not in html and "<strong>now" not in html and "<b>" not in html
+    assert "@room" in content["body"] and content["m.mentions"] == {
+        "user_ids": [team.alice.user_id]
+    }  # no room ping
+    assert notes[-100:] in content["body"]  # in full, not cut
+    assert content[ACTION_KEY]["args"] == {"title": title, "notes": notes}
+    await react(team.alice, session, card["event_id"], "✅")
+    await wait_status(bob, session, card, "done")
+    (task,) = await bot.ctx.tasklist.of_workspace(team.workspace_id)
+    assert (task.title, task.notes) == (title, notes)  # byte for byte what the card showed

@@ -43,7 +43,10 @@ async def test_invite_join_publish_and_answer(homeserver: Homeserver, bot: Doryo
 
     help_event = await alice.send_text(room, "!help")
     help_reply = await alice.wait_for_reply(room, help_event)
-    assert "!ws create|invite" in help_reply["content"]["body"]
+    assert (
+        "`!ws create NAME` — A new workspace (a space) that you host _(anyone)_"
+        in help_reply["content"]["body"]
+    )
     assert "<code>!ping</code>" in help_reply["content"]["formatted_body"]
 
     help_ws = await alice.send_text(room, "!help ws")

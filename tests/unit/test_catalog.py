@@ -77,3 +77,21 @@ def test_msc4332_content_shape() -> None:
         assert command["description"]["m.text"][0]["body"]
         # Every {name} in the syntax has an argument description, in order.
         assert command["syntax"].count("{") == len(command["arguments"])
+
+
+def test_help_lists_every_command_with_who_may_run_it() -> None:
+    """`!help` said `!ws …` was for members while most of it is host-only."""
+    from bot.commands.catalog import subcommands
+    from bot.commands.dispatch import help_text
+
+    text = help_text()
+    lines = text.splitlines()
+    for command in COMMANDS:
+        if subcommands(command.name):
+            assert f"— {command.summary}" not in text, f"{command.name}: a group, shown by parts"
+            continue
+        line = next((x for x in lines if x.startswith(f"- `{command.usage}`")), None)
+        assert line is not None, f"!help lacks {command.usage}"
+        assert line.endswith(f"_({command.who})_") or "not available" in line, line
+        assert command.summary in line
+    assert "_(host)_" in next(x for x in lines if "`!ws settings" in x)
