@@ -371,6 +371,10 @@ SHEET_EXISTS = "A spreadsheet [{name}]({url}) exists already; nothing was change
 # The agent (bot/agent): @ask, !agent, !usage.
 ANSWER_THINKING = "…"
 ANSWER_EMPTY = "(The model gave an empty answer.)"
+ANSWER_CUT = "The answer was cut here: it is longer than a Matrix message can hold."
+ANSWER_NOT_SHOWN = (
+    "⚠️ The homeserver refused to show this answer ({error}); ask again, perhaps more narrowly."
+)
 ANSWER_SOURCES = "Sources:"
 ANSWER_FAILED = "Something went wrong on my side while answering (it is logged); ask again."
 ANSWER_NO_MODEL = "{reason} Here is what I remember that looks relevant:"

@@ -12,14 +12,17 @@ would make the last edit wait for the homeserver to take it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from appservice.matrix import JSON, MatrixAPI, markdown_content
+from appservice.errors import MatrixRequestError
+from appservice.matrix import JSON, MatrixAPI, edit_content, markdown_content
 from bot import strings
 from bot.agent.prompt import display_name
 from bot.outputs import inline
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 ANSWER_KEY = "org.doryo.answer"
 CURSOR = " ▍"
+EDIT_BYTES = 60_000
+"""What an edit of the answer may weigh: the homeserver refuses an event over 65,536 bytes, and
+an edit carries the text four times (body and HTML, each in the edit and its m.new_content)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,10 @@ class Source:
         about = ", ".join(parts)
         quote = f"“{inline(self.text, 90)}”" if self.text else ""
         return f"- [[{self.number}]]({link}) {about}{': ' if about and quote else ''}{quote}"
+
+
+def _edit_size(content: JSON) -> int:
+    return len(json.dumps(edit_content("$" + "x" * 43, content)).encode())
 
 
 def without_sources(body: str) -> str:
@@ -113,8 +123,28 @@ class Answer:
         self.finished = False
         self._posting: asyncio.Future[None] | None = None
         self._placeholder: asyncio.TimerHandle | None = None
+        self._run = uuid.uuid4().hex[:8]
+        """Edits' transaction IDs are this run's own: after a crash, a rerun's edits would
+        otherwise reuse the crashed run's IDs, which the homeserver discards as duplicates (and
+        with them, perhaps, the final `done`)."""
 
     def _content(self, body: str, status: str) -> JSON:
+        content = self._content_of(body, status)
+        if _edit_size(content) <= EDIT_BYTES:
+            return content
+        # Too long for one Matrix message: cut, and say so (the sources stay).
+        text, sources = body, ""
+        if f"\n\n{strings.ANSWER_SOURCES}" in body:
+            text, _, rest = body.partition(f"\n\n{strings.ANSWER_SOURCES}")
+            sources = f"\n\n{strings.ANSWER_SOURCES}{rest}"
+        while len(text) > 100:
+            text = text[: len(text) * 4 // 5]
+            content = self._content_of(f"{text}…\n\n_{strings.ANSWER_CUT}_{sources}", status)
+            if _edit_size(content) <= EDIT_BYTES:
+                return content
+        return self._content_of(f"_{strings.ANSWER_CUT}_", status)
+
+    def _content_of(self, body: str, status: str) -> JSON:
         if self._threaded:
             # In the thread (a reply to the question for clients without threads).
             content = markdown_content(
@@ -176,7 +206,7 @@ class Answer:
             await self._posting
             assert self.event_id is not None
             self._edits += 1
-            txn_id = f"{self._reply.next_txn_id()}.e{self._edits}"
+            txn_id = f"{self._reply.next_txn_id()}.e{self._edits}.{self._run}"
             content: dict[str, Any] = self._content(body, status)
             await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
         self._last_edit = time.monotonic()
@@ -207,7 +237,13 @@ class Answer:
         body = (text if text is not None else self.text).strip() or strings.ANSWER_EMPTY
         if notes:
             body += "\n\n" + " ".join(f"_{note}_" for note in notes)
-        await self._show(self._with_sources(body, sources), "done")
+        try:
+            await self._show(self._with_sources(body, sources), "done")
+        except MatrixRequestError as e:
+            # The homeserver refused the last edit (not "unreachable": then the whole answer is
+            # tried again): a short one, so that the answer does not stay `streaming`.
+            log.warning("the final edit of the answer to %s was refused: %s", self._question, e)
+            await self._show(strings.ANSWER_NOT_SHOWN.format(error=e.errcode), "error")
         self.finished = True
 
     async def fail(self, reason: str) -> None:

@@ -18,7 +18,7 @@ from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer, Call, Error
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.agent_helpers import ANSWER_KEY, edits_of, final_answer
+from tests.integration.agent_helpers import ANSWER_KEY, edits_of, final_answer, latest
 from tests.integration.test_actions import propose, react, wait_status
 from tests.integration.workspace_helpers import (
     Team,
@@ -482,3 +482,53 @@ async def test_a_crash_between_a_redaction_and_its_deletion_keeps_nothing(
     assert await forget_redacted(bot.ctx) == 1
     after = await bot.ctx.memory.search(team.workspace_id, "Falcon launch date", k=5)
     assert fact_event not in [h.item.event_id for h in after]
+
+
+async def test_a_rerun_after_a_crash_still_ends_the_answer(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """Edits had transaction IDs by position: a rerun's edits reused the crashed run's, which
+    the homeserver discards as duplicates — and with them the final `done`."""
+    team, room, question, crashed = await question_and_answer(
+        homeserver, bot, "Rerun", edit_interval=0
+    )
+    crashed.start()
+    for n in range(6):  # the crashed run got far: six edits, never finished
+        await crashed.append(f"part {n} ")
+    assert crashed.event_id is not None
+    crashed.close()
+    # The event is handled again after the restart: the same question, a new run.
+    reply = Replier(bot.ctx.matrix, bot.ctx.sent, room, question, retried=True)
+    rerun = AnswerMessage(
+        bot.ctx.matrix,
+        reply,
+        room,
+        question,
+        threaded=True,
+        domain="localhost",
+        edit_interval=0,
+    )
+    rerun.start()
+    await rerun.append("Shorter ")
+    await rerun.finish(model=None, text="Shorter, and done.")
+    assert rerun.event_id == crashed.event_id  # the same message, found again
+
+    async def ended() -> bool:
+        await team.alice.sync_once(timeout_ms=300)
+        event = next(e for e in team.alice.timeline[room] if e["event_id"] == crashed.event_id)
+        content = latest(team.alice, room, event)
+        return bool(content[ANSWER_KEY]["status"] == "done")
+
+    await eventually(ended, timeout=20)
+
+
+async def test_an_answer_too_long_for_one_message_is_cut_and_done(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    team = await new_team(homeserver, bot, "Long")
+    room = await start_session(team, "Essays")
+    model_server.script(Answer("word " * 40_000))  # 200 KB
+    question = await team.alice.send_text(room, "@ask write me everything")
+    _, content = await final_answer(team.alice, room, question, timeout=60)
+    assert content[ANSWER_KEY]["status"] == "done"
+    assert "The answer was cut here" in content["body"]
