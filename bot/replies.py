@@ -130,17 +130,26 @@ class Replier:
         self, content: JSON, event_type: str = "m.room.message", *, room_id: str | None = None
     ) -> str:
         """Send once; `room_id` sends to another room than the one being answered."""
+        event_id, _ = await self.send_tracked(content, event_type, room_id=room_id)
+        return event_id
+
+    async def send_tracked(
+        self, content: JSON, event_type: str = "m.room.message", *, room_id: str | None = None
+    ) -> tuple[str, bool]:
+        """Send once: (the event, whether it was sent now rather than found sent before, by an
+        earlier handling of the same event — with the content that handling had)."""
         room_id = room_id or self.room_id
         txn_id = self.next_txn_id()
         if (known := await self._sent.get(txn_id)) is not None:
-            return known
+            return known, False
         content = {**content, TXN_KEY: txn_id}
         await self._thread_safely(room_id, content)
         event_id = await self._find_sent(room_id, txn_id) if self._retried else None
+        new = event_id is None
         if event_id is None:
             event_id = await self.matrix.send_event(room_id, event_type, content, txn_id)
         await self._sent.record(txn_id, room_id, event_id)
-        return event_id
+        return event_id, new
 
     async def _thread_safely(self, room_id: str, content: JSON) -> None:
         await thread_safely(self.matrix, room_id, content)

@@ -182,7 +182,13 @@ class Answer:
             self._posting.add_done_callback(outcome_seen)  # raised where the answer goes on
 
     async def _post(self, body: str, status: str) -> None:
-        self.event_id = await self._reply.send(self._content(body, status))
+        content = self._content(body, status)
+        self.event_id, new = await self._reply.send_tracked(content)
+        if not new:
+            # Posted by an earlier run of this answer (before a crash), with what it had then.
+            self._edits += 1
+            txn_id = f"{self._reply.next_txn_id()}.e{self._edits}.{self._run}"
+            await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
 
     async def posted(self) -> bool:
         """Wait for the message to be posted; False if it is not (yet) or that failed."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from appservice.errors import HomeserverUnavailable, MatrixRequestError
 from bot import strings
-from bot.agent import prompt
+from bot.agent import finished, prompt
 from bot.agent.answer import (
     ANSWER_KEY,
     Answer,
@@ -331,6 +331,12 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         edit_interval=ctx.config.agent.edit_interval,
     )
     try:
+        if (done := await finished.load(ctx.db, question_event)) is not None:
+            # Handled again after the model had answered: post that, do not ask again.
+            await answer.finish(
+                model=done.model, sources=done.sources, text=done.text, notes=done.notes
+            )
+            return
         blueprint = await blueprint_for(ctx, workspace, session)
         if blueprint.backend == "letta" and ctx.letta is not None:
             answer.start()
@@ -389,11 +395,12 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
                 text=memory_only_text(str(e), hits, domain),
             )
             return
+        done = finished.Finished(
+            result.text, result.model, tuple(result.notes), tuple(cited_sources(result.text, hits))
+        )
+        await finished.save(ctx.db, question_event, call.room_id, done)
         await answer.finish(
-            model=result.model,
-            sources=cited_sources(result.text, hits),
-            text=result.text,
-            notes=result.notes,
+            model=done.model, sources=done.sources, text=done.text, notes=done.notes
         )
     except (RateLimited, BudgetExceeded, UserError) as e:
         await answer.fail(str(e))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from appservice.errors import HomeserverUnavailable
 from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
 from bot.history.cleanup import forget_conversation_with_bot, forget_redacted
@@ -532,3 +533,29 @@ async def test_an_answer_too_long_for_one_message_is_cut_and_done(
     _, content = await final_answer(team.alice, room, question, timeout=60)
     assert content[ANSWER_KEY]["status"] == "done"
     assert "The answer was cut here" in content["body"]
+
+
+async def test_an_ask_handled_again_does_not_ask_the_model_again(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The homeserver went away at the answer's last edit: the event is handled again, and the
+    model was asked (and paid) a second time, perhaps answering differently."""
+    team = await new_team(homeserver, bot, "Once")
+    room = await start_session(team, "Pay once")
+    real_edit = bot.ctx.matrix.edit
+    failed: list[str] = []
+
+    async def edit(room_id: str, event_id: str, content: Any, **kwargs: Any) -> str:
+        if content.get(ANSWER_KEY, {}).get("status") == "done" and not failed:
+            failed.append(event_id)
+            raise HomeserverUnavailable("the homeserver went away")
+        return await real_edit(room_id, event_id, content, **kwargs)
+
+    monkeypatch.setattr(bot.ctx.matrix, "edit", edit)
+    model_server.script(Answer("Forty-two, " * 20, chunk_delay=0.05))
+    question = await team.alice.send_text(room, "@ask the answer?")
+    event, content = await final_answer(team.alice, room, question, timeout=60)
+    assert failed == [event["event_id"]]  # the first run's last edit failed, then it was redone
+    assert content[ANSWER_KEY]["status"] == "done" and content["body"].startswith("Forty-two")
+    chats = [r for r in model_server.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 1
