@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from bot import admin, catchup, db, health, rooms
 from bot.actions.flow import Actions
 from bot.actions.store import ActionStore
 from bot.activity import Activity
+from bot.agent import finished as finished_answers
 from bot.agent.early import EarlyQuestions
 from bot.blueprints import BlueprintStore, templates_dir
 from bot.composio.client import ComposioClient
@@ -344,6 +345,9 @@ class Doryo:
                 expired = await self.ctx.actions.expire_due()
                 if expired:
                     log.info("%d actions expired without confirmation", expired)
+                # Ends not on their cards yet (the homeserver was away when they came).
+                await self.ctx.actions.report_pending(datetime.now(UTC) - timedelta(minutes=1))
+                await finished_answers.prune(self.ctx.db)
                 pruned = await self.inbox.prune(INBOX_RETENTION)
                 await self.ctx.sent.prune(INBOX_RETENTION)
                 if pruned:

@@ -30,3 +30,25 @@ CREATE TABLE action_notices (
     user_id   text   NOT NULL,
     PRIMARY KEY (action_id, user_id)
 );
+
+-- An @ask's answer once the model has written it (bot/agent/finished.py): an event handled again
+-- (the homeserver went away before the answer's last edit, a crash) posts it without asking the
+-- model again. Kept a week, like the inbox.
+CREATE TABLE finished_answers (
+    question_event text        PRIMARY KEY,
+    room_id        text        NOT NULL,
+    text           text        NOT NULL,
+    model          text,
+    notes          jsonb       NOT NULL DEFAULT '[]',
+    sources        jsonb       NOT NULL DEFAULT '[]',
+    finished_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX finished_answers_age ON finished_answers (finished_at);
+
+-- An action's end is reported (card edited, result posted in its thread) after its status is
+-- written: a crash in between left the card `running` forever. reported_at says it was done;
+-- a start (and maintenance) reports what is not. summary: the result as people read it.
+ALTER TABLE actions ADD COLUMN summary text;
+ALTER TABLE actions ADD COLUMN reported_at timestamptz;
+UPDATE actions SET reported_at = coalesce(finished_at, now())
+WHERE status IN ('done', 'error', 'cancelled', 'expired');

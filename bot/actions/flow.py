@@ -221,7 +221,7 @@ class Actions:
         cancelled = await self.store.cancel(action.id, by)
         if cancelled is None:
             return False
-        await self._edit_card(cancelled)
+        await self._report(cancelled)
         self._settled(cancelled)
         return True
 
@@ -264,7 +264,11 @@ class Actions:
         duration_ms = int((time.perf_counter() - started) * 1000)
         data = result.data if result else None
         finished = await self.store.finish(
-            action.id, "done" if result else "error", result=data, error=error
+            action.id,
+            "done" if result else "error",
+            result=data,
+            error=error,
+            summary=result.summary if result else None,
         )
         await self.store.record_run(
             finished or action,
@@ -278,16 +282,34 @@ class Actions:
         await asyncio.wait([running_edit])
         if finished is None:
             return
-        summary = result.summary if result else None
         try:
-            await self._edit_card(finished, summary=summary)
-            await self._post_in_thread(finished, summary or strings.CARD_ERROR.format(error=error))
+            await self._report(finished)
         finally:
-            self._settled(finished, summary)
+            self._settled(finished, finished.summary)
 
-    async def _edit_card(self, action: Action, *, summary: str | None = None) -> None:
-        if action.card_event_id is None:
+    async def _report(self, action: Action) -> None:
+        """The action's end on its card, and its result in the card's thread; then marked
+        reported. Failing (the homeserver away), it stays unreported: start and maintenance
+        report it later (report_pending). Both steps are idempotent."""
+        if not await self._edit_card(action, summary=action.summary):
             return
+        if action.status in ("done", "error") and action.card_event_id is not None:
+            text = action.summary or strings.CARD_ERROR.format(error=action.error or "")
+            await self._post_in_thread(action, text)
+        await self.store.mark_reported(action.id)
+
+    async def report_pending(self, finished_before: datetime) -> int:
+        """Report the ends that a crash or an absent homeserver kept off their cards."""
+        pending = await self.store.unreported(finished_before)
+        for action in pending:
+            log.info("reporting the end of %s (%s) on its card", action.code, action.status)
+            await self._report(action)
+        return len(pending)
+
+    async def _edit_card(self, action: Action, *, summary: str | None = None) -> bool:
+        """Edit the card to the action's status; False if the homeserver did not take it."""
+        if action.card_event_id is None:
+            return True
         workspace = await self.ctx.workspaces.get(action.workspace_id)
         host = workspace.host if workspace else ""
         txn_id = f"doryo.c.{action.idempotency_key}.{action.status}"
@@ -300,6 +322,8 @@ class Actions:
             )
         except Exception as e:  # the status is in the database; the card is a view of it
             log.warning("could not update the card of %s: %s", action.code, e)
+            return False
+        return True
 
     async def _post_in_thread(self, action: Action, text: str) -> None:
         assert action.card_event_id is not None
@@ -318,7 +342,7 @@ class Actions:
     async def expire_due(self) -> int:
         expired = await self.store.expire_due()
         for action in expired:
-            await self._edit_card(action)
+            await self._report(action)
             self._settled(action)
         return len(expired)
 
@@ -352,5 +376,6 @@ class Actions:
                 started_at=action.started_at or datetime.now(UTC),
             )
             if finished is not None:
-                await self._edit_card(finished)
+                await self._report(finished)
                 self._settled(finished)
+        await self.report_pending(finished_before=started_before)

@@ -34,6 +34,8 @@ class Action:
     expires_at: datetime
     created_at: datetime
     started_at: datetime | None
+    summary: str | None = None
+    """The result as people read it (done), once the run ended."""
 
     @property
     def code(self) -> str:
@@ -44,7 +46,7 @@ class Action:
 _COLUMNS = (
     "id, workspace_id, room_id, request_event_id, card_event_id, tool, tool_version, args, "
     "requested_by, source, status, idempotency_key, confirmed_by, cancelled_by, result, error, "
-    "expires_at, created_at, started_at"
+    "expires_at, created_at, started_at, summary"
 )
 
 
@@ -156,12 +158,19 @@ class ActionStore:
         return _action(row) if row else None
 
     async def finish(
-        self, action_id: int, status: str, *, result: dict[str, Any] | None, error: str | None
+        self,
+        action_id: int,
+        status: str,
+        *,
+        result: dict[str, Any] | None,
+        error: str | None,
+        summary: str | None = None,
     ) -> Action | None:
         """running → done | error."""
         row = await self._pool.fetchrow(
             f"""
-            UPDATE actions SET status = $2, result = $3, error = $4, finished_at = now()
+            UPDATE actions SET status = $2, result = $3, error = $4, summary = $5,
+                               finished_at = now()
             WHERE id = $1 AND status = 'running'
             RETURNING {_COLUMNS}
             """,
@@ -169,8 +178,25 @@ class ActionStore:
             status,
             result,
             error,
+            summary,
         )
         return _action(row) if row else None
+
+    async def mark_reported(self, action_id: int) -> None:
+        await self._pool.execute("UPDATE actions SET reported_at = now() WHERE id = $1", action_id)
+
+    async def unreported(self, finished_before: datetime) -> list[Action]:
+        """Actions that ended before then whose end is not on their card yet (a crash, or the
+        homeserver away, between writing the status and editing the card)."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {_COLUMNS} FROM actions
+            WHERE status IN ('done', 'error', 'cancelled', 'expired') AND reported_at IS NULL
+              AND finished_at < $1
+            """,
+            finished_before,
+        )
+        return [_action(row) for row in rows]
 
     async def expire_due(self) -> list[Action]:
         rows = await self._pool.fetch(

@@ -461,3 +461,33 @@ async def test_the_card_shows_exactly_what_runs(homeserver: Homeserver, bot: Dor
     await wait_status(bob, session, card, "done")
     (task,) = await bot.ctx.tasklist.of_workspace(team.workspace_id)
     assert (task.title, task.notes) == (title, notes)  # byte for byte what the card showed
+
+
+async def test_an_action_killed_between_its_end_and_its_card_is_reported_at_start(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """The status was written before the card was edited and the result posted: killed in
+    between, the card stayed `running` forever, with no result in its thread."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    card = await propose(bob, session, '@act create_task title="Crash course"')
+    action_id = parse_code(card["content"][ACTION_KEY]["id"])
+    assert action_id is not None
+    store = bot.ctx.actions.store
+    # Where the kill left it: confirmed, the card saying running, the status written done.
+    started = await store.start(action_id, team.alice.user_id)
+    assert started is not None
+    await bot.ctx.actions._edit_card(started)
+    await wait_status(bob, session, card, "running")
+    await store.finish(action_id, "done", result={"task": 7}, error=None, summary="Task #7 made")
+
+    await bot.ctx.actions.recover(started_before=datetime.now(UTC) + timedelta(seconds=5))
+    await wait_status(bob, session, card, "done")
+    posted = await bob.wait_for(
+        session,
+        lambda e: (
+            "Task #7 made" in e.get("content", {}).get("body", "")
+            and e in in_thread(bob, session, card["event_id"])
+        ),
+    )
+    assert posted
+    assert await bot.ctx.actions.report_pending(datetime.now(UTC)) == 0  # once
