@@ -101,6 +101,16 @@ def pill(user_id: str | None) -> str:
     return f"[{user_id}](https://matrix.to/#/{user_id})"
 
 
+_PILL = re.compile(r"\]\(https://matrix\.to/#/(@[^)\s/?]+)\)")
+
+
+def pilled(markdown: str) -> list[str]:
+    """The users `markdown` names as pills (pill()): to list in m.mentions, so that their
+    clients notify them. Only for text the bot wrote: in a model's answer a link is not an
+    intent to ping."""
+    return list(dict.fromkeys(_PILL.findall(markdown)))
+
+
 def markdown_content(markdown: str, **kwargs: Any) -> JSON:
     return text_content(markdown, html=render_markdown(markdown), **kwargs)
 

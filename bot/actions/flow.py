@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from appservice.matrix import markdown_content, pill
+from appservice.matrix import markdown_content, pill, pilled
 from bot import strings
 from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
@@ -153,7 +153,7 @@ class Actions:
         text = strings.HOST_DM.format(
             code=action.code,
             tool=action.tool,
-            by=action.requested_by,
+            by=pill(action.requested_by),
             room=room_link(room_id, domain),
             card=event_link(room_id, card, domain),
         )
@@ -330,7 +330,9 @@ class Actions:
         txn_id = f"doryo.t.{action.idempotency_key}"
         if await self.ctx.sent.get(txn_id) is not None:
             return
-        content = markdown_content(text, thread_root=action.card_event_id)
+        content = markdown_content(
+            text, thread_root=action.card_event_id, mentions=pilled(text) or None
+        )
         await thread_safely(self.ctx.matrix, action.room_id, content)
         event_id = await self.ctx.matrix.send_event(
             action.room_id, "m.room.message", content, txn_id

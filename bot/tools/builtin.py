@@ -12,9 +12,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from appservice.matrix import markdown_content
+from appservice.matrix import markdown_content, pill
 from bot import strings
 from bot.errors import UserError
+from bot.outputs import inline
 from bot.rooms import direct_room
 from bot.sessions.rooms import room_link, start_session
 from bot.tools.registry import Tool, ToolCall, ToolResult
@@ -64,7 +65,11 @@ async def create_task(call: ToolCall, args: CreateTaskArgs) -> ToolResult:
         idempotency_key=call.idempotency_key,
     )
     return ToolResult(
-        summary=strings.TASK_CREATED.format(id=task.id, title=task.title),
+        summary=strings.TASK_CREATED.format(
+            id=task.id,
+            title=inline(task.title, 200),
+            assignee=strings.TASK_FOR.format(user=pill(task.assignee)) if task.assignee else "",
+        ),
         data={"task_id": task.id, "title": task.title},
         external_ids=[f"task:{task.id}"],
     )

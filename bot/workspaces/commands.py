@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from appservice.errors import MatrixRequestError
+from appservice.matrix import pill
 from bot import rooms, strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
@@ -261,8 +262,10 @@ async def _delegation(call: CommandCall, level: int) -> None:
             raise UserError(strings.NO_POWER_HELD.format(user=user, name=workspace.name))
     except MatrixRequestError as e:
         raise _explained(e) from None
-    text = strings.DELEGATED if level else strings.UNDELEGATED
-    await call.reply.send_notice(text.format(user=user, name=workspace.name))
+    text = (strings.DELEGATED if level else strings.UNDELEGATED).format(
+        user=pill(user), name=workspace.name
+    )
+    await call.reply.send_notice(text, mentions=[user])  # they are told
 
 
 async def ws_forget(call: CommandCall) -> None:

@@ -154,6 +154,7 @@ async def test_member_proposes_and_only_the_host_runs_it(
         ),
     )
     assert "Ship v1" in result[0]["content"]["body"]
+    assert result[0]["content"]["m.mentions"] == {"user_ids": [bob.user_id]}  # the assignee
     tasks = await bot.ctx.tasklist.of_workspace(team.workspace_id)
     assert [(t.title, t.assignee, t.created_by) for t in tasks] == [
         ("Ship v1", bob.user_id, bob.user_id)
