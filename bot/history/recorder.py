@@ -87,7 +87,8 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
         is_command=is_command,
     )
     if kind == "user" and not to_the_bot(content, ctx):
-        await _remember(ctx, session, event, body)
+        if not await _answers_the_bot(ctx, session, content):
+            await _remember(ctx, session, event, body)
     elif kind == "agent":
         answer = content.get(ANSWER_KEY)
         if isinstance(answer, Mapping) and answer.get("status") == "done":
@@ -172,6 +173,18 @@ async def _remember_answer(
     line: otherwise an answer (and the answer to the answer) outranks the fact it is about."""
     if ctx.config.memory.keep_answers:
         await _remember(ctx, session, event, without_sources(body))
+
+
+async def _answers_the_bot(ctx: Context, session: Session, content: Mapping[str, Any]) -> bool:
+    """A reply to the bot's message (a follow-up in its thread: Element makes the thread's
+    latest message the reply's target) is part of the conversation with the bot."""
+    relates = content.get("m.relates_to")
+    in_reply_to = relates.get("m.in_reply_to") if isinstance(relates, Mapping) else None
+    target = in_reply_to.get("event_id") if isinstance(in_reply_to, Mapping) else None
+    if not isinstance(target, str):
+        return False
+    sender = await ctx.history.sender_of(session.room_id, target)
+    return sender is not None and bool(ctx.namespace.match(sender))
 
 
 def to_the_bot(content: Mapping[str, Any], ctx: Context) -> bool:

@@ -76,6 +76,21 @@ async def test_follow_ups_in_an_answers_thread_are_answered_there(
     pong = await team.alice.wait_for_reply(room, ping)
     assert thread_root(pong) == question and "Pong" in pong["content"]["body"]
     no_internal_error(team.alice, room)
+    # A follow-up is part of the conversation with the bot, not a memory; what people tell each
+    # other is.
+    said = await team.alice.send_text(room, "The venue is booked for the launch party.")
+    await team.alice.wait_for(room, lambda e: e["event_id"] == said)
+    await bot.idle(20)
+    assert bot.ctx.memory is not None
+    await bot.ctx.memory.indexer.flush(30)
+    texts = [
+        r["text"]
+        for r in await bot.ctx.db.fetch(
+            "SELECT text FROM memory_items WHERE workspace_id = $1", team.workspace_id
+        )
+    ]
+    assert "and from which pad?" not in texts and "nice" not in texts
+    assert "The venue is booked for the launch party." in texts
 
 
 async def test_a_message_in_a_thread_the_bot_never_answered_gets_nothing(
