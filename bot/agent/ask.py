@@ -265,12 +265,24 @@ def source(number: int, hit: MemoryHit) -> Source | None:
     )
 
 
+_WORD = re.compile(r"\w{4,}")
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
 def cited_sources(text: str, hits: Sequence[MemoryHit]) -> list[Source]:
-    """The memories the answer cites, under the numbers it cites them by ([2] stays [2]); the
-    first three offered if it cites none."""
+    """The memories the answer cites, under the numbers it cites them by ([2] stays [2]). If it
+    cites none, at most three of those it visibly rests on (two words of four letters or more
+    in common): a source list under an answer that used no memory would mislead."""
     numbers = {int(n) for n in _CITATION.findall(text)}
     numbered = list(enumerate(hits, start=1))
-    chosen = [(n, h) for n, h in numbered if n in numbers] or numbered[:UNCITED_SOURCES]
+    chosen = [(n, h) for n, h in numbered if n in numbers]
+    if not numbers:
+        said = _words(text)
+        chosen = [(n, h) for n, h in numbered if len(said & _words(h.item.text)) >= 2]
+        chosen = chosen[:UNCITED_SOURCES]
     return [s for n, h in chosen if (s := source(n, h)) is not None]
 
 

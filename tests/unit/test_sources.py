@@ -41,8 +41,9 @@ def test_the_cited_number_is_the_listed_number() -> None:
     assert [(s.number, s.event_id) for s in sources] == [(2, "$e2"), (5, "$e5")]
 
 
-def test_with_no_citation_at_most_three_are_listed() -> None:
-    assert [s.number for s in cited_sources("No idea.", HITS)] == [1, 2, 3]
+def test_with_no_citation_at_most_three_it_rests_on_are_listed() -> None:
+    assert [s.number for s in cited_sources("About that fact number thing.", HITS)] == [1, 2, 3]
+    assert cited_sources("Right here, in the timeline.", HITS) == []
 
 
 def test_a_number_beyond_the_memories_is_not_a_source() -> None:
