@@ -214,6 +214,12 @@ SESSION_IS_ENDED = (
 SUMMARY = "**Summary of {topic}**: {count} message(s) from {people}, from {first} to {last}."
 SUMMARY_EMPTY = "**Summary of {topic}**: nobody wrote anything."
 NO_SESSIONS = "**{name}** has no sessions yet. Start one with `!session start TOPIC`."
+SESSION_REMOVED = (
+    "This room was taken out of **{name}**'s space (by {by}): it is no longer one of its "
+    "sessions. I no longer answer here from its memory, nor remember what is said here; what "
+    "was said before stays in its memory until forgotten."
+)
+SESSION_REMOVED_SUMMARY = "(taken out of the workspace's space)"
 SESSIONS_HEADER = "**Sessions of {name}**"
 SESSION_LINE = "- [{topic}]({link}) — {status}, started {date}"
 ACTIVE = "active"

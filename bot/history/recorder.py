@@ -73,8 +73,8 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
         await _edit(ctx, session, event, content, target)
         return
     kind = message_kind(event, ctx)
-    if kind is None:
-        return
+    if kind is None or not session.active:
+        return  # an ended session keeps what it had (edits and redactions still apply)
     body = str(content["body"])
     is_command = kind == "user" and _is_command(content, ctx)
     await ctx.history.add(

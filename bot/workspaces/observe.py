@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from bot import strings
 from bot.replies import Replier
 from bot.sessions import adoption
 from bot.sessions.rooms import space_child_content
@@ -19,6 +20,20 @@ if TYPE_CHECKING:
     from bot.context import Context
 
 log = logging.getLogger(__name__)
+
+
+async def _removed(
+    ctx: Context, workspace: Workspace, room_id: str, by: str, reply: Replier
+) -> None:
+    """A session taken out of the workspace's space leaves the workspace: it ends (nothing said
+    there from now on is remembered or answered from the workspace's memory), and its room is
+    told. Its past stays in memory until forgotten; its history's redactions still apply."""
+    session = await ctx.sessions.get(room_id)
+    if session is None or session.workspace_id != workspace.id:
+        return
+    if await ctx.sessions.end(room_id, by, strings.SESSION_REMOVED_SUMMARY):
+        text = strings.SESSION_REMOVED.format(name=workspace.name, by=by)
+        await reply.send_notice(text, room_id=room_id, reply_to=None)
 
 
 async def on_space_event(
@@ -46,3 +61,4 @@ async def on_space_event(
         else:
             await ctx.sessions.drop_pending(room_id, workspace.id)
             log.info("room %s was removed from workspace %s", room_id, workspace.id)
+            await _removed(ctx, workspace, room_id, str(event.get("sender", "")), reply)

@@ -540,3 +540,26 @@ async def handled(bot: Doryo, *event_ids: str) -> None:
     await bot.idle(30)
     assert bot.ctx.memory is not None
     await bot.ctx.memory.indexer.flush(60)
+
+
+async def test_a_room_taken_out_of_the_space_is_no_longer_a_session(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    """It stayed a session: what was said there kept going into the workspace's memory, and
+    the workspace's memory kept answering there."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    await team.alice.set_state(team.space, "m.space.child", {}, session)
+    told = await bob.wait_for(
+        session, lambda e: "taken out of" in e.get("content", {}).get("body", "")
+    )
+    assert "no longer one of its sessions" in told[0]["content"]["body"]
+    await bob.send_text(session, SECRET)
+    answer = await command(bob, session, "@ask what is the vault code?")
+    assert "no longer answer here" in answer
+    await bot.idle(20)
+    assert bot.ctx.memory is not None
+    await bot.ctx.memory.indexer.flush(30)
+    assert SECRET not in await memory_texts(bot, team.workspace_id)
+    assert chat_requests(model_server) == []
+    listing = await command(team.alice, team.dm, "!sessions")
+    assert "ended" in listing
