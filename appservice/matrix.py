@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 from markdown_it import MarkdownIt
-from mautrix.api import HTTPAPI, Method, Path
+from mautrix.api import HTTPAPI, MediaPath, Method, Path
 from mautrix.errors import MatrixConnectionError
 from mautrix.errors import MatrixRequestError as MautrixRequestError
 from mautrix.types import UserID
@@ -187,11 +187,15 @@ class MatrixAPI:
         *,
         query: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        body = dict(content) if content is not None else None
+        body: Any = raw if raw is not None else dict(content) if content is not None else None
         try:
             async with asyncio.timeout(timeout or self.timeout):
-                return await self._http.request(method, path, body, query_params=query)
+                return await self._http.request(
+                    method, path, body, headers=headers, query_params=query
+                )
         except TimeoutError:
             raise HomeserverUnavailable(f"{method} {path}: timed out") from None
         except (MatrixConnectionError, aiohttp.ClientError) as e:
@@ -272,6 +276,24 @@ class MatrixAPI:
         path = Path.v3.rooms[room_id].send[event_type][txn_id or new_txn_id()]
         result = await self.request(Method.PUT, path, content)
         return str(result["event_id"])
+
+    async def upload_limit(self) -> int | None:
+        """The homeserver's largest upload, in bytes (None: it does not say)."""
+        result = await self.request(Method.GET, "/_matrix/client/v1/media/config")
+        limit = result.get("m.upload.size")
+        return limit if isinstance(limit, int) else None
+
+    async def upload(self, data: bytes, filename: str, content_type: str) -> str:
+        """Put a file in the homeserver's media repository; its mxc:// URI."""
+        result = await self._call(
+            Method.POST,
+            MediaPath.v3.upload,
+            raw=data,
+            headers={"Content-Type": content_type},
+            query={"filename": filename},
+            timeout=max(self.timeout, 120),
+        )
+        return str(result["content_uri"])
 
     async def send_text(
         self, room_id: str, body: str, *, txn_id: str | None = None, **kwargs: Any

@@ -113,6 +113,16 @@ DELEGATED = "{user} is now a delegate of **{name}**: they may confirm actions."
 UNDELEGATED = "{user} is no longer a delegate of **{name}**."
 SETTINGS_HEADER = "**Settings of {name}**"
 SETTING_LINE = "- `{key}` = `{value}` — {description}"
+EXPORTING = "Exporting **{name}**…"
+EXPORTED = (
+    "Exported **{name}**: {records} records, {size} compressed — the file is in our direct "
+    "chat. Its format: docs/export.md; `doryo import` reads it into another install."
+)
+EXPORT_TOO_BIG = (
+    "The export is {size}, more than this homeserver accepts as an upload ({limit}). Whoever "
+    "runs Doryo can write it on the server: `doryo export -c config.yaml --workspace "
+    "{workspace} --out export.jsonl.gz`."
+)
 FORGOT_PERSON = (
     "Forgot {user} in **{name}**: the text of {messages} messages and {memories} memories "
     "deleted; {records} records (the audit log of actions, tasks, usage) now say `{pseudonym}` "

@@ -71,7 +71,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("ping", "!ping", "Check that the bot is there, and how fast", "anyone"),
     CommandSpec(
         "ws",
-        "!ws create|invite|invites|join|members|delegate|undelegate|settings|use …",
+        "!ws create|invite|invites|join|members|delegate|undelegate|settings|use|export|forget …",
         "Workspaces",
         "member",
         advertise=False,
@@ -104,6 +104,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (_arg("code", "The invite code"),),
     ),
     CommandSpec("ws members", "!ws members [PAGE]", "Members and their roles", "host"),
+    CommandSpec(
+        "ws export",
+        "!ws export",
+        "The workspace's data as a file, sent to you in our direct chat (docs/export.md)",
+        "host",
+    ),
     CommandSpec(
         "ws forget",
         "!ws forget @user",

@@ -15,10 +15,12 @@ workspace yet: all of it, or none. IDs and Matrix IDs stay as they were.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
@@ -132,6 +134,14 @@ async def export_to(
         counts[kind] = counts.get(kind, 0) + 1
     counts.pop(HEADER, None)
     return counts
+
+
+async def export_file(
+    conn: asyncpg.Connection, workspace_id: str, path: Path
+) -> dict[str, int]:
+    """The export, gzip-compressed, written to `path` as it is read (for `!ws export`)."""
+    with gzip.open(path, "wt", encoding="utf-8") as file:
+        return await export_to(conn, workspace_id, file)
 
 
 async def import_from(conn: asyncpg.Connection, lines: Iterable[str]) -> dict[str, int]:

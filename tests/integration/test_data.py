@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+import pytest
 
 from bot.app import Doryo
 from bot.config import Config, write_config
@@ -277,3 +279,44 @@ async def test_forget_me_asks_first_then_forgets_everywhere(
         "SELECT body FROM messages WHERE body LIKE '%green tea%' OR body LIKE '%window%'"
     )
     assert texts == []
+
+
+async def test_ws_export_sends_the_host_a_file_they_can_read(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    await bob.send_text(session, "The launch is on March 14.")
+    assert "Only the" in await command(bob, session, "!ws export")
+    answer = await command(team.alice, session, "!ws export")
+    assert "Exporting" in answer
+    sent = await team.alice.wait_for(
+        team.dm, lambda e: e.get("content", {}).get("msgtype") == "m.file", timeout=30
+    )
+    content = sent[0]["content"]
+    assert content["info"]["mimetype"] == "application/gzip"
+    server, media = content["url"].removeprefix("mxc://").split("/")
+    url = f"{homeserver.url}/_matrix/client/v1/media/download/{server}/{media}"
+    headers = {"Authorization": f"Bearer {team.alice.access_token}"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        assert response.status == 200
+        data = await response.read()
+    lines = [json.loads(line) for line in gzip.decompress(data).decode().splitlines()]
+    assert lines[0]["type"] == "doryo_export" and lines[0]["workspace_id"] == team.workspace_id
+    assert any(r["type"] == "message" and r["body"] == "The launch is on March 14." for r in lines)
+
+    # Over the homeserver's upload limit: what to run instead.
+    async def small() -> int:
+        return 100
+
+    monkeypatch.setattr(bot.ctx.matrix, "upload_limit", small)
+    event = await team.alice.send_text(session, "!ws export")
+
+    async def said() -> bool:
+        await team.alice.sync_once(timeout_ms=300)
+        return any(
+            "doryo export -c config.yaml" in str(e["content"].get("m.new_content", {}).get("body"))
+            for e in team.alice.timeline[session]
+        )
+
+    await eventually(said, timeout=30)
+    assert event
