@@ -50,6 +50,9 @@ USER_COLUMNS: dict[str, Table] = {
     "workspace_members": Table(_OWN, {"user_id": "delete"}),
     "direct_workspace": Table(_OWN, {"user_id": "delete"}),
     "room_members": Table(_SESSION_ROOMS, {"user_id": "delete"}),
+    "action_notices": Table(
+        "action_id IN (SELECT id FROM actions WHERE workspace_id = $1)", {"user_id": "delete"}
+    ),
     "followups": Table(_OWN, {"created_by": "delete", "recipient": "delete"}),
     "memory_items": Table(_OWN, {"sender": "delete", "author": "delete"}),
     # The text goes (below); the row stays with a pseudonym.

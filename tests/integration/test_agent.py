@@ -528,7 +528,10 @@ async def test_an_answer_too_long_for_one_message_is_cut_and_done(
 ) -> None:
     team = await new_team(homeserver, bot, "Long")
     room = await start_session(team, "Essays")
-    model_server.script(Answer("word " * 40_000))  # 200 KB
+    text = "word " * 40_000  # 200 KB, streamed in 20 pieces
+    model_server.script(
+        Answer(text, chunks=[text[i : i + 10_000] for i in range(0, len(text), 10_000)])
+    )
     question = await team.alice.send_text(room, "@ask write me everything")
     _, content = await final_answer(team.alice, room, question, timeout=60)
     assert content[ANSWER_KEY]["status"] == "done"

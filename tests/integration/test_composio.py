@@ -262,7 +262,7 @@ async def test_a_composio_failure_shows_on_the_card(
     await react(team.alice, session, card["event_id"], "✅")
     await wait_status(bob, session, card, "error")
     body = latest_content(bob, session, card)["body"]
-    assert f"⚠️ Failed: `{TEMPLATE_TOOL}` did not succeed" in body
+    assert f"⚠️ **Failed**: `{TEMPLATE_TOOL}` did not succeed" in body
     assert "could not clone the template" in body
     [told] = await bob.wait_for(
         session,
