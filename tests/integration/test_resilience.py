@@ -158,7 +158,8 @@ async def start_bot_process(config_path: Path, log_path: Path) -> asyncio.subpro
         )
 
 
-async def wait_ready(port: int, timeout: float = 30) -> None:
+async def wait_ready(port: int, timeout: float = 90) -> None:
+    """Until the bot answers /ready (a start takes seconds alone, far longer on a loaded CI)."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
         while True:
             try:
