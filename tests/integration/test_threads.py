@@ -14,6 +14,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
 from tests.integration.test_agent import prompt_text
 from tests.integration.workspace_helpers import new_team, start_session
+from tests.poll import eventually
 
 INTERNAL_ERROR = "Something went wrong"
 
@@ -78,19 +79,22 @@ async def test_follow_ups_in_an_answers_thread_are_answered_there(
     no_internal_error(team.alice, room)
     # A follow-up is part of the conversation with the bot, not a memory; what people tell each
     # other is.
-    said = await team.alice.send_text(room, "The venue is booked for the launch party.")
-    await team.alice.wait_for(room, lambda e: e["event_id"] == said)
-    await bot.idle(20)
+    await team.alice.send_text(room, "The venue is booked for the launch party.")
     assert bot.ctx.memory is not None
-    await bot.ctx.memory.indexer.flush(30)
-    texts = [
-        r["text"]
-        for r in await bot.ctx.db.fetch(
+    memory = bot.ctx.memory
+
+    async def remembered() -> list[str] | None:
+        # Delivered to the bot and indexed (a client seeing it is not the bot having it).
+        await memory.indexer.flush(30)
+        rows = await bot.ctx.db.fetch(
             "SELECT text FROM memory_items WHERE workspace_id = $1", team.workspace_id
         )
-    ]
+        texts = [r["text"] for r in rows]
+        return texts if "The venue is booked for the launch party." in texts else None
+
+    texts = await eventually(remembered, timeout=60)
+    assert texts is not None
     assert "and from which pad?" not in texts and "nice" not in texts
-    assert "The venue is booked for the launch party." in texts
 
 
 async def test_a_message_in_a_thread_the_bot_never_answered_gets_nothing(
