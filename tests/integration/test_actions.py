@@ -20,6 +20,7 @@ from bot.memory import LocalEmbedder
 from bot.tools.registry import Tool, ToolCall, ToolResult
 from tests.client import JSON, MatrixClient, replies_to
 from tests.conftest import Homeserver
+from tests.integration.agent_helpers import latest
 from tests.integration.workspace_helpers import (
     Team,
     accept,
@@ -48,16 +49,6 @@ async def propose(person: MatrixClient, room: str, text: str) -> JSON:
         room, lambda e: replies_to(e) == event_id and ACTION_KEY in e.get("content", {})
     )
     return found[0]
-
-
-def latest_card(person: MatrixClient, room: str, card: JSON) -> JSON:
-    """The card's content after its latest edit."""
-    content: JSON = card["content"]
-    for event in person.timeline.get(room, []):
-        relates = event.get("content", {}).get("m.relates_to", {})
-        if relates.get("rel_type") == "m.replace" and relates.get("event_id") == card["event_id"]:
-            content = event["content"]["m.new_content"]
-    return content
 
 
 def status_of(person: MatrixClient, room: str, card: JSON) -> str:
@@ -141,7 +132,7 @@ async def test_member_proposes_and_only_the_host_runs_it(
     # Element's picker sends ✅ with U+FE0F: the same key.
     await react(team.alice, session, card["event_id"], "✅\ufe0f")
     await wait_status(bob, session, card, "done")
-    done = latest_card(bob, session, card)
+    done = latest(bob, session, card)
     assert done["body"].startswith("✅ **Done** — confirmed by")
     assert "React ✅" not in done["body"] and "Expires" not in done["body"]
     assert "**Result:**" in done["body"]

@@ -29,6 +29,7 @@ from tests.conftest import TEST_MODEL_ANSWER, Homeserver, running_bot
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import final_answer
 from tests.integration.test_actions import propose, react, status_of, team_with_member
+from tests.integration.test_agent import indexed
 from tests.integration.workspace_helpers import (
     accept,
     command,
@@ -515,7 +516,7 @@ async def test_a_redaction_without_the_right_to_it_deletes_nothing(
         async with http.put(url + uuid.uuid4().hex, json={"events": forged}) as response:
             assert response.status == 200
     marker = await team.alice.send_text(session, "after the forged redactions")
-    await handled(bot, marker, *[e["event_id"] for e in forged])
+    await indexed(bot, marker, *[e["event_id"] for e in forged])
     assert SECRET in await memory_texts(bot, team.workspace_id)
     body = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", fact)
     assert body == SECRET
@@ -523,43 +524,5 @@ async def test_a_redaction_without_the_right_to_it_deletes_nothing(
     # Her own redaction, in the room, is honoured.
     await team.alice.request("PUT", f"/v3/rooms/{quote(session)}/redact/{quote(fact)}/r1", {})
     marker = await team.alice.send_text(session, "after her redaction")
-    await handled(bot, marker)
+    await indexed(bot, marker)
     assert SECRET not in await memory_texts(bot, team.workspace_id)
-
-
-async def handled(bot: Doryo, *event_ids: str) -> None:
-    async def done() -> bool:
-        count = await bot.ctx.db.fetchval(
-            "SELECT count(*) FROM inbox_events WHERE event_id = any($1::text[]) "
-            "AND state = 'done'",
-            list(event_ids),
-        )
-        return bool(count == len(event_ids))
-
-    await eventually(done, timeout=30)
-    await bot.idle(30)
-    assert bot.ctx.memory is not None
-    await bot.ctx.memory.indexer.flush(60)
-
-
-async def test_a_room_taken_out_of_the_space_is_no_longer_a_session(
-    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
-) -> None:
-    """It stayed a session: what was said there kept going into the workspace's memory, and
-    the workspace's memory kept answering there."""
-    team, session, bob = await team_with_member(homeserver, bot)
-    await team.alice.set_state(team.space, "m.space.child", {}, session)
-    told = await bob.wait_for(
-        session, lambda e: "taken out of" in e.get("content", {}).get("body", "")
-    )
-    assert "no longer one of its sessions" in told[0]["content"]["body"]
-    await bob.send_text(session, SECRET)
-    answer = await command(bob, session, "@ask what is the vault code?")
-    assert "no longer answer here" in answer
-    await bot.idle(20)
-    assert bot.ctx.memory is not None
-    await bot.ctx.memory.indexer.flush(30)
-    assert SECRET not in await memory_texts(bot, team.workspace_id)
-    assert chat_requests(model_server) == []
-    listing = await command(team.alice, team.dm, "!sessions")
-    assert "ended" in listing
