@@ -35,6 +35,7 @@ from bot.composio.client import ComposioClient
 from bot.composio.recipes import recipe_tools
 from bot.config import Config
 from bot.context import Context
+from bot.data import deletion
 from bot.dispatcher import Dispatcher
 from bot.embedded_pg import heal_embedded, start_embedded, stop_embedded
 from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
@@ -318,6 +319,7 @@ class Doryo:
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
         await self.ctx.actions.recover(started_before=self.began)
+        await deletion.recover(self.ctx, decided_before=self.began)
         # Rooms joined before the bot kept their members are no DMs until it has read them.
         self._tasks.spawn(rooms.read_unknown_members(self.ctx), "read rooms' members")
         if self.ctx.letta is not None:
@@ -345,6 +347,7 @@ class Doryo:
                 expired = await self.ctx.actions.expire_due()
                 if expired:
                     log.info("%d actions expired without confirmation", expired)
+                await deletion.expire_due(self.ctx)
                 # Ends not on their cards yet (the homeserver was away when they came).
                 await self.ctx.actions.report_pending(datetime.now(UTC) - timedelta(minutes=1))
                 await finished_answers.prune(self.ctx.db)

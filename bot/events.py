@@ -22,6 +22,7 @@ from bot.commands.catalog import NAMES
 from bot.commands.dispatch import dispatch
 from bot.commands.parser import Act, Addressing, Ask, Request, parse
 from bot.context import Context
+from bot.data import deletion
 from bot.dispatcher import RETRYABLE
 from bot.errors import UserError
 from bot.history import recorder as history
@@ -93,9 +94,9 @@ class EventHandler:
                     await rooms.publish_commands(self.ctx, room_id)
             case Reaction(target, key):
                 sender = str(event.get("sender", ""))
-                await self.ctx.actions.on_reaction(
-                    room_id, sender, target, key, item.event_id, reply
-                )
+                on_card = (room_id, sender, target, key, item.event_id, reply)
+                if not await deletion.on_reaction(self.ctx, *on_card):
+                    await self.ctx.actions.on_reaction(*on_card)
             case StaleMessage(age_ms):
                 if await self._request(room_id, event) is not None:
                     age = strings.duration(age_ms)

@@ -134,6 +134,38 @@ FORGET_ME_ASK = (
     "under a pseudonym. It cannot be undone. Send `!forget me confirm` to go on."
 )
 FORGET_ME_NOTHING = "I hold nothing you said in any workspace."
+DELETE_TITLE = "**Delete the workspace {name}?**"
+DELETE_WHAT = (
+    "This deletes, for good, what Doryo holds of it: {messages} messages, {memories} memories, "
+    "{actions} actions with their audit log, {tasks} tasks, {followups} reminders, {usage} "
+    "usage records, its {sessions} sessions, members, settings and invite codes{agents}. The "
+    "Matrix rooms stay with their people, with everything said in them; Doryo leaves them. Take "
+    "a copy first with `!ws export`."
+)
+DELETE_AGENTS = ", and its {count} Letta agent(s)"
+DELETE_HOW = (
+    "React ✅ to delete it or ❌ to keep it (or send `!ws delete confirm` / `!ws delete "
+    "cancel`). Expires {expires}."
+)
+DELETE_AWAITING = "⏳ **Waiting for {host} (host) to confirm**"
+DELETE_RUNNING = "⚙️ **Deleting** — confirmed by {by}"
+DELETE_DONE = "🗑️ **Deleted** — confirmed by {by}"
+DELETE_CANCELLED = "❌ **Kept** — cancelled by {by}"
+DELETE_EXPIRED = "⌛ **Expired** without confirmation: the workspace is kept"
+DELETE_RESULT = (
+    "Deleted {messages} messages, {memories} memories and {records} other records. Doryo left "
+    "{rooms} room(s){agents}."
+)
+DELETE_RESULT_AGENTS = "; {ended} of {count} Letta agent(s) ended"
+DELETE_STARTED = "Deleting **{name}**: its card says when it is done."
+DELETE_KEPT = "Kept **{name}**: nothing was deleted."
+DELETE_OPEN = "A request to delete **{name}** is already waiting for the host: {card}"
+DELETE_NOTHING_OPEN = "Nothing is waiting to be confirmed: `!ws delete` asks first."
+DELETE_ONLY_HOST = "Only the host ({host}) can confirm or cancel deleting the workspace."
+DELETE_FAREWELL = (
+    "The workspace **{name}** was deleted by its host: Doryo forgets it and leaves this room. "
+    "The room and everything said in it stay."
+)
 FORGOT_ME = (
     "Done: in {count} workspace(s), the text of {messages} messages and {memories} memories "
     "of yours are deleted. What you say from now on is remembered as before."

@@ -71,7 +71,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("ping", "!ping", "Check that the bot is there, and how fast", "anyone"),
     CommandSpec(
         "ws",
-        "!ws create|invite|invites|join|members|delegate|undelegate|settings|use|export|forget …",
+        "!ws create|invite|invites|join|members|delegate|undelegate|settings|use|export|forget"
+        "|delete …",
         "Workspaces",
         "member",
         advertise=False,
@@ -116,6 +117,20 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Forget what a person said in the workspace (docs/behaviour.md)",
         "host",
         (_arg("user", "Their user ID", "user_id"),),
+    ),
+    CommandSpec(
+        "ws delete",
+        "!ws delete [confirm|cancel]",
+        "Delete the workspace's data, once you confirm with ✅ on its card; the rooms stay",
+        "host",
+        (
+            _arg(
+                "decision",
+                "confirm or cancel a waiting request",
+                "enum",
+                enum=("confirm", "cancel"),
+            ),
+        ),
     ),
     CommandSpec(
         "ws delegate",

@@ -20,6 +20,7 @@ from bot.commands.catalog import BY_NAME, COMMANDS, CommandSpec, subcommands
 from bot.commands.parser import Act, Ask, Command, Request, UnknownCommand
 from bot.composio import commands as composio
 from bot.data import commands as data
+from bot.data import deletion
 from bot.memory import commands as memory
 from bot.replies import Replier
 from bot.sessions import adoption
@@ -72,6 +73,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "ws members": ws.ws_members,
     "ws forget": ws.ws_forget,
     "ws export": data.ws_export,
+    "ws delete": deletion.ws_delete,
     "ws delegate": ws.ws_delegate,
     "ws undelegate": ws.ws_undelegate,
     "ws settings": ws.ws_settings,

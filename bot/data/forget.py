@@ -75,6 +75,7 @@ USER_COLUMNS: dict[str, Table] = {
         "invite_id IN (SELECT id FROM workspace_invites WHERE workspace_id = $1)",
         {"user_id": "pseudonym"},
     ),
+    "workspace_deletions": Table(_OWN, {"requested_by": "pseudonym", "decided_by": "pseudonym"}),
     "letta_approvals": Table(
         "agent_id IN (SELECT agent_id FROM letta_agents WHERE workspace_id = $1)",
         {"asked_by": "pseudonym"},

@@ -64,6 +64,7 @@ LEFT_OUT = {
     "letta_agents": "agents live on a Letta server; they are made again on first use",
     "pending_adoptions": "rooms waiting for their admin's agreement; they ask again",
     "retention_runs": "the last retention run of this install",
+    "workspace_deletions": "requests to delete the workspace, on this install",
 }
 """Workspace tables not exported, and why (tests check that no table is forgotten)."""
 

@@ -1,11 +1,14 @@
 """The Letta backend against the real Letta server (letta 0.16.8, tests/letta_real.py) in a real
 room: an @ask answered by the Letta agent, then a Letta tool call confirmed by the host's ✅ and
-continued by Letta in the card's thread."""
+continued by Letta in the card's thread; deleting the workspace ends the agent."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+import pytest
+from letta_client import NotFoundError
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
@@ -16,6 +19,7 @@ from tests.fakes.llm_script import Answer, Call
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
 from tests.integration.test_actions import react, wait_status
+from tests.integration.test_deletion import ask_delete, card_status
 from tests.integration.test_letta import card_for, continuation, letta_team
 from tests.letta_real import RealLetta
 
@@ -78,5 +82,19 @@ async def test_real_letta_answers_and_continues_after_the_hosts_confirmation(
             "SELECT count(*) FROM llm_usage WHERE provider = 'letta' AND outcome = 'ok'"
         )
         assert calls == 3
+
+        # Deleting the workspace ends its agent on the Letta server.
+        agents = [
+            a["agent_id"] for a in await bot.ctx.db.fetch("SELECT agent_id FROM letta_agents")
+        ]
+        assert len(agents) == 1
+        card = await ask_delete(team.alice, session)
+        assert "its 1 Letta agent(s)" in card["content"]["body"]
+        await react(team.alice, session, card["event_id"], "✅")
+        done = await card_status(team.alice, session, card, "done")
+        assert "1 of 1 Letta agent(s) ended" in done["body"]
+        assert bot.ctx.letta is not None
+        with pytest.raises(NotFoundError):
+            await bot.ctx.letta.client.sdk.agents.retrieve(agents[0])
     finally:
         await bot.stop()
