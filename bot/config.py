@@ -357,6 +357,7 @@ class MemoryConfig(_Section):
     rrf_k: int = Field(default=60, ge=1, le=10_000)
     vector_weight: float = Field(default=1.0, ge=0, le=100)
     fulltext_weight: float = Field(default=1.0, ge=0, le=100)
+    speaker_weight: float = Field(default=2.0, ge=0, le=100)
     ef_search: int = Field(default=400, ge=1, le=1000)
     exact_search_below: int = Field(default=4_000, ge=0, le=10_000_000)
     fulltext_max_matches: int = Field(default=200, ge=1, le=1_000_000)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -79,11 +80,36 @@ class ReindexResult:
     seconds: float
 
 
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def person_words(user_id: str | None) -> frozenset[str]:
+    """The words of a person's name as a Matrix ID spells it (`@maria.lopez:hs` → maria,
+    lopez), lower case: what a question that names them may say."""
+    if not user_id:
+        return frozenset()
+    localpart = user_id.removeprefix("@").split(":", 1)[0]
+    return frozenset(w.lower() for w in _WORD.findall(localpart))
+
+
+def question_words(query: str) -> frozenset[str]:
+    """A question's words, lower case, possessives ("Evan's") as the name."""
+    return frozenset(w.lower() for w in _WORD.findall(query.replace("’", "'")))
+
+
 def fuse(
-    candidates: Sequence[Candidate], *, rrf_k: int, vector_weight: float, text_weight: float
+    candidates: Sequence[Candidate],
+    *,
+    rrf_k: int,
+    vector_weight: float,
+    text_weight: float,
+    speaker_weight: float = 0.0,
+    named: frozenset[str] = frozenset(),
 ) -> list[MemoryHit]:
     """Reciprocal rank fusion: each ranking adds weight / (rrf_k + rank); best first (ties: the
-    newer item)."""
+    newer item). A third signal is who said it: an item whose sender the question names (its
+    words `named`) adds speaker_weight / (rrf_k + 1), as if it ranked first in a list of its own
+    — people say "I …", questions say "Evan": neither words nor meaning link the two."""
     hits = []
     for c in candidates:
         score = 0.0
@@ -91,6 +117,8 @@ def fuse(
             score += vector_weight / (rrf_k + c.vector_rank)
         if c.text_rank is not None:
             score += text_weight / (rrf_k + c.text_rank)
+        if speaker_weight and named & person_words(c.item.sender):
+            score += speaker_weight / (rrf_k + 1)
         hits.append(MemoryHit(c.item, score, c.vector_rank, c.text_rank, c.distance))
     hits.sort(key=lambda h: (-h.score, -h.item.id))
     return hits
@@ -290,6 +318,8 @@ class Memory:
             rrf_k=settings.rrf_k,
             vector_weight=settings.vector_weight,
             text_weight=settings.fulltext_weight,
+            speaker_weight=settings.speaker_weight,
+            named=question_words(query),
         )
         return best_per_source(hits, k)
 

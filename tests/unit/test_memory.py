@@ -14,7 +14,13 @@ from bot.config import Config, config_from_overrides
 from bot.errors import ConfigError
 from bot.memory import LocalEmbedder, MemoryItem, OpenAIEmbedder, build_embedder
 from bot.memory.indexer import _Add, _Delete, _Update, _write_ops, to_new_items
-from bot.memory.service import best_per_source, fuse, retention_groups
+from bot.memory.service import (
+    best_per_source,
+    fuse,
+    person_words,
+    question_words,
+    retention_groups,
+)
 from bot.memory.store import Candidate, DeleteEvent, Insert, MemoryInput, Replace, words_query
 from bot.memory.text import chunk_text, embedding_text, extractive_summary, redact
 
@@ -142,6 +148,40 @@ def test_fuse_is_reciprocal_rank_fusion() -> None:
     # Ties go to the newer item.
     tied = [Candidate(item(i), 1, 0.1, None, None) for i in (5, 9, 7)]
     assert [h.item.id for h in fuse(tied, rrf_k=1, vector_weight=1, text_weight=1)] == [9, 7, 5]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "words"),
+    [
+        ("@evan:hs", {"evan"}),
+        ("@maria.lopez:example.org", {"maria", "lopez"}),
+        ("@alice_6d16f1:localhost", {"alice"}),
+        ("@x:hs", set()),
+        (None, set()),
+    ],
+)
+def test_person_words(user_id: str | None, words: set[str]) -> None:
+    assert person_words(user_id) == words
+
+
+def test_the_speaker_a_question_names_comes_first() -> None:
+    maria = replace(item(1), sender="@maria:hs")
+    evan = replace(item(2), sender="@evan:hs")
+    candidates = [Candidate(maria, 1, 0.1, 1, 0.5), Candidate(evan, 2, 0.2, 2, 0.4)]
+    named = question_words("What car does Evan’s brother say Evan drives?")
+    assert "evan" in named
+    hits = fuse(
+        candidates, rrf_k=60, vector_weight=1, text_weight=1, speaker_weight=2, named=named
+    )
+    assert [h.item.id for h in hits] == [2, 1]
+    # Without the speaker's weight, or a question that names nobody: ranks alone decide.
+    plain = fuse(candidates, rrf_k=60, vector_weight=1, text_weight=1, named=named)
+    assert [h.item.id for h in plain] == [1, 2]
+    nobody = question_words("what car is that")
+    hits = fuse(
+        candidates, rrf_k=60, vector_weight=1, text_weight=1, speaker_weight=2, named=nobody
+    )
+    assert [h.item.id for h in hits] == [1, 2]
 
 
 def test_best_per_source_keeps_one_piece_per_event() -> None:
