@@ -117,8 +117,13 @@ class EventHandler:
         user = event.get("state_key")
         if event.get("type") == "m.room.member" and isinstance(user, str):
             if user != ctx.bot_user_id and not ctx.namespace.match(user):
-                membership = event.get("content", {}).get("membership")
-                await ctx.rooms.set_members(room_id, {user: str(membership)})
+                content = event.get("content")
+                content = content if isinstance(content, dict) else {}
+                await ctx.rooms.set_members(
+                    room_id,
+                    {user: str(content.get("membership"))},
+                    names={user: rooms.display_name(content)},
+                )
         session = await ctx.sessions.get(room_id)
         if session is not None:
             await history.record(ctx, session, event)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +90,16 @@ class RoomStore:
         )
 
     async def set_members(
-        self, room_id: str, memberships: dict[str, str], *, complete: bool = False
+        self,
+        room_id: str,
+        memberships: dict[str, str],
+        *,
+        complete: bool = False,
+        names: Mapping[str, str | None] | None = None,
     ) -> None:
         """Record people's membership in a room (`complete`: this is everyone, read from the
-        room's state) and whether that makes it a DM."""
+        room's state), their display names there (`names`), and whether that makes it a DM."""
+        names = names or {}
         async with self._pool.acquire() as conn, conn.transaction():
             if complete:
                 await conn.execute("DELETE FROM room_members WHERE room_id = $1", room_id)
@@ -102,10 +108,15 @@ class RoomStore:
                 )
             await conn.executemany(
                 """
-                INSERT INTO room_members (room_id, user_id, membership) VALUES ($1, $2, $3)
-                ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership
+                INSERT INTO room_members (room_id, user_id, membership, displayname)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (room_id, user_id) DO UPDATE
+                SET membership = excluded.membership, displayname = excluded.displayname
                 """,
-                [(room_id, user, membership) for user, membership in memberships.items()],
+                [
+                    (room_id, user, membership, names.get(user))
+                    for user, membership in memberships.items()
+                ],
             )
             await conn.execute(_REFRESH_DIRECT, room_id)
 
@@ -163,15 +174,37 @@ class RoomStore:
 
 def people(ctx: Context, state: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Each person's membership, from a room's state (the appservice's own users left out)."""
-    found = {}
+    return {user: membership for user, membership, _ in _member_events(ctx, state)}
+
+
+def display_names(ctx: Context, state: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """Each person's display name in the room, from its state."""
+    return {user: name for user, _, name in _member_events(ctx, state)}
+
+
+DISPLAY_NAME_MAX = 100
+
+
+def display_name(content: Any) -> str | None:
+    """An m.room.member's displayname, if it is a usable one (untrusted: any JSON)."""
+    name = content.get("displayname") if isinstance(content, Mapping) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return " ".join(name.split())[:DISPLAY_NAME_MAX]
+
+
+def _member_events(
+    ctx: Context, state: Iterable[Mapping[str, Any]]
+) -> Iterator[tuple[str, str, str | None]]:
     for event in state:
         user = event.get("state_key")
         if event.get("type") != "m.room.member" or not isinstance(user, str):
             continue
         if user == ctx.bot_user_id or ctx.namespace.match(user):
             continue
-        found[user] = str(event.get("content", {}).get("membership", "leave"))
-    return found
+        content = event.get("content", {})
+        membership = content.get("membership", "leave") if isinstance(content, Mapping) else ""
+        yield user, str(membership), display_name(content)
 
 
 async def is_dm(ctx: Context, room_id: str) -> bool:
@@ -189,7 +222,9 @@ async def read_members(
     """Read the room's whole member list from the homeserver (or from `state`, already read)."""
     if state is None:
         state = await ctx.matrix.get_state(room_id)
-    await ctx.rooms.set_members(room_id, people(ctx, state), complete=True)
+    await ctx.rooms.set_members(
+        room_id, people(ctx, state), complete=True, names=display_names(ctx, state)
+    )
 
 
 async def read_unknown_members(ctx: Context) -> None:

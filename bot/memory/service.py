@@ -17,7 +17,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -80,16 +80,20 @@ class ReindexResult:
     seconds: float
 
 
+NAMES_TTL = 300.0
+"""How long a sender's display name is kept for search (people rarely rename)."""
+
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
 
-def person_words(user_id: str | None) -> frozenset[str]:
-    """The words of a person's name as a Matrix ID spells it (`@maria.lopez:hs` → maria,
-    lopez), lower case: what a question that names them may say."""
+def person_words(user_id: str | None, display_name: str | None = None) -> frozenset[str]:
+    """The words of a person's name, as their Matrix ID spells it (`@maria.lopez:hs` → maria,
+    lopez) and their display name ("Dana Schmidt"), lower case: what a question that names them
+    may say."""
     if not user_id:
         return frozenset()
     localpart = user_id.removeprefix("@").split(":", 1)[0]
-    return frozenset(w.lower() for w in _WORD.findall(localpart))
+    return frozenset(w.lower() for w in _WORD.findall(f"{localpart} {display_name or ''}"))
 
 
 def question_words(query: str) -> frozenset[str]:
@@ -105,11 +109,14 @@ def fuse(
     text_weight: float,
     speaker_weight: float = 0.0,
     named: frozenset[str] = frozenset(),
+    names: Mapping[str, str] | None = None,
 ) -> list[MemoryHit]:
     """Reciprocal rank fusion: each ranking adds weight / (rrf_k + rank); best first (ties: the
     newer item). A third signal is who said it: an item whose sender the question names (its
-    words `named`) adds speaker_weight / (rrf_k + 1), as if it ranked first in a list of its own
-    — people say "I …", questions say "Evan": neither words nor meaning link the two."""
+    words `named`; `names`: senders' display names) adds speaker_weight / (rrf_k + 1), as if it
+    ranked first in a list of its own — people say "I …", questions say "Evan": neither words
+    nor meaning link the two."""
+    names = names or {}
     hits = []
     for c in candidates:
         score = 0.0
@@ -117,7 +124,8 @@ def fuse(
             score += vector_weight / (rrf_k + c.vector_rank)
         if c.text_rank is not None:
             score += text_weight / (rrf_k + c.text_rank)
-        if speaker_weight and named & person_words(c.item.sender):
+        sender = c.item.sender
+        if speaker_weight and named & person_words(sender, names.get(sender or "")):
             score += speaker_weight / (rrf_k + 1)
         hits.append(MemoryHit(c.item, score, c.vector_rank, c.text_rank, c.distance))
     hits.sort(key=lambda h: (-h.score, -h.item.id))
@@ -169,6 +177,7 @@ class Memory:
         self.settings = settings
         self.dims = dims
         self.indexer = Indexer(store, embedder, settings, dims=dims)
+        self._names: dict[str, tuple[str | None, float]] = {}
         self._owns_embedder = False
 
     @classmethod
@@ -313,15 +322,32 @@ class Memory:
         finally:
             if vector is not None:
                 vector.cancel()  # not needed after all: the store failed first
+        named = question_words(query)
         hits = fuse(
             found,
             rrf_k=settings.rrf_k,
             vector_weight=settings.vector_weight,
             text_weight=settings.fulltext_weight,
             speaker_weight=settings.speaker_weight,
-            named=question_words(query),
+            named=named,
+            names=await self._display_names(found) if settings.speaker_weight and named else {},
         )
         return best_per_source(hits, k)
+
+    async def _display_names(self, found: Sequence[Candidate]) -> dict[str, str]:
+        """The display names of the candidates' senders (kept NAMES_TTL seconds)."""
+        now = time.monotonic()
+        senders = {c.item.sender for c in found if c.item.sender}
+        missing = [
+            s for s in senders if (got := self._names.get(s)) is None or now - got[1] > NAMES_TTL
+        ]
+        if missing:
+            known = await self.store.display_names(missing)
+            if len(self._names) > 100_000:
+                self._names.clear()
+            for user in missing:
+                self._names[user] = (known.get(user), now)
+        return {s: name for s in senders if (name := self._names[s][0]) is not None}
 
     # -- direct writes -----------------------------------------------------------------------
 

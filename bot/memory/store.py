@@ -25,10 +25,10 @@ enough rows of that workspace turned up. That index is the workspace's own (part
 workspace_id = …`) once index_workspaces has built it, for any workspace of at least
 memory.exact_search_below vectors and less than half of all: the shared index serves such a
 workspace badly (a filtered scan walks ~total/size rows for each of its own). Full-text candidates
-are the best ranked (ts_rank_cd) among the newest `fulltext_max_matches` items holding any of
-the question's words, keeping those that hold a share of them (memory.fulltext_min_match beside
-vectors; any one alone): the cap bounds the cost of common words in big workspaces (and makes
-search by words recency-biased there).
+are the best ranked (Okapi BM25, bot.memory.wordstats) among the newest `fulltext_max_matches`
+items holding any of the question's words, keeping those that hold a share of them
+(memory.fulltext_min_match beside vectors; any one alone): the cap bounds the cost of common
+words in big workspaces (and makes search by words recency-biased there).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import numpy as np
 from bot.errors import EmbeddingModelMismatch
 from bot.memory.embeddings import Vectors
 from bot.memory.text import embedding_text
+from bot.memory.wordstats import K1, B, WordStatistics
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +289,19 @@ def _tsquery_lexeme(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def query_words(lexemes: Sequence[str]) -> list[str]:
+    """The words of a question that a search by words uses: its longest MAX_QUERY_WORDS
+    lexemes, sorted."""
+    return sorted(sorted(set(lexemes), key=lambda w: (-len(w), w))[:MAX_QUERY_WORDS])
+
+
 def words_query(lexemes: Sequence[str], min_share: float) -> tuple[str, str] | None:
     """tsquery texts for a question's lexemes: (what an item must match: at least
     ceil(min_share × n) of the n words, at least one; what it is ranked by: any of them).
     None without words (a question of stopwords only)."""
-    words = sorted(set(lexemes), key=lambda w: (-len(w), w))[:MAX_QUERY_WORDS]
+    words = query_words(lexemes)
     if not words:
         return None
-    words.sort()
     quoted = [_tsquery_lexeme(w) for w in words]
     any_word = " | ".join(quoted)
     need = min(len(words), max(1, math.ceil(min_share * len(words) - 1e-9)))
@@ -342,20 +348,28 @@ def _vector_sql(*, exact: bool, kinds: bool) -> str:
 
 
 def _words_sql(*, kinds: bool) -> str:
-    """The items of workspace `$1` (kinds `$6`) best found by words: of the newest `$5` holding
-    any word (`$4` tsquery), the best `$2` of those matching `$3` (tsquery), with their score
-    and rank."""
-    kind_filter = "AND kind = ANY($6::text[])" if kinds else ""
+    """The items of workspace `$1` (kinds `$9`) best found by words: of the newest `$5` holding
+    any word (`$4` tsquery), the best `$2` by Okapi BM25 of those matching `$3` (tsquery), with
+    their score and rank. `$6`: the question's lexemes, `$7` their IDF in the workspace, `$8`
+    the workspace's average length (bot.memory.wordstats)."""
+    kind_filter = "AND kind = ANY($9::text[])" if kinds else ""
     return f"""
-        WITH t AS MATERIALIZED (
-            SELECT id, ts_rank_cd(tsv, $4::tsquery) AS text_score
-            FROM (
-                SELECT id, tsv FROM memory_items
-                WHERE workspace_id = $1 AND tsv @@ $4::tsquery {kind_filter}
-                ORDER BY id DESC LIMIT $5
-            ) newest
-            WHERE tsv @@ $3::tsquery
-            ORDER BY text_score DESC, id DESC LIMIT $2
+        WITH newest AS MATERIALIZED (
+            SELECT id, tsv FROM memory_items
+            WHERE workspace_id = $1 AND tsv @@ $4::tsquery {kind_filter}
+            ORDER BY id DESC LIMIT $5
+        ), t AS MATERIALIZED (
+            SELECT n.id,
+                   sum(q.idf * u.tf * {K1 + 1}
+                       / (u.tf + {K1} * (1 - {B} + {B} * length(n.tsv) / $8))) AS text_score
+            FROM newest n
+            CROSS JOIN LATERAL (
+                SELECT lexeme, coalesce(cardinality(positions), 1) AS tf FROM unnest(n.tsv)
+            ) u
+            JOIN unnest($6::text[], $7::float8[]) AS q(lexeme, idf) ON q.lexeme = u.lexeme
+            WHERE n.tsv @@ $3::tsquery
+            GROUP BY n.id
+            ORDER BY text_score DESC, n.id DESC LIMIT $2
         )
         SELECT {_ITEM_COLUMNS}, t.text_score,
                row_number() OVER (ORDER BY t.text_score DESC, t.id DESC) AS text_rank
@@ -403,6 +417,7 @@ class MemoryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._paths: dict[str, tuple[SearchPath, float]] = {}
+        self._word_stats = WordStatistics()
         """workspace → (how its vectors are searched, when that was decided)."""
 
     @property
@@ -651,6 +666,19 @@ class MemoryStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    async def display_names(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """People's display names, as rooms' member events give them (room_members, kept by
+        bot/rooms.py): one of each person's, where they have one."""
+        rows = await self._pool.fetch(
+            """
+            SELECT DISTINCT ON (user_id) user_id, displayname FROM room_members
+            WHERE user_id = ANY($1::text[]) AND displayname IS NOT NULL
+            ORDER BY user_id, membership = 'join' DESC
+            """,
+            list(user_ids),
+        )
+        return {r["user_id"]: r["displayname"] for r in rows}
+
     async def get(self, workspace_id: str, item_id: int) -> MemoryItem | None:
         row = await self._pool.fetchrow(
             f"SELECT {_ITEM_COLUMNS} FROM memory_items i WHERE i.workspace_id = $1 AND i.id = $2",
@@ -674,6 +702,7 @@ class MemoryStore:
         """Decide how each workspace is searched again at its next search (after a bulk load,
         say)."""
         self._paths.clear()
+        self._word_stats.forget()
 
     async def search_path(self, workspace_id: str, *, below: int) -> SearchPath:
         """How searches of this workspace go: exact, or through an HNSW index (its own or the
@@ -854,7 +883,19 @@ class MemoryStore:
                 words = words_query(lexemes, min_share)
                 if words is None:
                     return []
-                params: list[Any] = [workspace_id, candidates, *words, fulltext_max_matches]
+                each = query_words(lexemes)
+                weights = await self._word_stats.weights(
+                    conn, workspace_id, [_tsquery_lexeme(w) for w in each]
+                )
+                params: list[Any] = [
+                    workspace_id,
+                    candidates,
+                    *words,
+                    fulltext_max_matches,
+                    each,
+                    list(weights.idf),
+                    weights.avg_length,
+                ]
                 if kinds:
                     params.append(list(kinds))
                 return list(await conn.fetch(_words_sql(kinds=bool(kinds)), *params))

@@ -164,6 +164,11 @@ def test_person_words(user_id: str | None, words: set[str]) -> None:
     assert person_words(user_id) == words
 
 
+def test_person_words_with_a_display_name() -> None:
+    assert person_words("@d.schmidt:corp", "Dana Schmidt 🚀") == {"dana", "schmidt"}
+    assert person_words(None, "Dana") == set()
+
+
 def test_the_speaker_a_question_names_comes_first() -> None:
     maria = replace(item(1), sender="@maria:hs")
     evan = replace(item(2), sender="@evan:hs")
@@ -177,6 +182,19 @@ def test_the_speaker_a_question_names_comes_first() -> None:
     # Without the speaker's weight, or a question that names nobody: ranks alone decide.
     plain = fuse(candidates, rrf_k=60, vector_weight=1, text_weight=1, named=named)
     assert [h.item.id for h in plain] == [1, 2]
+    # Known by display name only: @u123 is "Evan Wright".
+    anonymous = replace(item(3), sender="@u123:hs")
+    named_only = [Candidate(maria, 1, 0.1, 1, 0.5), Candidate(anonymous, 2, 0.2, 2, 0.4)]
+    hits = fuse(
+        named_only,
+        rrf_k=60,
+        vector_weight=1,
+        text_weight=1,
+        speaker_weight=2,
+        named=named,
+        names={"@u123:hs": "Evan Wright"},
+    )
+    assert [h.item.id for h in hits] == [3, 1]
     nobody = question_words("what car is that")
     hits = fuse(
         candidates, rrf_k=60, vector_weight=1, text_weight=1, speaker_weight=2, named=nobody

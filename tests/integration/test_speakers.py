@@ -1,0 +1,48 @@
+"""Who said it, by the name people use: a member's display name (from the rooms' member events)
+lets a question that names them find what they said as "I …", in memory search and in what
+`@ask` puts before the model."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bot.app import Doryo
+from tests.conftest import Homeserver
+from tests.fakes.llm_script import Answer
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.agent_helpers import final_answer
+from tests.integration.test_actions import team_with_member
+from tests.integration.test_agent import indexed
+from tests.poll import eventually
+
+
+async def test_a_person_named_by_their_display_name_is_found(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    path = f"/v3/profile/{quote(bob.user_id)}/displayname"
+    await bob.request("PUT", path, {"displayname": "Zed Quinn"})
+
+    async def known() -> bool:
+        name = await bot.ctx.db.fetchval(
+            "SELECT displayname FROM room_members WHERE room_id = $1 AND user_id = $2",
+            session,
+            bob.user_id,
+        )
+        return bool(name == "Zed Quinn")
+
+    await eventually(known, timeout=30)
+    # The same words from both, Alice's first: by meaning alike, the older one would win; only
+    # who said it tells them apart.
+    said = "I drive an old Volvo these days, great on long trips."
+    alice_said = await team.alice.send_text(session, said)
+    bob_said = await bob.send_text(session, said)
+    await indexed(bot, alice_said, bob_said)
+    assert bot.ctx.memory is not None
+    hits = await bot.ctx.memory.search(team.workspace_id, "What car does Zed drive?", k=1)
+    assert [h.item.event_id for h in hits] == [bob_said]
+
+    model_server.script(Answer("An old Volvo [1]."))
+    question = await team.alice.send_text(session, "@ask what car does Zed drive?")
+    _, content = await final_answer(team.alice, session, question)
+    assert content["org.doryo.answer"]["sources"][:1] == [bob_said]
