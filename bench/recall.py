@@ -10,9 +10,9 @@ text, session topic, sender and time. The same texts then go through textbook ba
 same run: Okapi BM25 (k1 1.2, b 0.75) over the message texts; MiniLM cosine over the texts; the
 same model over "<sender's name>: <text>"; and BM25 + MiniLM by reciprocal rank fusion (k 60).
 
-Printed: recall@1/5/10 per retriever, recall@5 per kind of question, Doryo's default (hybrid)
-over the best baseline at @5 (target ≥ 1.10, overall and for every kind), and the median time
-per query.
+Printed: recall@1/5/6/10 per retriever (6: what an @ask puts before the model), recall@5 per
+kind of question, Doryo's default (hybrid) over the best baseline at @5 (target ≥ 1.10,
+overall and for every kind), and the median time per query.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory, MemoryInput  # noqa: E402
 from tests.data.conversations import KINDS, Conversation, conversations  # noqa: E402
 
-K = (1, 5, 10)
+K = (1, 5, 6, 10)
+PROMPT = 6
+"""agent.memories in config.example.yaml: how many memories an @ask puts before the model."""
 STOPWORDS = frozenset(
     """a an the and or but if of to in on at by for with from as is are was were be been being
     i me my you your he she it we they them his her its our their this that these those what
@@ -228,14 +230,15 @@ async def run(
 
 def report(scores: dict[str, Scores]) -> None:
     print(
-        f"\n{'retriever':<26} {'R@1':>6} {'R@5':>6} {'R@10':>6}  "
+        f"\n{'retriever':<26} {'R@1':>6} {'R@5':>6} {'R@6':>6} {'R@10':>6}  "
         + " ".join(f"{k[:6]:>7}" for k in KINDS)
         + "   ms/query"
     )
     for name, s in scores.items():
         kinds = " ".join(f"{s.at(5, k):7.3f}" for k in KINDS)
         ms = statistics.median(s.seconds) * 1000
-        print(f"{name:<26} {s.at(1):6.3f} {s.at(5):6.3f} {s.at(10):6.3f}  {kinds}   {ms:7.2f}")
+        at = " ".join(f"{s.at(k):6.3f}" for k in K)
+        print(f"{name:<26} {at}  {kinds}   {ms:7.2f}")
     baselines = [n for n in scores if not n.startswith("doryo")]
     best = max(baselines, key=lambda n: scores[n].at(5))
     ours = scores["doryo hybrid (default)"]
@@ -245,6 +248,10 @@ def report(scores: dict[str, Scores]) -> None:
         best_kind = max(baselines, key=lambda n: scores[n].at(5, kind))
         ratio = ours.at(5, kind) / max(scores[best_kind].at(5, kind), 1e-9)
         print(f"  {kind:<11} ×{ratio:.2f} over {best_kind}")
+    print(
+        f"evidence among the {PROMPT} memories an @ask shows the model (agent.memories): "
+        f"{ours.at(PROMPT):.3f}"
+    )
     full = scores["doryo fulltext"].at(5)
     print(f"hybrid over its full-text half: ×{ours.at(5) / max(full, 1e-9):.2f}")
 

@@ -322,6 +322,7 @@ class Doryo:
         await deletion.recover(self.ctx, decided_before=self.began)
         # Rooms joined before the bot kept their members are no DMs until it has read them.
         self._tasks.spawn(rooms.read_unknown_members(self.ctx), "read rooms' members")
+        self._tasks.spawn(rooms.read_display_names(self.ctx), rooms.READ_DISPLAY_NAMES)
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")

@@ -236,6 +236,28 @@ async def read_unknown_members(ctx: Context) -> None:
             log.info("could not read the members of %s: %s", room_id, e)
 
 
+READ_DISPLAY_NAMES = "rooms: read people's display names"
+
+
+async def read_display_names(ctx: Context) -> None:
+    """Once, after the upgrade that keeps display names (schema 12): read the members of every
+    room the bot is in again, for their names (in the background; a room that fails is left to
+    its next member event)."""
+    if await ctx.db.fetchval("SELECT 1 FROM maintenance_done WHERE name = $1", READ_DISPLAY_NAMES):
+        return
+    rooms = await ctx.db.fetch("SELECT room_id FROM rooms WHERE membership = 'join'")
+    for row in rooms:
+        try:
+            await read_members(ctx, row["room_id"])
+        except MatrixRequestError as e:
+            log.info("could not read the members of %s: %s", row["room_id"], e)
+    await ctx.db.execute(
+        "INSERT INTO maintenance_done (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        READ_DISPLAY_NAMES,
+    )
+    log.info("read the display names of the people in %d rooms", len(rooms))
+
+
 async def join_invited(ctx: Context, room_id: str, inviter: str) -> bool:
     """Join a room the bot was invited to. False if the invite is gone (nothing to retry)."""
     await ctx.rooms.record_invite(room_id, inviter)

@@ -118,6 +118,8 @@ class Answer:
         self.text = ""
         self.model: str | None = None
         self.sources: list[str] = []
+        self.shown: list[str] = []
+        """The events of the memories the model was shown (the sources are those it used)."""
         self._edits = 0
         self._last_edit = 0.0
         self.finished = False
@@ -157,6 +159,7 @@ class Answer:
             "status": status,
             "model": self.model,
             "sources": list(self.sources),
+            "shown": list(self.shown),
         }
         return content
 

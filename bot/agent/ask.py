@@ -345,6 +345,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
     try:
         if (done := await finished.load(ctx.db, question_event)) is not None:
             # Handled again after the model had answered: post that, do not ask again.
+            answer.shown = list(done.shown)
             await answer.finish(
                 model=done.model, sources=done.sources, text=done.text, notes=done.notes
             )
@@ -364,6 +365,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         if session is not None:
             topic = session.topic or strings.SESSION_UNTITLED
             place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
+        answer.shown = [h.item.event_id for h in hits if h.item.event_id]
         messages = prompt.build(
             question,
             call.sender,
@@ -408,7 +410,11 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             )
             return
         done = finished.Finished(
-            result.text, result.model, tuple(result.notes), tuple(cited_sources(result.text, hits))
+            result.text,
+            result.model,
+            tuple(result.notes),
+            tuple(cited_sources(result.text, hits)),
+            tuple(answer.shown),
         )
         await finished.save(ctx.db, question_event, call.room_id, done)
         await answer.finish(

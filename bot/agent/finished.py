@@ -24,6 +24,8 @@ class Finished:
     model: str | None
     notes: tuple[str, ...]
     sources: tuple[Source, ...]
+    shown: tuple[str, ...] = ()
+    """The memories' events the model was shown."""
 
 
 def _source(raw: dict[str, Any]) -> Source:
@@ -33,7 +35,7 @@ def _source(raw: dict[str, Any]) -> Source:
 
 async def load(db: asyncpg.Pool, question_event: str) -> Finished | None:
     row = await db.fetchrow(
-        "SELECT text, model, notes::text, sources::text FROM finished_answers "
+        "SELECT text, model, notes::text, sources::text, shown::text FROM finished_answers "
         "WHERE question_event = $1",
         question_event,
     )
@@ -44,6 +46,7 @@ async def load(db: asyncpg.Pool, question_event: str) -> Finished | None:
         row["model"],
         tuple(json.loads(row["notes"])),
         tuple(_source(s) for s in json.loads(row["sources"])),
+        tuple(json.loads(row["shown"])),
     )
 
 
@@ -54,8 +57,9 @@ async def save(db: asyncpg.Pool, question_event: str, room_id: str, done: Finish
     ]
     await db.execute(
         """
-        INSERT INTO finished_answers (question_event, room_id, text, model, notes, sources)
-        VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb)
+        INSERT INTO finished_answers (question_event, room_id, text, model, notes, sources,
+                                      shown)
+        VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7::text::jsonb)
         ON CONFLICT (question_event) DO NOTHING
         """,
         question_event,
@@ -64,6 +68,7 @@ async def save(db: asyncpg.Pool, question_event: str, room_id: str, done: Finish
         done.model,
         json.dumps(list(done.notes)),
         json.dumps(sources),
+        json.dumps(list(done.shown)),
     )
 
 

@@ -132,10 +132,19 @@ def fuse(
     return hits
 
 
+def _said(text: str) -> str:
+    """A text as a duplicate of it would read: case, spacing and punctuation left out (numbers
+    kept: "the budget is 40k" and "… 50k" say different things)."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 def best_per_source(hits: Sequence[MemoryHit], k: int) -> list[MemoryHit]:
     """The first `k` hits, keeping one piece per source event and kind (a long message split
-    in pieces is one result)."""
+    in pieces is one result), and one of the texts that say the same (the tenth "do you still
+    drive that old car?" tells the model nothing the first did not, and takes the place of
+    something that might)."""
     seen: set[tuple[str, str]] = set()
+    texts: set[str] = set()
     out = []
     for hit in hits:
         if hit.item.event_id is not None:
@@ -143,6 +152,10 @@ def best_per_source(hits: Sequence[MemoryHit], k: int) -> list[MemoryHit]:
             if key in seen:
                 continue
             seen.add(key)
+        said = _said(hit.item.text)
+        if said and said in texts:
+            continue
+        texts.add(said)
         out.append(hit)
         if len(out) == k:
             break

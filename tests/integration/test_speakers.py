@@ -45,4 +45,7 @@ async def test_a_person_named_by_their_display_name_is_found(
     model_server.script(Answer("An old Volvo [1]."))
     question = await team.alice.send_text(session, "@ask what car does Zed drive?")
     _, content = await final_answer(team.alice, session, question)
-    assert content["org.doryo.answer"]["sources"][:1] == [bob_said]
+    block = content["org.doryo.answer"]
+    assert block["sources"][:1] == [bob_said]
+    # What the model was shown: Alice's words are the same as Bob's, so once is enough.
+    assert block["shown"] == [bob_said]

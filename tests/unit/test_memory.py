@@ -215,6 +215,26 @@ def test_best_per_source_keeps_one_piece_per_event() -> None:
     assert [h.item.id for h in best_per_source(hits, 2)] == [1, 3]
 
 
+def test_best_per_source_keeps_one_of_the_texts_that_say_the_same() -> None:
+    said = [replace(item(i), text=t) for i, t in enumerate(SAME, start=1)]
+    hits = fuse(
+        [Candidate(m, m.id, 0.1, None, None) for m in said],
+        rrf_k=60,
+        vector_weight=1,
+        text_weight=1,
+    )
+    assert [h.item.id for h in best_per_source(hits, 10)] == [1, 3, 4, 5]
+
+
+SAME = (
+    "Do you still drive that old car?",
+    "do you  still drive that OLD car",
+    "I drive a Fiat.",
+    "The budget is 40k.",
+    "The budget is 50k.",
+)
+
+
 def test_retention_groups_by_room_day_and_size() -> None:
     def at(item_id: int, room: str, hours: float) -> MemoryItem:
         return replace(item(item_id), room_id=room, created_at=T0 + timedelta(hours=hours))

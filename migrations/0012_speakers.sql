@@ -3,3 +3,7 @@
 -- Looked up by user: the index.
 ALTER TABLE room_members ADD COLUMN displayname text;
 CREATE INDEX room_members_user ON room_members (user_id);
+
+-- What an answer showed the model from memory (org.doryo.answer.shown), kept with a finished
+-- answer so that posting it again says the same.
+ALTER TABLE finished_answers ADD COLUMN shown jsonb NOT NULL DEFAULT '[]';
