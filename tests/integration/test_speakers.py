@@ -49,3 +49,31 @@ async def test_a_person_named_by_their_display_name_is_found(
     assert block["sources"][:1] == [bob_said]
     # What the model was shown: Alice's words are the same as Bob's, so once is enough.
     assert block["shown"] == [bob_said]
+
+
+async def test_when_did_a_person_do_something_gets_their_message_with_its_date(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    said = "I finally ran my first marathon today, my legs are gone!"
+    alice_said = await team.alice.send_text(session, said)
+    bob_said = await bob.send_text(session, said)
+    await indexed(bot, alice_said, bob_said)
+    for event, day in ((alice_said, "2026-03-08"), (bob_said, "2026-05-17")):
+        await bot.ctx.db.execute(
+            "UPDATE memory_items SET created_at = $2::text::timestamptz WHERE event_id = $1",
+            event,
+            f"{day} 18:00+00",
+        )
+
+    model_server.script(Answer("On 17 May [1]."))
+    question = await team.alice.send_text(session, "@ask when did Bob run a marathon?")
+    _, content = await final_answer(team.alice, session, question)
+    memories = next(
+        str(m["content"])
+        for m in model_server.last.messages
+        if str(m.get("content")).startswith("Memories of this workspace")
+    )
+    first = memories.splitlines()[1]
+    assert first.startswith("[1]") and "2026-05-17" in first and "bob" in first, memories
+    assert content["org.doryo.answer"]["sources"] == [bob_said]
