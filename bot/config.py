@@ -172,6 +172,7 @@ class BotConfig(_Section):
 class AgentConfig(_Section):
     context_tokens: int = Field(ge=200, le=1_000_000)
     memories: int = Field(ge=0, le=50)
+    neighbours: int = Field(default=1, ge=0, le=5)
     edit_interval: float = Field(ge=0.1, le=10)
     tool_rounds: int = Field(ge=0, le=10)
 

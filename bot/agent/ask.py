@@ -49,6 +49,7 @@ from bot.errors import (
     UnknownModel,
     UserError,
 )
+from bot.history.store import StoredMessage
 from bot.llm import CallContext, ChatResult, Limits, Message, TextDelta, ToolSchema
 from bot.memory import MemoryHit
 from bot.memory.embeddings import Vectors
@@ -102,6 +103,26 @@ async def memories(
     except EmbeddingError as e:
         log.warning("memory search failed: %s", e)
         return []
+
+
+Around = dict[str, tuple[list[StoredMessage], list[StoredMessage]]]
+
+
+async def neighbours(ctx: Context, workspace: Workspace, hits: Sequence[MemoryHit]) -> Around:
+    """People's messages around each memory of a message, in its session (agent.neighbours on
+    each side)."""
+    events = [h.item.event_id for h in hits if h.item.kind == "message" and h.item.event_id]
+    return await ctx.history.around(workspace.id, events, each_side=ctx.config.agent.neighbours)
+
+
+def _before_and_after(
+    hit: MemoryHit, around: Around
+) -> tuple[tuple[prompt.Line, ...], tuple[prompt.Line, ...]]:
+    before, after = around.get(hit.item.event_id or "", ([], []))
+    return (
+        tuple(prompt.Line(m.sender, m.body or "", m.sent_at) for m in before),
+        tuple(prompt.Line(m.sender, m.body or "", m.sent_at) for m in after),
+    )
 
 
 async def recent_lines(ctx: Context, room_id: str, question_event: str) -> list[prompt.Line]:
@@ -365,7 +386,14 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         if session is not None:
             topic = session.topic or strings.SESSION_UNTITLED
             place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
+        around = await neighbours(ctx, workspace, hits)
         answer.shown = [h.item.event_id for h in hits if h.item.event_id]
+        answer.shown += [
+            m.event_id
+            for h in hits
+            for side in around.get(h.item.event_id or "", ([], []))
+            for m in side
+        ]
         messages = prompt.build(
             question,
             call.sender,
@@ -381,6 +409,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
                     h.item.created_at,
                     h.item.room_id,
                     h.item.event_id,
+                    *_before_and_after(h, around),
                 )
                 for h in hits
             ],

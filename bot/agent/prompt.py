@@ -17,6 +17,8 @@ from datetime import datetime
 from bot.llm import Message
 
 CHARS_PER_TOKEN = 4
+AROUND_CHARS = 280
+"""A message around a memory is shown cut to this: it is context, not the memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,10 @@ class Memory:
     created_at: datetime
     room_id: str | None
     event_id: str | None
+    before: tuple[Line, ...] = ()
+    """What people said just before it in its session (a message's context: what "it" or
+    "today" refers to, the question it answers)."""
+    after: tuple[Line, ...] = ()
 
 
 def display_name(user_id: str) -> str:
@@ -101,6 +107,7 @@ def build(
         [
             asker,
             *(m.sender for m in memories if m.sender),
+            *(line.sender for m in memories for line in (*m.before, *m.after)),
             *(line.sender for line in [*kept, *in_thread]),
         ]
     )
@@ -119,6 +126,12 @@ def build(
             who = f"{name[memory.sender]}, " if memory.sender else ""
             when = memory.created_at.strftime("%Y-%m-%d")
             parts.append(f"[{n}] ({memory.kind}, {who}{when}) «{quoted(memory.text)}»")
+            for label, around in (("just before it", memory.before), ("just after", memory.after)):
+                for line in around:
+                    text = quoted(line.text)
+                    if len(text) > AROUND_CHARS:
+                        text = text[: AROUND_CHARS - 1] + "…"
+                    parts.append(f"    ({label}) {name[line.sender]}: «{text}»")
         messages.append(Message.user("\n".join(parts)))
     if kept:
         messages.append(

@@ -6,6 +6,7 @@ insert: the row lock orders concurrent writers and a failed insert gives its num
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -129,6 +130,47 @@ class HistoryStore:
             limit,
         )
         return [StoredMessage(**dict(row)) for row in rows]
+
+    async def around(
+        self, workspace_id: str, event_ids: Sequence[str], *, each_side: int
+    ) -> dict[str, tuple[list[StoredMessage], list[StoredMessage]]]:
+        """For each of these messages (of the workspace's sessions), the people's messages just
+        before it and just after it in its session (`each_side` of each, oldest first; neither
+        commands, the bot's, nor redacted ones)."""
+        if not event_ids or each_side <= 0:
+            return {}
+        rows = await self._pool.fetch(
+            """
+            SELECT m.event_id AS hit, n.seq < m.seq AS before, n.seq, n.event_id, n.sender,
+                   n.kind, n.body, n.sent_at, n.edited_at, n.redacted_at IS NOT NULL AS redacted,
+                   n.is_command
+            FROM messages m
+            JOIN sessions s ON s.room_id = m.room_id AND s.workspace_id = $1
+            CROSS JOIN LATERAL (
+                (SELECT * FROM messages b
+                 WHERE b.room_id = m.room_id AND b.seq < m.seq AND b.kind = 'user'
+                   AND NOT b.is_command AND b.body IS NOT NULL
+                 ORDER BY b.seq DESC LIMIT $3)
+                UNION ALL
+                (SELECT * FROM messages a
+                 WHERE a.room_id = m.room_id AND a.seq > m.seq AND a.kind = 'user'
+                   AND NOT a.is_command AND a.body IS NOT NULL
+                 ORDER BY a.seq LIMIT $3)
+            ) n
+            WHERE m.event_id = ANY($2::text[])
+            ORDER BY m.event_id, n.seq
+            """,
+            workspace_id,
+            list(event_ids),
+            each_side,
+        )
+        found: dict[str, tuple[list[StoredMessage], list[StoredMessage]]] = {}
+        for row in rows:
+            fields = dict(row)
+            hit, before = fields.pop("hit"), fields.pop("before")
+            sides = found.setdefault(hit, ([], []))
+            sides[0 if before else 1].append(StoredMessage(**fields))
+        return found
 
     async def stats(self, room_id: str) -> tuple[int, list[str], datetime | None, datetime | None]:
         """(messages, people who wrote, first, last) of a session's conversation: people's

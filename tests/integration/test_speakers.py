@@ -47,8 +47,9 @@ async def test_a_person_named_by_their_display_name_is_found(
     _, content = await final_answer(team.alice, session, question)
     block = content["org.doryo.answer"]
     assert block["sources"][:1] == [bob_said]
-    # What the model was shown: Alice's words are the same as Bob's, so once is enough.
-    assert block["shown"] == [bob_said]
+    # What the model was shown: Bob's memory first; Alice's same words are not a memory of
+    # their own, only the message just before his.
+    assert block["shown"][0] == bob_said and block["shown"].count(alice_said) == 1
 
 
 async def test_when_did_a_person_do_something_gets_their_message_with_its_date(
@@ -77,3 +78,26 @@ async def test_when_did_a_person_do_something_gets_their_message_with_its_date(
     first = memories.splitlines()[1]
     assert first.startswith("[1]") and "2026-05-17" in first and "bob" in first, memories
     assert content["org.doryo.answer"]["sources"] == [bob_said]
+
+
+async def test_a_memory_comes_with_the_messages_around_it(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    asked = await bob.send_text(session, "How was your marathon on Sunday?")
+    answered = await team.alice.send_text(session, "I finished in 4 hours, my legs are gone!")
+    await indexed(bot, asked, answered)
+
+    model_server.script(Answer("About 4 hours [1]."))
+    question = await bob.send_text(session, "@ask how long did the marathon take?")
+    _, content = await final_answer(bob, session, question)
+    memories = next(
+        str(m["content"])
+        for m in model_server.last.messages
+        if str(m.get("content")).startswith("Memories of this workspace")
+    )
+    lines = memories.splitlines()
+    hit = next(i for i, line in enumerate(lines) if "How was your marathon on Sunday?" in line)
+    assert lines[hit].startswith("[") and "(just after)" in lines[hit + 1]
+    assert "I finished in 4 hours" in lines[hit + 1]
+    assert answered in content["org.doryo.answer"]["shown"]
