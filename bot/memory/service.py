@@ -40,7 +40,7 @@ from bot.memory.store import (
     OwnIndexes,
     WriteOp,
 )
-from bot.memory.text import embedding_text, extractive_summary
+from bot.memory.text import STOPWORDS, embedding_text, extractive_summary
 from bot.tasks import outcome_seen
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,15 @@ def person_words(user_id: str | None, display_name: str | None = None) -> frozen
 
 
 def question_words(query: str) -> frozenset[str]:
-    """A question's words, lower case, possessives ("Evan's") as the name."""
-    return frozenset(w.lower() for w in _WORD.findall(query.replace("’", "'")))
+    """The words of a question that may name someone, lower case, possessives ("Evan's") as
+    the name. A common word ("what", "will", "may") only when it is capitalised after the
+    question's first word: "What did Will say?" names Will, "when will we launch?" nobody."""
+    words = _WORD.findall(query.replace("’", "'"))
+    return frozenset(
+        w.lower()
+        for n, w in enumerate(words)
+        if w.lower() not in STOPWORDS or (n > 0 and w[0].isupper() and not w.isupper())
+    )
 
 
 def fuse(

@@ -89,7 +89,7 @@ def chunk_text(text: str, words: int, overlap: int | None = None) -> list[str]:
 
 
 # Words that say little about what a message is about; the summary scores the others.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for from
     further had has have having he her here hers herself him himself his how i if in into is it
@@ -104,7 +104,7 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]*")
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS]
+    return [w for w in (m.lower() for m in _WORD.findall(text)) if w not in STOPWORDS]
 
 
 def extractive_summary(

@@ -195,6 +195,8 @@ def test_the_speaker_a_question_names_comes_first() -> None:
         names={"@u123:hs": "Evan Wright"},
     )
     assert [h.item.id for h in hits] == [3, 1]
+    assert question_words("What did Will say about May's trip?") >= {"will", "may"}
+    assert question_words("when will we launch?") == {"launch"}
     nobody = question_words("what car is that")
     hits = fuse(
         candidates, rrf_k=60, vector_weight=1, text_weight=1, speaker_weight=2, named=nobody
