@@ -160,6 +160,7 @@ DELETE_RESULT_AGENTS = "; {ended} of {count} Letta agent(s) ended"
 DELETE_STARTED = "Deleting **{name}**: its card says when it is done."
 DELETE_KEPT = "Kept **{name}**: nothing was deleted."
 DELETE_OPEN = "A request to delete **{name}** is already waiting for the host: {card}"
+DELETE_RACED = "A request to delete **{name}** was made just now: confirm that one on its card."
 DELETE_NOTHING_OPEN = "Nothing is waiting to be confirmed: `!ws delete` asks first."
 DELETE_ONLY_HOST = "Only the host ({host}) can confirm or cancel deleting the workspace."
 DELETE_FAREWELL = (

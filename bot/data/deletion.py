@@ -319,6 +319,14 @@ async def ws_delete(call: CommandCall) -> None:
             domain = ctx.config.homeserver.domain
             card = f"https://matrix.to/#/{open_.room_id}/{open_.card_event_id}?via={domain}"
             raise UserError(strings.DELETE_OPEN.format(name=workspace.name, card=card))
+        if open_ is not None and open_.status == "awaiting_confirm":
+            # A request whose card was never posted (its handling failed for good): nobody
+            # can confirm it, so it gives way to this one.
+            await ctx.db.execute(
+                "UPDATE workspace_deletions SET status = 'expired', finished_at = now() "
+                "WHERE id = $1 AND card_event_id IS NULL AND status = 'awaiting_confirm'",
+                open_.id,
+            )
         row = await ctx.db.fetchrow(
             f"""
             INSERT INTO workspace_deletions (workspace_id, room_id, request_event_id,
@@ -333,8 +341,8 @@ async def ws_delete(call: CommandCall) -> None:
             call.sender,
             EXPIRY,
         )
-        if row is None:  # another request of the workspace won the race (or one without card)
-            raise UserError(strings.DELETE_OPEN.format(name=workspace.name, card=""))
+        if row is None:  # another request of the workspace, at the same moment
+            raise UserError(strings.DELETE_RACED.format(name=workspace.name))
         mine = _deletion(row)
     if mine.card_event_id is not None:
         return  # this request, handled before

@@ -88,7 +88,7 @@ async def test_real_letta_answers_and_continues_after_the_hosts_confirmation(
             a["agent_id"] for a in await bot.ctx.db.fetch("SELECT agent_id FROM letta_agents")
         ]
         assert len(agents) == 1
-        card = await ask_delete(team.alice, session)
+        card = await ask_delete(team.alice, session, bot)
         assert "its 1 Letta agent(s)" in card["content"]["body"]
         await react(team.alice, session, card["event_id"], "✅")
         done = await card_status(team.alice, session, card, "done")
