@@ -51,7 +51,7 @@ import numpy as np
 from bot.errors import EmbeddingModelMismatch
 from bot.memory.embeddings import Vectors
 from bot.memory.text import embedding_text
-from bot.memory.wordstats import K1, B, WordStatistics
+from bot.memory.wordstats import K1, B, WordStatistics, tsquery_lexeme
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +285,6 @@ def own_index_name(workspace_id: str) -> str:
     return _OWN_INDEX_PREFIX + hashlib.blake2b(workspace_id.encode(), digest_size=8).hexdigest()
 
 
-def _tsquery_lexeme(lexeme: str) -> str:
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 def query_words(lexemes: Sequence[str]) -> list[str]:
     """The words of a question that a search by words uses: its longest MAX_QUERY_WORDS
     lexemes, sorted."""
@@ -302,7 +298,7 @@ def words_query(lexemes: Sequence[str], min_share: float) -> tuple[str, str] | N
     words = query_words(lexemes)
     if not words:
         return None
-    quoted = [_tsquery_lexeme(w) for w in words]
+    quoted = [tsquery_lexeme(w) for w in words]
     any_word = " | ".join(quoted)
     need = min(len(words), max(1, math.ceil(min_share * len(words) - 1e-9)))
     if need == 1:
@@ -884,9 +880,7 @@ class MemoryStore:
                 if words is None:
                     return []
                 each = query_words(lexemes)
-                weights = await self._word_stats.weights(
-                    conn, workspace_id, [_tsquery_lexeme(w) for w in each]
-                )
+                weights = await self._word_stats.weights(conn, workspace_id, each)
                 params: list[Any] = [
                     workspace_id,
                     candidates,

@@ -5,13 +5,19 @@ question's common word counts as much as its rare one, and a long message full o
 wins. BM25 (k1 1.2, b 0.75) weighs each of the question's words by its IDF in the workspace and
 each text's count of it by the text's length against the workspace's average.
 
-The statistics are read when a question needs them, never maintained on write: a word's
-document frequency is a count of the workspace's items holding it (the GIN index), capped at
-DF_CAP (beyond it a word is common, and an exact count costs a visit of each match: at 1M items
-a cap of 50,000 made the words half's p95 56 ms); the workspace's size is counted to SIZE_CAP
-(an index-only count); the average length (distinct words of a text, as tsvector's length) is
-taken over LENGTH_SAMPLE of its items. All are kept STALE_AFTER seconds in
-the process: a workspace's statistics change slowly, and a question's words repeat.
+The statistics are read when a question needs them, never maintained on write (no hot rows for
+common words, no write amplification). A word's document frequency in a workspace of fewer than
+COUNT_BELOW items is counted (through the workspace's rows: a few ms). In a bigger one, a word
+that PostgreSQL's statistics list among the column's most common (pg_stats.most_common_elems,
+kept by ANALYZE) gets its share of the whole table times the workspace's size — counting a
+common word's matches costs a walk of its whole posting list (at 1M items the words half's p95
+was 44-56 ms that way) — and any other word is counted through the GIN index (cheap: it is rare),
+capped at DF_CAP. The shares are the table's, not the workspace's: a word common in one big
+workspace weighs a little less in another big one than it should (statistics kept per workspace
+on write would be exact, at a cost on every write). The workspace's size is counted to
+SIZE_CAP (an index-only count); the average length (distinct words of a text, as tsvector's
+length) is taken over LENGTH_SAMPLE of its items. All are kept STALE_AFTER seconds in the
+process.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncpg
 K1 = 1.2
 B = 0.75
 DF_CAP = 5_000
+COUNT_BELOW = 5_000
 SIZE_CAP = 50_000
 LENGTH_SAMPLE = 1_000
 STALE_AFTER = 300.0
@@ -50,20 +57,41 @@ class Weights:
     avg_length: float
 
 
+def tsquery_lexeme(lexeme: str) -> str:
+    """The tsquery text that matches exactly this lexeme."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 class WordStatistics:
     def __init__(self) -> None:
         self._df: dict[tuple[str, str], tuple[int, float]] = {}
         self._size: dict[str, tuple[int, float, float]] = {}
+        self._common: tuple[dict[str, float], float] = ({}, -STALE_AFTER)
 
     def forget(self) -> None:
         self._df.clear()
         self._size.clear()
+        self._common = ({}, -STALE_AFTER)
+
+    async def _common_words(self, conn: asyncpg.Connection, now: float) -> dict[str, float]:
+        """The column's most common words and the share of items holding each."""
+        common, read_at = self._common
+        if now - read_at > STALE_AFTER:
+            row = await conn.fetchrow(
+                "SELECT most_common_elems::text::text[] AS words, most_common_elem_freqs AS f "
+                "FROM pg_stats WHERE schemaname = current_schema() "
+                "AND tablename = 'memory_items' AND attname = 'tsv'"
+            )
+            words = row["words"] if row and row["words"] else []
+            shares = row["f"] if row and row["f"] else []
+            common = dict(zip(words, shares, strict=False))  # f ends with 3 summary values
+            self._common = (common, now)
+        return common
 
     async def weights(
-        self, conn: asyncpg.Connection, workspace_id: str, queries: Sequence[str]
+        self, conn: asyncpg.Connection, workspace_id: str, lexemes: Sequence[str]
     ) -> Weights:
-        """The IDF of each word (`queries`: one tsquery text per word) in the workspace, and
-        its texts' average length."""
+        """The IDF of each word (`lexemes`) in the workspace, and its texts' average length."""
         now = time.monotonic()
         size = self._size.get(workspace_id)
         if size is None or now - size[2] > STALE_AFTER:
@@ -81,10 +109,15 @@ class WordStatistics:
             )
             size = (int(row["n"]), float(row["avg_length"]), now)
             self._size[workspace_id] = size
+        n = max(size[0], 1)
+        common = await self._common_words(conn, now) if n >= COUNT_BELOW else {}
+        for word in lexemes:
+            if word in common:
+                self._df[(workspace_id, word)] = (round(common[word] * n), now)
         missing = [
-            q
-            for q in queries
-            if (cached := self._df.get((workspace_id, q))) is None or now - cached[1] > STALE_AFTER
+            w
+            for w in lexemes
+            if (cached := self._df.get((workspace_id, w))) is None or now - cached[1] > STALE_AFTER
         ]
         if missing:
             counts = await conn.fetchval(
@@ -96,14 +129,13 @@ class WordStatistics:
                     FROM unnest($2::text[]) WITH ORDINALITY AS x(q, i) ORDER BY x.i)
                 """,
                 workspace_id,
-                missing,
+                [tsquery_lexeme(w) for w in missing],
                 DF_CAP,
             )
             if len(self._df) > MAX_CACHED:
                 self._df.clear()
-            for q, df in zip(missing, counts, strict=True):
-                self._df[(workspace_id, q)] = (int(df), now)
-        n = max(size[0], 1)
+            for word, df in zip(missing, counts, strict=True):
+                self._df[(workspace_id, word)] = (int(df), now)
         return Weights(
-            tuple(idf(n, min(self._df[(workspace_id, q)][0], n)) for q in queries), size[1]
+            tuple(idf(n, min(self._df[(workspace_id, w)][0], n)) for w in lexemes), size[1]
         )
