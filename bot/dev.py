@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -168,11 +169,28 @@ def _banner(synapse: SynapseServer, demo: dict[str, str], bot_user_id: str) -> s
 """
 
 
+def _hold(data_dir: Path) -> contextlib.AbstractContextManager[Any]:
+    """One `doryo dev` per data directory: a second one would share the first's database and
+    rewrite its config (new ports: the first's clients would lose their homeserver). Released
+    when the process ends, however it ends."""
+    lock = open(data_dir / "dev.lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DoryoError(
+            f"another `doryo dev` is running on {data_dir}: stop it first (Ctrl-C), or give "
+            "this one another --data-dir"
+        ) from None
+    return lock
+
+
 async def run_dev(data_dir: Path, redis_url: str = "redis://127.0.0.1:6379/0") -> None:
     from bot.app import Doryo
 
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     stack = contextlib.AsyncExitStack()
+    stack.enter_context(_hold(data_dir))
     async with stack:
         if not await _redis_answers(redis_url):
             redis_url, redis_process = await _start_redis(data_dir)
