@@ -136,13 +136,22 @@ FORGET_ME_ASK = (
 FORGET_ME_NOTHING = "I hold nothing you said in any workspace."
 DELETE_TITLE = "**Delete the workspace {name}?**"
 DELETE_WHAT = (
-    "This deletes, for good, what Doryo holds of it: {messages} messages, {memories} memories, "
-    "{actions} actions with their audit log, {tasks} tasks, {followups} reminders, {usage} "
-    "usage records, its {sessions} sessions, members, settings and invite codes{agents}. The "
-    "Matrix rooms stay with their people, with everything said in them; Doryo leaves them. Take "
-    "a copy first with `!ws export`."
+    "This deletes, for good, what Doryo holds of it: {what}, and its members, settings and "
+    "invite codes. The Matrix rooms stay with their people, with everything said in them; Doryo "
+    "leaves them. Take a copy first with `!ws export`."
 )
-DELETE_AGENTS = ", and its {count} Letta agent(s)"
+DELETE_PARTS = {
+    "messages": "{n} messages",
+    "memories": "{n} memories",
+    "sessions": "{n} session(s)",
+    "actions": "{n} actions with their audit log",
+    "tasks": "{n} tasks",
+    "followups": "{n} reminders",
+    "usage": "{n} usage records",
+    "agents": "{n} Letta agent(s)",
+}
+"""What a deletion card counts, in this order; nothing counted zero is named, but messages and
+memories."""
 DELETE_HOW = (
     "React ✅ to delete it or ❌ to keep it (or send `!ws delete confirm` / `!ws delete "
     "cancel`). Expires {expires}."
@@ -159,7 +168,7 @@ DELETE_RESULT = (
 DELETE_RESULT_AGENTS = "; {ended} of {count} Letta agent(s) ended"
 DELETE_STARTED = "Deleting **{name}**: its card says when it is done."
 DELETE_KEPT = "Kept **{name}**: nothing was deleted."
-DELETE_OPEN = "A request to delete **{name}** is already waiting for the host: {card}"
+DELETE_OPEN = "A request to delete **{name}** is already waiting for the host: [its card]({card})."
 DELETE_RACED = "A request to delete **{name}** was made just now: confirm that one on its card."
 DELETE_NOTHING_OPEN = "Nothing is waiting to be confirmed: `!ws delete` asks first."
 DELETE_ONLY_HOST = "Only the host ({host}) can confirm or cancel deleting the workspace."

@@ -220,13 +220,12 @@ def card_content(
     once done, what went."""
     lines = [_status_line(deletion, host), "", strings.DELETE_TITLE.format(name=name)]
     if what is not None:
-        agents = what.get("agents", 0)
-        lines.append(
-            strings.DELETE_WHAT.format(
-                **{k: f"{v:,}" for k, v in what.items() if k != "agents"},
-                agents=strings.DELETE_AGENTS.format(count=agents) if agents else "",
-            )
-        )
+        parts = [
+            text.format(n=f"{what.get(key, 0):,}")
+            for key, text in strings.DELETE_PARTS.items()
+            if what.get(key) or key in ("messages", "memories")
+        ]
+        lines += ["", strings.DELETE_WHAT.format(what=", ".join(parts))]
     if deletion.status == "awaiting_confirm":
         lines += ["", strings.DELETE_HOW.format(expires=f"{deletion.expires_at:%H:%M UTC}")]
     if result:

@@ -130,7 +130,8 @@ async def test_only_the_hosts_confirmation_deletes_the_workspace_and_nothing_els
     }
     body = card["content"]["body"]
     assert "Delete the workspace Rocket?" in body and "stay with their people" in body
-    assert re.search(r"\b\d+ messages, \d+ memories, 2 actions", body), body
+    assert re.search(r"\b\d+ messages, \d+ memories, 1 session\(s\), 2 actions with", body), body
+    assert "Letta" not in body  # nothing counted zero is named (no Letta agent here)
     assert team.alice.user_id in card["content"]["m.mentions"]["user_ids"]
     again = await command(team.alice, team.dm, "!ws delete")
     assert "already waiting" in again and card["event_id"] in again

@@ -89,7 +89,7 @@ async def test_real_letta_answers_and_continues_after_the_hosts_confirmation(
         ]
         assert len(agents) == 1
         card = await ask_delete(team.alice, session, bot)
-        assert "its 1 Letta agent(s)" in card["content"]["body"]
+        assert "1 Letta agent(s)" in card["content"]["body"]
         await react(team.alice, session, card["event_id"], "✅")
         done = await card_status(team.alice, session, card, "done")
         assert "1 of 1 Letta agent(s) ended" in done["body"]
