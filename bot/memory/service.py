@@ -82,6 +82,7 @@ class ReindexResult:
 
 NAMES_TTL = 300.0
 """How long a sender's display name is kept for search (people rarely rename)."""
+NAMES_CACHED = 100_000
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
@@ -357,14 +358,14 @@ class Memory:
     async def _display_names(self, found: Sequence[Candidate]) -> dict[str, str]:
         """The display names of the candidates' senders (kept NAMES_TTL seconds)."""
         now = time.monotonic()
+        if len(self._names) > NAMES_CACHED:  # before this search's senders go in
+            self._names.clear()
         senders = {c.item.sender for c in found if c.item.sender}
         missing = [
             s for s in senders if (got := self._names.get(s)) is None or now - got[1] > NAMES_TTL
         ]
         if missing:
             known = await self.store.display_names(missing)
-            if len(self._names) > 100_000:
-                self._names.clear()
             for user in missing:
                 self._names[user] = (known.get(user), now)
         return {s: name for s in senders if (name := self._names[s][0]) is not None}

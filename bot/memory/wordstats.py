@@ -93,6 +93,8 @@ class WordStatistics:
     ) -> Weights:
         """The IDF of each word (`lexemes`) in the workspace, and its texts' average length."""
         now = time.monotonic()
+        if len(self._df) > MAX_CACHED:  # before this question's words go in
+            self._df.clear()
         size = self._size.get(workspace_id)
         if size is None or now - size[2] > STALE_AFTER:
             row = await conn.fetchrow(
@@ -132,8 +134,6 @@ class WordStatistics:
                 [tsquery_lexeme(w) for w in missing],
                 DF_CAP,
             )
-            if len(self._df) > MAX_CACHED:
-                self._df.clear()
             for word, df in zip(missing, counts, strict=True):
                 self._df[(workspace_id, word)] = (int(df), now)
         return Weights(

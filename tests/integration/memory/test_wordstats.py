@@ -4,7 +4,9 @@ in a small workspace, from PostgreSQL's statistics (common words) in a big one."
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
+from bot.memory import wordstats
 from bot.memory.wordstats import COUNT_BELOW, WordStatistics
 
 
@@ -40,3 +42,16 @@ async def test_common_words_weigh_little_and_rare_ones_much(pool: asyncpg.Pool) 
     deploy, pipeline, absent = big.idf
     assert max(deploy, pipeline) < 0.2 < 8 < absent, big  # from the table's statistics
     assert small.avg_length > 3 and big.avg_length > 3
+
+
+async def test_a_full_cache_is_emptied_before_a_question_not_during_it(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add(pool, "big", COUNT_BELOW + 10, "the deploy pipeline ran step #")
+    await pool.execute("ANALYZE memory_items")
+    monkeypatch.setattr(wordstats, "MAX_CACHED", 1)
+    stats = WordStatistics()
+    async with pool.acquire() as conn:
+        for words in (["deploy", "absent"], ["deploy", "pipelin", "other"], ["deploy", "x"]):
+            weights = await stats.weights(conn, "big", words)
+            assert len(weights.idf) == len(words)
