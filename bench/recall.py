@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot import db  # noqa: E402
 from bot.config import MemoryConfig  # noqa: E402
 from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
-from bot.memory import LocalEmbedder, Memory, MemoryInput  # noqa: E402
-from tests.data.conversations import KINDS, Conversation, conversations  # noqa: E402
+from bot.memory import LocalEmbedder, Memory  # noqa: E402
+from tests.data.conversations import KINDS, Conversation, as_memories, conversations  # noqa: E402
 
 K = (1, 5, 6, 10)
 PROMPT = 6
@@ -131,19 +131,7 @@ class Scores:
 
 
 async def load(memory: Memory, conv: Conversation) -> None:
-    items = [
-        MemoryInput(
-            workspace_id=conv.id,
-            text=m.text,
-            kind="message",
-            context=m.topic,
-            room_id=m.room,
-            event_id=m.event_id,
-            sender=f"@{m.sender}:bench",
-            created_at=m.at,
-        )
-        for m in conv.messages
-    ]
+    items = as_memories(conv)
     for start in range(0, len(items), 500):
         await memory.add_now(items[start : start + 500])
 

@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from bot.memory import MemoryInput
+
 NAMES = (
     "Evan Maria Dana Lukas Priya Tom Aiko Omar Sofia Jonas Leila Marco Nadia Felix Grace Hugo "
     "Irene Karim Lena Mateo"
@@ -242,3 +244,19 @@ def conversations(
 
 
 KINDS = ("single", "paraphrase", "temporal", "multi", "inference")
+
+
+def as_memories(conv: Conversation) -> list[MemoryInput]:
+    """A conversation's messages as the bot stores them: text, session topic, sender, time."""
+    return [
+        MemoryInput(
+            workspace_id=conv.id,
+            text=m.text,
+            context=m.topic,
+            room_id=m.room,
+            event_id=m.event_id,
+            sender=f"@{m.sender}:bench",
+            created_at=m.at,
+        )
+        for m in conv.messages
+    ]

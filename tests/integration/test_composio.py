@@ -21,9 +21,10 @@ from bot.config import Config
 from bot.errors import UserError
 from bot.memory import LocalEmbedder
 from bot.tools.registry import ToolCall
-from tests.client import JSON, MatrixClient, replies_to
+from tests.client import MatrixClient, replies_to
 from tests.conftest import Homeserver, running_bot
 from tests.fakes.composio_server import FakeComposio
+from tests.integration.agent_helpers import latest
 from tests.integration.test_actions import (
     in_thread,
     propose,
@@ -61,16 +62,6 @@ async def team_with_member(homeserver: Homeserver, bot: Doryo) -> tuple[Team, st
     return team, session, bob
 
 
-def latest_content(person: MatrixClient, room: str, card: JSON) -> JSON:
-    """The card's content after its latest edit."""
-    content: JSON = card["content"]
-    for event in person.timeline.get(room, []):
-        relates = event.get("content", {}).get("m.relates_to", {})
-        if relates.get("rel_type") == "m.replace" and relates.get("event_id") == card["event_id"]:
-            content = event["content"]["m.new_content"]
-    return content
-
-
 async def told_on_proposal(
     bot: Doryo, team: Team, person: MatrixClient, room: str, text: str
 ) -> str:
@@ -86,7 +77,7 @@ async def told_on_proposal(
         return str(answer["content"]["body"])
     await react(team.alice, room, answer["event_id"], "✅")
     await wait_status(person, room, answer, "error")
-    return str(latest_content(person, room, answer)["body"])
+    return str(latest(person, room, answer)["body"])
 
 
 def call_for(bot: Doryo, workspace: Any, room: str, requested_by: str, key: str = "") -> ToolCall:
@@ -217,7 +208,7 @@ async def test_github_recipe_needs_the_hosts_account_then_runs_once_with_it(
         TEMPLATE_TOOL,
     ]
     assert {e.connected_account_id for e in composio.executions} == {alices.id}
-    block = latest_content(bob, session, card)[ACTION_KEY]
+    block = latest(bob, session, card)[ACTION_KEY]
     assert block["result"]["url"] == url and block["result"]["account"] == alices.id
     runs = await bot.ctx.db.fetch("SELECT external_ids FROM tool_runs WHERE outcome = 'done'")
     assert [r["external_ids"] for r in runs] == [[url]]
@@ -261,7 +252,7 @@ async def test_a_composio_failure_shows_on_the_card(
     card = await propose(bob, session, "@act create_github_template repo_name=x template=y")
     await react(team.alice, session, card["event_id"], "✅")
     await wait_status(bob, session, card, "error")
-    body = latest_content(bob, session, card)["body"]
+    body = latest(bob, session, card)["body"]
     assert f"⚠️ **Failed**: `{TEMPLATE_TOOL}` did not succeed" in body
     assert "could not clone the template" in body
     [told] = await bob.wait_for(
@@ -279,7 +270,7 @@ async def test_a_composio_failure_shows_on_the_card(
     await wait_status(bob, session, second, "error")
     assert (
         "Composio refused: 503 Service temporarily unavailable"
-        in (latest_content(bob, session, second)["body"])
+        in (latest(bob, session, second)["body"])
     )
     runs = await bot.ctx.db.fetch("SELECT outcome, error FROM tool_runs ORDER BY id")
     assert [r["outcome"] for r in runs] == ["error", "error"]
@@ -391,7 +382,7 @@ async def test_a_composio_tool_by_slug(
     [run] = composio.executions_of("GITHUB_CREATE_AN_ISSUE")
     assert run.arguments == {"owner": "acme", "repo": "web", "title": "Fix it"}
     assert run.version == "20251027_00" and run.user_id == team.alice.user_id
-    body = latest_content(bob, session, card)["body"]
+    body = latest(bob, session, card)["body"]
     assert "https://github.com/acme/web/issues/" in body
     detail = await command(bob, session, "!tool GITHUB_CREATE_AN_ISSUE")
     assert "The title of the issue" in detail

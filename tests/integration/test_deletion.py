@@ -15,7 +15,7 @@ from tests.client import JSON, MatrixClient, replies_to
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.agent_helpers import final_answer
+from tests.integration.agent_helpers import final_answer, latest
 from tests.integration.test_actions import propose, react, team_with_member, wait_status
 from tests.integration.workspace_helpers import Team, command, new_team, start_session
 from tests.poll import eventually
@@ -35,15 +35,6 @@ async def ask_delete(person: MatrixClient, room: str, bot: Doryo) -> JSON:
 
     await eventually(noted, timeout=10)
     return card
-
-
-def latest(person: MatrixClient, room: str, card: JSON) -> JSON:
-    content: JSON = card["content"]
-    for event in person.timeline.get(room, []):
-        relates = event.get("content", {}).get("m.relates_to", {})
-        if relates.get("rel_type") == "m.replace" and relates.get("event_id") == card["event_id"]:
-            content = event["content"]["m.new_content"]
-    return content
 
 
 async def card_status(person: MatrixClient, room: str, card: JSON, status: str) -> JSON:

@@ -9,7 +9,7 @@ import statistics
 from datetime import UTC, datetime
 
 from bot.memory import Memory, MemoryInput
-from tests.data.conversations import conversations
+from tests.data.conversations import as_memories, conversations
 
 
 def said(n: int, sender: str, text: str) -> MemoryInput:
@@ -43,20 +43,7 @@ async def test_a_question_naming_a_person_finds_what_they_said_as_i(memory: Memo
 
 async def test_hybrid_is_never_below_its_halves_on_the_small_fixture(memory: Memory) -> None:
     (conv,) = conversations(1, sessions=5, per_session=30, seed=11)
-    await memory.add_now(
-        [
-            MemoryInput(
-                workspace_id=conv.id,
-                text=m.text,
-                context=m.topic,
-                room_id=m.room,
-                event_id=m.event_id,
-                sender=f"@{m.sender}:bench",
-                created_at=m.at,
-            )
-            for m in conv.messages
-        ]
-    )
+    await memory.add_now(as_memories(conv))
     recall: dict[str, float] = {}
     for mode in ("hybrid", "vector", "fulltext"):
         found = []
