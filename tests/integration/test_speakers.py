@@ -50,6 +50,11 @@ async def test_a_person_named_by_their_display_name_is_found(
     # What the model was shown: Bob's memory first; Alice's same words are not a memory of
     # their own, only the message just before his.
     assert block["shown"][0] == bob_said and block["shown"].count(alice_said) == 1
+    # A display name is a claim anyone makes for themselves: it may rank their own messages,
+    # never speak for them. The model is told who said it by Matrix ID.
+    told = "\n".join(str(m.get("content")) for m in model_server.last.messages)
+    first = next(line for line in told.splitlines() if line.startswith("[1]"))
+    assert bob.user_id[1:].split(":")[0] in first and "Quinn" not in told
 
 
 async def test_when_did_a_person_do_something_gets_their_message_with_its_date(
