@@ -63,6 +63,9 @@ from bot.workspaces.store import WorkspaceStore
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL = 30.0
+DELETION_RETRY = timedelta(minutes=10)
+"""A workspace deletion still running this long after its confirmation is finished again (the
+homeserver was away when the bot was to leave its rooms); every step of it may run twice."""
 # How often workspaces that grew are given an HNSW index of their own (Memory.index_workspaces).
 OWN_INDEX_INTERVAL = 600.0
 INBOX_RETENTION = timedelta(days=7)
@@ -349,6 +352,8 @@ class Doryo:
                 if expired:
                     log.info("%d actions expired without confirmation", expired)
                 await deletion.expire_due(self.ctx)
+                # Deletions whose rooms the homeserver's absence kept the bot in.
+                await deletion.recover(self.ctx, datetime.now(UTC) - DELETION_RETRY)
                 # Ends not on their cards yet (the homeserver was away when they came).
                 await self.ctx.actions.report_pending(datetime.now(UTC) - timedelta(minutes=1))
                 await finished_answers.prune(self.ctx.db)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
+from appservice.errors import HomeserverUnavailable, MatrixRequestError
 from appservice.matrix import JSON, markdown_content, pill
 from bot import strings
 from bot.actions.card import reaction_meaning
@@ -437,37 +439,48 @@ async def expire_due(ctx: Context) -> int:
 
 
 async def _run(ctx: Context, deletion: Deletion, name: str, host: str) -> None:
-    """Delete, then tell, leave and end agents. Every step may run twice (recover)."""
+    """Delete, end the agents, say so on the card, say goodbye and leave. Every step may run
+    again (recover): the deletion is done only once the bot is out of every room — with the
+    homeserver away it stays `running`, and maintenance finishes it later."""
     await _edit_card(ctx, deletion, name, host)
     async with ctx.db.acquire() as conn:
         await delete_data(conn, deletion.id, deletion.workspace_id)
     noted = await _get(ctx, "id = $1", deletion.id)
     assert noted is not None
     agents_ended = await _end_agents(ctx, noted.letta_agents or [])
+    # The card first, as done: it may be in a session room the bot is about to leave.
+    done = dataclasses.replace(noted, status="done")
+    await _edit_card(ctx, done, name, host, result=_result(done, agents_ended))
+    rooms = noted.rooms or []
+    left = [
+        await _leave(ctx, noted.id, room_id, name, farewell=room_id != rooms[0])
+        for room_id in rooms
+    ]
+    if not all(left):
+        log.warning(
+            "deleted workspace %s, but the homeserver was away: leaving its rooms later",
+            noted.workspace_id,
+        )
+        return
     await ctx.db.execute(
         "UPDATE workspace_deletions SET status = 'done', finished_at = now() "
         "WHERE id = $1 AND status = 'running'",
         deletion.id,
     )
-    finished = await _get(ctx, "id = $1", deletion.id)
-    assert finished is not None
-    # The card first: it may be in a session room the bot is about to leave.
-    await _edit_card(ctx, finished, name, host, result=_result(finished, agents_ended))
-    rooms = finished.rooms or []
-    for room_id in rooms:
-        await _leave(ctx, finished.id, room_id, name, farewell=room_id != rooms[0])
     log.info(
         "deleted workspace %s (%s); left %d rooms; ended %d of %d Letta agents",
-        finished.workspace_id,
-        finished.counts,
+        noted.workspace_id,
+        noted.counts,
         len(rooms),
         agents_ended,
-        len(finished.letta_agents or []),
+        len(noted.letta_agents or []),
     )
 
 
-async def _leave(ctx: Context, deletion_id: int, room_id: str, name: str, *, farewell: bool) -> None:
-    """Say goodbye in a session (not in the space: it has no timeline in most clients), leave."""
+async def _leave(ctx: Context, deletion_id: int, room_id: str, name: str, *, farewell: bool) -> bool:
+    """Say goodbye in a session (not in the space: it has no timeline in most clients), leave.
+    False if the homeserver was away (to be tried again); True once out of the room, or when
+    the homeserver refuses (the bot was kicked, or left already)."""
     try:
         if farewell:
             await ctx.matrix.send_markdown(
@@ -477,8 +490,12 @@ async def _leave(ctx: Context, deletion_id: int, room_id: str, name: str, *, far
                 txn_id=f"doryo.wd.{deletion_id}.bye.{room_id}",
             )
         await ctx.matrix.leave(room_id)
-    except Exception as e:  # left already, kicked, the homeserver away: the data is gone
+    except HomeserverUnavailable as e:
         log.warning("could not leave %s after deleting its workspace: %s", room_id, e)
+        return False
+    except MatrixRequestError as e:  # not in the room any more, kicked, banned: nothing to do
+        log.info("did not leave %s after deleting its workspace: %s", room_id, e)
+    return True
 
 
 async def _end_agents(ctx: Context, agents: list[str]) -> int:
@@ -502,7 +519,8 @@ async def _end_agents(ctx: Context, agents: list[str]) -> int:
 
 
 async def recover(ctx: Context, decided_before: datetime) -> None:
-    """Deletions a stop or a crash cut short (confirmed before this process began): finish
+    """Deletions a stop, a crash or an absent homeserver cut short (confirmed before
+    `decided_before`: at start, this process's beginning; in maintenance, a while ago): finish
     them."""
     rows = await ctx.db.fetch(
         f"SELECT {_COLUMNS} FROM workspace_deletions "

@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
+from appservice.errors import HomeserverUnavailable
 from bot.app import Doryo
 from bot.data import deletion
 from bot.data.deletion import DELETION_KEY, KEPT
@@ -242,3 +245,43 @@ async def test_a_deletion_cut_short_after_its_transaction_is_finished_at_the_nex
             and e["content"].get("membership") == "leave"
         ),
     )
+
+
+async def test_rooms_left_later_when_the_homeserver_was_away_at_the_leave(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team, session, bob = await team_with_member(homeserver, bot)
+    card = await ask_delete(team.alice, session, bot)
+
+    async def away(room_id: str) -> None:
+        raise HomeserverUnavailable("homeserver away (test)")
+
+    monkeypatch.setattr(bot.ctx.matrix, "leave", away)
+    assert "Deleting" in await command(team.alice, team.dm, "!ws delete confirm")
+    await card_status(team.alice, session, card, "done")  # the data is gone, the card says so
+
+    async def tried() -> bool:
+        status = await bot.ctx.db.fetchval(
+            "SELECT status FROM workspace_deletions WHERE card_event_id = $1", card["event_id"]
+        )
+        return await bot.ctx.workspaces.get(team.workspace_id) is None and status == "running"
+
+    await eventually(tried, timeout=20)  # not done: the bot is still in the rooms
+    members = await team.alice.request("GET", f"/v3/rooms/{session}/joined_members")
+    assert bot.config.bot_user_id in members["joined"]
+
+    monkeypatch.undo()  # the homeserver is back: maintenance finishes it
+    await deletion.recover(bot.ctx, decided_before=await bot.ctx.db.fetchval("SELECT now()"))
+    status = await bot.ctx.db.fetchval(
+        "SELECT status FROM workspace_deletions WHERE card_event_id = $1", card["event_id"]
+    )
+    assert status == "done"
+    members = await team.alice.request("GET", f"/v3/rooms/{session}/joined_members")
+    assert bot.config.bot_user_id not in members["joined"]
+    await team.alice.sync_once(timeout_ms=500)
+    farewells = [
+        e
+        for e in team.alice.timeline.get(session, [])
+        if "was deleted by its host" in e.get("content", {}).get("body", "")
+    ]
+    assert len(farewells) == 1  # said once, though tried twice
