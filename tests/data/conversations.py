@@ -5,7 +5,11 @@ Each conversation is one workspace: two people talking over many sessions (a top
 of it small talk, with facts in between. Both people state facts of the same kinds ("I drive a
 Volvo" / "I drive a Mazda"), in the first person, so a question that names a person ("What car
 does Evan drive?") is only answered by knowing who spoke; the other person asks about the same
-things ("do you still drive that old car?"), so the words alone find decoys too. Kinds:
+things ("Hey Evan, do you still drive that old car?"), so the words alone, the name included, find
+decoys too. As in real chats, people call each other by name now and then, small talk is made
+from parts so that it seldom repeats word for word, an event has a plan before it and a
+follow-up after it (three messages share its words; one happened that day), the other person has
+contrary tastes, and wishes to visit a city the first has not been to. Kinds:
 
 - single: one fact, asked with the fact's words;
 - paraphrase: one fact, asked with other words;
@@ -91,12 +95,12 @@ ATTRIBUTES = (
 
 # Events: (statement, question). The question is answered by the message's date.
 EVENTS = (
-    ("I finally ran my first marathon today, my legs are gone!", "When did {n} run a marathon?"),
-    ("We moved into the new flat today, boxes everywhere.", "When did {n} move into a new flat?"),
-    ("I got promoted this morning, still can't believe it.", "When did {n} get promoted?"),
-    ("I broke my wrist skating today, so typing one-handed.", "When did {n} break a wrist?"),
-    ("Passed my driving test today, first try!", "When did {n} pass the driving test?"),
-    ("I adopted a kitten from the shelter today.", "When did {n} adopt a kitten?"),
+    ("marathon", "I finally ran my first marathon today, my legs are gone!", "When did {n} run a marathon?"),
+    ("flat", "We moved into the new flat today, boxes everywhere.", "When did {n} move into a new flat?"),
+    ("promoted", "I got promoted this morning, still can't believe it.", "When did {n} get promoted?"),
+    ("wrist", "I broke my wrist skating today, so typing one-handed.", "When did {n} break a wrist?"),
+    ("driving", "Passed my driving test today, first try!", "When did {n} pass the driving test?"),
+    ("kitten", "I adopted a kitten from the shelter today.", "When did {n} adopt a kitten?"),
 )
 
 TRIPS = ["Kyoto", "Lisbon", "Oslo", "Marrakesh", "Reykjavik", "Valencia", "Prague", "Tallinn"]
@@ -122,7 +126,8 @@ LIKES = (
     ),
 )
 
-# Small talk: the other person's questions reuse the facts' words (decoys for words alone).
+# What the other person says about the same things: a question naming a person meets these too
+# (the words "car", "dog", "marathon" and, at times, the person's name in the text).
 DECOYS = (
     "Do you still drive that old car of yours?",
     "How is your dog doing, still chewing everything?",
@@ -135,6 +140,25 @@ DECOYS = (
     "Did you run today?",
     "Are the boxes unpacked yet?",
 )
+# Said by the same person before an event ("planning"), and by the other after it: a "when"
+# question finds three messages on its words, one of which happened on the day.
+BEFORE_AFTER = {
+    "marathon": ("Signed up for my first marathon, the training plan is brutal.", "How are your legs after the marathon?"),
+    "flat": ("We're looking at a new flat next week, fingers crossed.", "How's the new flat, settled in?"),
+    "promoted": ("My boss hinted I might get promoted soon.", "Congrats again on getting promoted!"),
+    "wrist": ("Bought skates, going to try skating this winter.", "How's the wrist healing?"),
+    "driving": ("My driving test is booked, so nervous.", "Have you driven anywhere since the driving test?"),
+    "kitten": ("Thinking about adopting a kitten from the shelter.", "How's the kitten settling in?"),
+}
+# The other person's contrary taste: "Would Tom enjoy a hiking trip?" meets it on meaning.
+DISLIKES = (
+    "Mountains are not for me, I'd rather spend my weekends in the city.",
+    "I never have the patience for long novels, I fall asleep after a page.",
+    "Old black and white films bore me to tears, honestly.",
+)
+WISHES = "I'd love to see {v} one day, everyone says it's beautiful."
+
+# Small talk, made from parts so that it rarely repeats word for word (real chats seldom do).
 CHAT = (
     "Haha yes, {a}.",
     "I'm so tired after {b}.",
@@ -146,13 +170,41 @@ CHAT = (
     "Lol, that's {d}.",
     "I'll call you after {b}.",
     "Tell me more about {c}.",
+    "Sorry for the late reply, {a}.",
+    "We should talk about {c} properly over coffee.",
+    "Just back from {b}, {a}.",
+    "Honestly {c} was {d}.",
+    "No way, {d}.",
+    "I keep thinking about {c}.",
+    "Today was {d}, {a}.",
+    "Remind me to tell you about {b}.",
 )
 FILL = {
-    "a": ["the weather is awful", "the train was late", "work is busy", "my phone died", "it rained"],
-    "b": ["the gym", "a long meeting", "cleaning the kitchen", "the school run", "grocery shopping"],
-    "c": ["the match", "that new series", "the fireworks", "the news", "the game"],
-    "d": ["amazing", "hilarious", "exhausting", "so weird", "lovely", "stressful"],
+    "a": [
+        "the weather is awful", "the train was late", "work is busy", "my phone died", "it rained",
+        "the neighbours are loud again", "the heating broke", "I overslept", "traffic was a mess",
+        "the printer jammed twice", "my laptop keeps crashing", "the bus never came",
+        "I forgot my keys", "the wifi is down", "my sister visited", "I burned the toast",
+    ],
+    "b": [
+        "the gym", "a long meeting", "cleaning the kitchen", "the school run", "grocery shopping",
+        "the dentist", "a double shift", "painting the hallway", "yoga class", "the laundry",
+        "a video call with my parents", "fixing the bike", "the quarterly report", "choir practice",
+        "walking around the park", "a workshop on budgets",
+    ],
+    "c": [
+        "the match", "that new series", "the fireworks", "the news", "the game", "the election debate",
+        "the concert in the park", "that documentary about whales", "the storm warning",
+        "the new bakery on the corner", "the quiz night", "that podcast I sent you",
+        "the street festival", "the eclipse", "the cooking show final", "the office party",
+    ],
+    "d": [
+        "amazing", "hilarious", "exhausting", "so weird", "lovely", "stressful", "wild", "boring",
+        "adorable", "ridiculous", "unexpected", "brilliant", "a bit much", "so relaxing",
+    ],
 }
+ADDRESSED = ("Hey {n}, ", "{n}, ", "Oh {n}, ")
+"""People call each other by name now and then: the name is in the text, not only the sender."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +234,28 @@ class Conversation:
     questions: list[Question] = field(default_factory=list)
 
 
-def _chat(rng: random.Random) -> str:
-    template = rng.choice(CHAT)
-    return template.format(**{k: rng.choice(v) for k, v in FILL.items()})
+def _addressed(rng: random.Random, other: str, text: str) -> str:
+    if rng.random() >= 0.15:
+        return text
+    return rng.choice(ADDRESSED).format(n=other) + text[0].lower() + text[1:]
+
+
+def _chat(rng: random.Random, other: str) -> str:
+    """One or two lines of small talk, now and then calling the other person by name."""
+    parts = [rng.choice(CHAT) for _ in range(1 if rng.random() < 0.5 else 2)]
+    text = " ".join(p.format(**{k: rng.choice(v) for k, v in FILL.items()}) for p in parts)
+    return _addressed(rng, other, text)
+
+
+def _decoy(rng: random.Random, other: str) -> str:
+    text = rng.choice(DECOYS)
+    if rng.random() < 0.5:
+        text += " " + _chat(rng, other)
+    return _addressed(rng, other, text)
+
+
+Line = tuple[str, str]
+"""(person, text): one message to place; its position in a conversation's plan is its key."""
 
 
 def conversation(index: int, rng: random.Random, *, sessions: int, per_session: int) -> Conversation:
@@ -192,26 +263,42 @@ def conversation(index: int, rng: random.Random, *, sessions: int, per_session: 
     conv = Conversation(f"conv{index}", (a, b))
     start = datetime(2023, 1, 9, 18, 0, tzinfo=UTC) + timedelta(days=index * 3)
     days = sorted(rng.sample(range(0, 400), sessions))
-    planned: list[tuple[str, str, list[tuple[str, str]]]] = []
-    """(question text, kind, [(person, text)]): the texts that answer it."""
+    groups: list[list[Line]] = []
+    """Messages placed in this order (a plan, then the event, then the other's follow-up)."""
+    planned: list[tuple[str, str, list[tuple[int, int]]]] = []
+    """(question text, kind, [(group, position)]): the messages that answer it."""
+
+    def place(*lines: Line) -> int:
+        groups.append(list(lines))
+        return len(groups) - 1
+
     for _family, statement, asked, paraphrased, values in ATTRIBUTES:
         picked = rng.sample(values, 2)
         for person, value in zip((a, b), picked, strict=True):
-            text = statement.format(v=value)
-            planned.append((asked.format(n=person), "single", [(person, text)]))
-            planned.append((paraphrased.format(n=person), "paraphrase", [(person, text)]))
-    for person in (a, b):
-        for statement, asked in rng.sample(EVENTS, 2):
-            planned.append((asked.format(n=person), "temporal", [(person, statement)]))
-        cities = rng.sample(TRIPS, 3)
-        lines = [(person, rng.choice(TRIP_LINES).format(v=city)) for city in cities]
-        planned.append((TRIP_QUESTION.format(n=person), "multi", lines))
-        statement, asked = rng.choice(LIKES)
-        planned.append((asked.format(n=person), "inference", [(person, statement)]))
-    texts = {(p, t) for _, _, evidence in planned for p, t in evidence}
-    slots = rng.sample(range(sessions * per_session), len(texts))
-    placed = dict(zip(slots, sorted(texts), strict=True))
-    event_of: dict[tuple[str, str], str] = {}
+            g = place((person, statement.format(v=value)))
+            planned.append((asked.format(n=person), "single", [(g, 0)]))
+            planned.append((paraphrased.format(n=person), "paraphrase", [(g, 0)]))
+    for person, other in ((a, b), (b, a)):
+        for key, statement, asked in rng.sample(EVENTS, 2):
+            before, after = BEFORE_AFTER[key]
+            g = place((person, before), (person, statement), (other, after))
+            planned.append((asked.format(n=person), "temporal", [(g, 1)]))
+        cities = rng.sample(TRIPS, 4)
+        g = place(*((person, rng.choice(TRIP_LINES).format(v=city)) for city in cities[:3]))
+        planned.append((TRIP_QUESTION.format(n=person), "multi", [(g, 0), (g, 1), (g, 2)]))
+        place((other, WISHES.format(v=cities[3])))
+        like = rng.randrange(len(LIKES))
+        statement, asked = LIKES[like]
+        g = place((person, statement))
+        planned.append((asked.format(n=person), "inference", [(g, 0)]))
+        place((other, DISLIKES[like]))
+    total = sum(len(g) for g in groups)
+    slots = iter(rng.sample(range(sessions * per_session), total))
+    placed: dict[int, tuple[int, int]] = {}
+    for g, lines in enumerate(groups):
+        for position, slot in enumerate(sorted(next(slots) for _ in lines)):
+            placed[slot] = (g, position)
+    event_of: dict[tuple[int, int], str] = {}
     n = 0
     for s, day in enumerate(days):
         topic = rng.choice(TOPICS)
@@ -220,11 +307,14 @@ def conversation(index: int, rng: random.Random, *, sessions: int, per_session: 
         speaker = rng.choice((a, b))
         for m in range(per_session):
             slot = s * per_session + m
+            other = b if speaker == a else a
             if slot in placed:
-                speaker, text = placed[slot]
+                g, position = placed[slot]
+                speaker, text = groups[g][position]
+            elif rng.random() < 0.2:
+                speaker, text = other, _decoy(rng, speaker)
             else:
-                speaker = b if speaker == a else a
-                text = rng.choice(DECOYS) if rng.random() < 0.2 else _chat(rng)
+                speaker, text = other, _chat(rng, speaker)
             n += 1
             event_id = f"${conv.id}-{n}"
             if slot in placed:
