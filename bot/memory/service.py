@@ -17,10 +17,10 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 
@@ -80,9 +80,14 @@ class ReindexResult:
     seconds: float
 
 
+_N = TypeVar("_N", int, float)
+
 NAMES_TTL = 300.0
 """How long a sender's display name is kept for search (people rarely rename)."""
 NAMES_CACHED = 100_000
+PEOPLE_READ = 10_000
+"""How many of a workspace's people a search knows by name (one index probe each, cached)."""
+WORKSPACES_CACHED = 10_000
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
@@ -118,26 +123,57 @@ def fuse(
     speaker_weight: float = 0.0,
     named: frozenset[str] = frozenset(),
     names: Mapping[str, str] | None = None,
+    also: Sequence[Candidate] = (),
 ) -> list[MemoryHit]:
     """Reciprocal rank fusion: each ranking adds weight / (rrf_k + rank); best first (ties: the
     newer item). A third signal is who said it: an item whose sender the question names (its
     words `named`; `names`: senders' display names) adds speaker_weight / (rrf_k + 1), as if it
     ranked first in a list of its own — people say "I …", questions say "Evan": neither words
-    nor meaning link the two."""
+    nor meaning link the two. `also`: the rankings of a second search (the question without
+    the names of the people it asks about), added like the first's."""
     names = names or {}
-    hits = []
-    for c in candidates:
-        score = 0.0
+    scores: dict[int, float] = {}
+    best: dict[int, MemoryHit] = {}
+    for c in (*candidates, *also):
+        score = scores.get(c.item.id, 0.0)
         if c.vector_rank is not None:
             score += vector_weight / (rrf_k + c.vector_rank)
         if c.text_rank is not None:
             score += text_weight / (rrf_k + c.text_rank)
-        sender = c.item.sender
+        scores[c.item.id] = score
+        seen = best.get(c.item.id)
+        best[c.item.id] = (
+            MemoryHit(c.item, 0.0, c.vector_rank, c.text_rank, c.distance)
+            if seen is None
+            else MemoryHit(
+                c.item,
+                0.0,
+                _least(c.vector_rank, seen.vector_rank),
+                _least(c.text_rank, seen.text_rank),
+                _least(c.distance, seen.distance),
+            )
+        )
+    hits = []
+    for id_, hit in best.items():
+        score = scores[id_]
+        sender = hit.item.sender
         if speaker_weight and named & person_words(sender, names.get(sender or "")):
             score += speaker_weight / (rrf_k + 1)
-        hits.append(MemoryHit(c.item, score, c.vector_rank, c.text_rank, c.distance))
+        hits.append(replace(hit, score=score))
     hits.sort(key=lambda h: (-h.score, -h.item.id))
     return hits
+
+
+def _least(a: _N | None, b: _N | None) -> _N | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def without_words(query: str, words: frozenset[str]) -> str:
+    """`query` without `words` (any case; "Evan's" as "Evan"), spaces tidied."""
+    if not words:
+        return query
+    pattern = r"\b(?:" + "|".join(re.escape(w) for w in sorted(words)) + r")(?:['’]s)?\b"
+    return " ".join(re.sub(pattern, " ", query, flags=re.IGNORECASE).split())
 
 
 def _said(text: str) -> str:
@@ -199,6 +235,7 @@ class Memory:
         self.dims = dims
         self.indexer = Indexer(store, embedder, settings, dims=dims)
         self._names: dict[str, tuple[str | None, float]] = {}
+        self._people: dict[str, tuple[frozenset[str], float]] = {}
         self._owns_embedder = False
 
     @classmethod
@@ -316,6 +353,53 @@ class Memory:
         if not query or k <= 0:
             return []
         settings = self.settings
+        candidates = max(settings.candidates, 2 * k)
+        named = question_words(query) if settings.speaker_weight else frozenset()
+        people = named & await self._people_words(workspace_id) if named else frozenset()
+        content = without_words(query, people)
+        second = None
+        if content and content != query:
+            # The question names who said it ("What car does Evan drive?"), their message says
+            # "I …", while the other person's "Hey Evan, still driving that old car?" holds both
+            # the name and the words. Ranked again without the name, by what it asks (both
+            # searches at once); the name counts once, as the speaker.
+            second = asyncio.ensure_future(
+                self._candidates(workspace_id, content, None, mode, kinds, candidates, exact)
+            )
+            second.add_done_callback(outcome_seen)
+        try:
+            found = await self._candidates(
+                workspace_id, query, embedding, mode, kinds, candidates, exact
+            )
+            also: Sequence[Candidate] = await second if second is not None else ()
+        finally:
+            if second is not None:
+                second.cancel()  # not needed after all: the first search failed
+        senders = {c.item.sender for c in (*found, *also) if c.item.sender}
+        names = await self._display_names(senders) if named else {}
+        hits = fuse(
+            found,
+            rrf_k=settings.rrf_k,
+            vector_weight=settings.vector_weight,
+            text_weight=settings.fulltext_weight,
+            speaker_weight=settings.speaker_weight,
+            named=named,
+            names=names,
+            also=also,
+        )
+        return best_per_source(hits, k)
+
+    async def _candidates(
+        self,
+        workspace_id: str,
+        query: str,
+        embedding: Awaitable[Vectors] | None,
+        mode: SearchMode,
+        kinds: Sequence[MemoryKind] | None,
+        candidates: int,
+        exact: bool | None,
+    ) -> list[Candidate]:
+        settings = self.settings
         vector = None
         if mode != "fulltext":
             # The model works while the store prepares the words and the plan; it awaits the
@@ -324,9 +408,8 @@ class Memory:
                 self._query_vector(query, embedding, required=mode == "vector")
             )
             vector.add_done_callback(outcome_seen)
-        candidates = max(settings.candidates, 2 * k)
         try:
-            found = await self.store.search(
+            return await self.store.search(
                 workspace_id,
                 text=None if mode == "vector" else query,
                 vector=vector,
@@ -343,24 +426,29 @@ class Memory:
         finally:
             if vector is not None:
                 vector.cancel()  # not needed after all: the store failed first
-        named = question_words(query)
-        hits = fuse(
-            found,
-            rrf_k=settings.rrf_k,
-            vector_weight=settings.vector_weight,
-            text_weight=settings.fulltext_weight,
-            speaker_weight=settings.speaker_weight,
-            named=named,
-            names=await self._display_names(found) if settings.speaker_weight and named else {},
-        )
-        return best_per_source(hits, k)
 
-    async def _display_names(self, found: Sequence[Candidate]) -> dict[str, str]:
-        """The display names of the candidates' senders (kept NAMES_TTL seconds)."""
+    async def _people_words(self, workspace_id: str) -> frozenset[str]:
+        """The words that name the people who said something in the workspace: their Matrix
+        IDs' and display names' (read again after NAMES_TTL seconds; a newcomer's name counts
+        from then, their messages as the speaker's at once)."""
+        now = time.monotonic()
+        known = self._people.get(workspace_id)
+        if known is not None and now - known[1] <= NAMES_TTL:
+            return known[0]
+        if len(self._people) > WORKSPACES_CACHED:
+            self._people.clear()
+        senders = await self.store.senders(workspace_id, limit=PEOPLE_READ)
+        names = await self._display_names(senders)
+        words = frozenset(w for s in senders for w in person_words(s, names.get(s)))
+        self._people[workspace_id] = (words, now)
+        return words
+
+    async def _display_names(self, senders: Iterable[str]) -> dict[str, str]:
+        """People's display names (kept NAMES_TTL seconds)."""
         now = time.monotonic()
         if len(self._names) > NAMES_CACHED:  # before this search's senders go in
             self._names.clear()
-        senders = {c.item.sender for c in found if c.item.sender}
+        senders = set(senders)
         missing = [
             s for s in senders if (got := self._names.get(s)) is None or now - got[1] > NAMES_TTL
         ]

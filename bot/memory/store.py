@@ -675,6 +675,27 @@ class MemoryStore:
         )
         return {r["user_id"]: r["displayname"] for r in rows}
 
+    async def senders(self, workspace_id: str, limit: int) -> list[str]:
+        """Who said something in a workspace (at most `limit` people, in ID order): one probe of
+        the (workspace_id, sender) index per person, not a row per message."""
+        rows = await self._pool.fetch(
+            """
+            WITH RECURSIVE s (sender) AS (
+                (SELECT sender FROM memory_items
+                 WHERE workspace_id = $1 AND sender IS NOT NULL ORDER BY sender LIMIT 1)
+                UNION ALL
+                SELECT (SELECT i.sender FROM memory_items i
+                        WHERE i.workspace_id = $1 AND i.sender > s.sender
+                        ORDER BY i.sender LIMIT 1)
+                FROM s WHERE s.sender IS NOT NULL
+            )
+            SELECT sender FROM s WHERE sender IS NOT NULL LIMIT $2
+            """,
+            workspace_id,
+            limit,
+        )
+        return [r["sender"] for r in rows]
+
     async def get(self, workspace_id: str, item_id: int) -> MemoryItem | None:
         row = await self._pool.fetchrow(
             f"SELECT {_ITEM_COLUMNS} FROM memory_items i WHERE i.workspace_id = $1 AND i.id = $2",

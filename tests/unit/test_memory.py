@@ -20,6 +20,7 @@ from bot.memory.service import (
     person_words,
     question_words,
     retention_groups,
+    without_words,
 )
 from bot.memory.store import Candidate, DeleteEvent, Insert, MemoryInput, Replace, words_query
 from bot.memory.text import chunk_text, embedding_text, extractive_summary, redact
@@ -202,6 +203,38 @@ def test_the_speaker_a_question_names_comes_first() -> None:
         candidates, rrf_k=60, vector_weight=1, text_weight=1, speaker_weight=2, named=nobody
     )
     assert [h.item.id for h in hits] == [1, 2]
+
+
+def test_a_second_search_adds_its_ranks_and_keeps_the_best() -> None:
+    first = [
+        Candidate(item(1), vector_rank=1, distance=0.3, text_rank=1, text_score=0.9),
+        Candidate(item(2), vector_rank=2, distance=0.4, text_rank=None, text_score=None),
+    ]
+    # Without the name, item 2 (the person's own "I drive a Fiat") ranks first on both halves.
+    second = [
+        Candidate(item(2), vector_rank=1, distance=0.1, text_rank=1, text_score=0.8),
+        Candidate(item(3), vector_rank=2, distance=0.2, text_rank=None, text_score=None),
+    ]
+    hits = fuse(first, rrf_k=60, vector_weight=1, text_weight=1, also=second)
+    assert [h.item.id for h in hits] == [2, 1, 3]
+    assert hits[0].score == pytest.approx(1 / 62 + 1 / 61 + 1 / 61)
+    assert (hits[0].vector_rank, hits[0].text_rank, hits[0].distance) == (1, 1, 0.1)
+    assert hits[1].score == pytest.approx(2 / 61)
+    # Nothing second: the first search alone, unchanged.
+    assert fuse(first, rrf_k=60, vector_weight=1, text_weight=1, also=()) == fuse(
+        first, rrf_k=60, vector_weight=1, text_weight=1
+    )
+
+
+def test_the_people_a_question_names_are_taken_out_of_it() -> None:
+    people = frozenset({"evan", "dana"})
+    assert without_words("What car does Evan drive?", people) == "What car does drive?"
+    assert without_words("Where is EVAN’s dog and Dana's cat?", people) == "Where is dog and cat?"
+    # Whole words only, nothing to take out: the same question.
+    assert without_words("Does Evangeline drive?", people) == "Does Evangeline drive?"
+    assert without_words("What car?", frozenset()) == "What car?"
+    # Names that are regular-expression text are taken literally.
+    assert without_words("Is a.b here or axb?", frozenset({"a.b"})) == "Is here or axb?"
 
 
 def test_best_per_source_keeps_one_piece_per_event() -> None:

@@ -6,10 +6,12 @@ below either of its halves."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bot.memory import Memory, MemoryInput
 from tests.data.conversations import as_memories, conversations
+from tests.integration.memory.conftest import MemoryFactory
 
 
 def said(n: int, sender: str, text: str) -> MemoryInput:
@@ -41,6 +43,37 @@ async def test_a_question_naming_a_person_finds_what_they_said_as_i(memory: Memo
         assert [h.item.event_id for h in maria] == ["$m5"], mode
 
 
+async def test_the_person_asked_about_wins_over_others_calling_them_by_name(
+    open_memory: MemoryFactory,
+) -> None:
+    """Maria calls Evan by name about his car, again and again; Evan's own message says "I".
+    The question's words and name fill the first search's candidates with Maria's messages
+    (5 of them here, 40 by default): searched again without the name, by what it asks, Evan's
+    message is found, and first as the person asked about."""
+    memory = await open_memory(memory={"candidates": 5})
+    maria = "@maria.lopez:hs"
+    decoys = [
+        "Hey Evan, is your car still making that noise?",
+        "Evan, you left your car lights on last night.",
+        "Oh Evan, the car wash on the corner finally reopened.",
+        "Evan, can I borrow your car charger tomorrow?",
+        "Hey Evan, that car alarm woke me up again.",
+        "Evan, the car park at work is full every morning now.",
+        "Hey Evan, was that your car outside the bakery?",
+    ]
+    await memory.add_now(
+        [said(1, "@evan:hs", "I drive a Mazda these days, great on long trips.")]
+        + [said(n, maria, text) for n, text in enumerate(decoys, start=2)]
+    )
+    for question in ("What car does Evan drive?", "Which car is Evan driving?"):
+        for mode in ("hybrid", "vector", "fulltext"):
+            hits = await memory.search("w", question, k=1, mode=mode)  # type: ignore[arg-type]
+            assert [h.item.event_id for h in hits] == ["$m1"], (question, mode)
+    # A name that is nobody's here stays a word of the question: one search, as before.
+    hits = await memory.search("w", "Is the car wash on the corner open, Mateo?", k=1)
+    assert [h.item.event_id for h in hits] == ["$m4"]
+
+
 async def test_hybrid_is_never_below_its_halves_on_the_small_fixture(memory: Memory) -> None:
     (conv,) = conversations(1, sessions=5, per_session=30, seed=11)
     await memory.add_now(as_memories(conv))
@@ -53,3 +86,21 @@ async def test_hybrid_is_never_below_its_halves_on_the_small_fixture(memory: Mem
             found.append(len(ids & set(q.evidence)) / len(q.evidence))
         recall[mode] = statistics.fmean(found)
     assert recall["hybrid"] >= max(recall["vector"], recall["fulltext"]), recall
+
+
+async def test_a_workspaces_people_are_read_one_probe_each(memory: Memory) -> None:
+    await memory.add_now(
+        [said(n, f"@{who}:hs", f"Message {n} from {who}.") for n, who in enumerate("bcabca", 1)]
+        + [replace(said(9, "@zed:hs", "Elsewhere."), workspace_id="other")]
+    )
+    assert await memory.store.senders("w", limit=10) == ["@a:hs", "@b:hs", "@c:hs"]
+    assert await memory.store.senders("w", limit=2) == ["@a:hs", "@b:hs"]
+    assert await memory.store.senders("other", limit=10) == ["@zed:hs"]
+    assert await memory.store.senders("nobody", limit=10) == []
+    async with memory.store.pool.acquire() as conn:
+        await conn.execute("SET enable_seqscan = off")  # a few rows: the index only if it fits
+        plan = await conn.fetch(
+            "EXPLAIN SELECT sender FROM memory_items WHERE workspace_id = 'w' AND sender > '@a'"
+            " ORDER BY sender LIMIT 1"
+        )
+    assert "memory_items_sender" in " ".join(r[0] for r in plan)
