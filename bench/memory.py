@@ -57,6 +57,7 @@ from bot.config import MemoryConfig  # noqa: E402
 from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory, MemoryInput  # noqa: E402
 from bot.memory.embeddings import Vectors  # noqa: E402
+from bot.memory.service import PEOPLE_READ  # noqa: E402
 from bot.memory.store import (  # noqa: E402
     EXACT_SEARCH_FACTOR,
     VECTORS,
@@ -684,6 +685,17 @@ async def bench_size(
     embed_t, _ = await timed([partial(memory.embed_query, q) for q in qtexts])
     print(f"  @ask memory overhead (big): embed question {embed_t}")
     print(f"                              embed + hybrid {ask_t}")
+    # A question naming someone who spoke there is searched twice at once (also without the
+    # name); the same questions naming nobody are the baseline.
+    about = [PROJECTS[i % len(PROJECTS)] for i in range(len(qtexts))]
+    named_q = [f"What did {PEOPLE[i % len(PEOPLE)]} say about {p}?" for i, p in enumerate(about)]
+    nobody_q = [f"What did the team say about {p}?" for p in about]
+    nobody_t, _ = await timed([partial(memory.search, "big", q, k=8) for q in nobody_q])
+    named_t, _ = await timed([partial(memory.search, "big", q, k=8) for q in named_q])
+    people_t, people = await timed([partial(memory.store.senders, "big", PEOPLE_READ)] * 20)
+    print(f"                              embed + hybrid, naming nobody {nobody_t}")
+    print(f"                              embed + hybrid, naming a person {named_t}")
+    print(f"  the workspace's people ({len(people[0])}), read uncached: {people_t}")
     print(f"  ({load_average()})")
 
 

@@ -164,6 +164,11 @@ def fuse(
     return hits
 
 
+async def _row(vectors: Awaitable[Vectors], index: int) -> Vectors:
+    """One row of a batch's vectors, as a batch of one."""
+    return (await vectors)[index : index + 1]
+
+
 def _least(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -363,8 +368,18 @@ class Memory:
             # "I …", while the other person's "Hey Evan, still driving that old car?" holds both
             # the name and the words. Ranked again without the name, by what it asks (both
             # searches at once); the name counts once, as the speaker.
+            second_vector: Awaitable[Vectors] | None = None
+            if embedding is None and mode != "fulltext":
+                # One call of the model for both questions: a batch of two costs about one.
+                both = asyncio.ensure_future(
+                    self.embedder.embed([query, content], interactive=True)
+                )
+                both.add_done_callback(outcome_seen)
+                embedding, second_vector = _row(both, 0), _row(both, 1)
             second = asyncio.ensure_future(
-                self._candidates(workspace_id, content, None, mode, kinds, candidates, exact)
+                self._candidates(
+                    workspace_id, content, second_vector, mode, kinds, candidates, exact
+                )
             )
             second.add_done_callback(outcome_seen)
         try:
