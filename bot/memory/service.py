@@ -363,7 +363,7 @@ class Memory:
         people = named & await self._people_words(workspace_id) if named else frozenset()
         content = without_words(query, people)
         second = None
-        if content and content != query:
+        if content != query and question_words(content):
             # The question names who said it ("What car does Evan drive?"), their message says
             # "I …", while the other person's "Hey Evan, still driving that old car?" holds both
             # the name and the words. Ranked again without the name, by what it asks (both

@@ -8,6 +8,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from bot.memory import Memory, MemoryInput
 from tests.data.conversations import as_memories, conversations
@@ -72,6 +75,33 @@ async def test_the_person_asked_about_wins_over_others_calling_them_by_name(
     # A name that is nobody's here stays a word of the question: one search, as before.
     hits = await memory.search("w", "Is the car wash on the corner open, Mateo?", k=1)
     assert [h.item.event_id for h in hits] == ["$m4"]
+
+
+async def test_a_question_that_is_only_a_name_is_searched_once(
+    memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the name nothing would be left to ask ("What about Evan?" is "what about"): no
+    second search, whose ranking of stop words would only add noise to the fusion."""
+    await memory.add_now(
+        [
+            said(1, "@evan:hs", "I drive a Mazda these days, great on long trips."),
+            said(2, "@maria.lopez:hs", "Hey Evan, is your car still making that noise?"),
+        ]
+    )
+    searched: list[str] = []
+    candidates = memory._candidates
+
+    async def counted(workspace_id: str, query: str, *args: Any) -> Any:
+        searched.append(query)
+        return await candidates(workspace_id, query, *args)
+
+    monkeypatch.setattr(memory, "_candidates", counted)
+    hits = await memory.search("w", "What about Evan?", k=2)
+    assert searched == ["What about Evan?"]
+    assert {h.item.event_id for h in hits} == {"$m1", "$m2"}
+    searched.clear()
+    await memory.search("w", "What car does Evan drive?", k=2)
+    assert sorted(searched) == ["What car does Evan drive?", "What car does drive?"]
 
 
 async def test_hybrid_is_never_below_its_halves_on_the_small_fixture(memory: Memory) -> None:
