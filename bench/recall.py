@@ -37,7 +37,13 @@ from bot import db  # noqa: E402
 from bot.config import MemoryConfig  # noqa: E402
 from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory  # noqa: E402
-from tests.data.conversations import KINDS, Conversation, as_memories, conversations  # noqa: E402
+from tests.data.conversations import (  # noqa: E402
+    KINDS,
+    Conversation,
+    Question,
+    as_memories,
+    conversations,
+)  # noqa: E402
 
 K = (1, 5, 6, 10)
 PROMPT = 6
@@ -144,6 +150,13 @@ async def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], help="a memory setting KEY=VALUE, to compare"
     )
+    parser.add_argument(
+        "--misses",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="print the questions of this kind the default search misses at 5",
+    )
     args = parser.parse_args()
     settings = MemoryConfig(**dict(kv.split("=", 1) for kv in args.set))
     convs = conversations(args.conversations, sessions=args.sessions, per_session=args.per_session)
@@ -162,7 +175,7 @@ async def main() -> None:
             for conv in convs:
                 await load(memory, conv)
             print(f"stored and embedded in {time.perf_counter() - started:.0f} s")
-            scores = await run(memory, embedder, convs)
+            scores = await run(memory, embedder, convs, misses=set(args.misses))
             await memory.close()
             await pool.close()
         finally:
@@ -171,7 +184,10 @@ async def main() -> None:
 
 
 async def run(
-    memory: Memory, embedder: LocalEmbedder, convs: Sequence[Conversation]
+    memory: Memory,
+    embedder: LocalEmbedder,
+    convs: Sequence[Conversation],
+    misses: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> dict[str, Scores]:
     names = [
         "doryo hybrid (default)",
@@ -209,11 +225,22 @@ async def run(
                 took = time.perf_counter() - started
                 found = [h.item.event_id or "" for h in hits]
                 scores[name].add(q.kind, found, q.evidence, took)
+                if mode == "hybrid" and q.kind in misses and recall(found, q.evidence, 5) < 1:
+                    show_miss(conv, q, found)
             for name, ranking in baselines.items():
                 started = time.perf_counter()
                 found = ranking(q.text)
                 scores[name].add(q.kind, found, q.evidence, time.perf_counter() - started)
     return scores
+
+
+def show_miss(conv: Conversation, q: Question, found: Sequence[str]) -> None:
+    said = {m.event_id: f"{m.sender}: {m.text}" for m in conv.messages}
+    print(f"\n{conv.id} {q.kind}: {q.text}")
+    for e in q.evidence:
+        print(f"  wanted {'(found) ' if e in found[:5] else ''}{said[e]}")
+    for r, e in enumerate(found[:5], start=1):
+        print(f"  {r}. {said.get(e, e)}")
 
 
 def report(scores: dict[str, Scores]) -> None:

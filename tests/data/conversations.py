@@ -13,10 +13,12 @@ contrary tastes, and wishes to visit a city the first has not been to. Kinds:
 
 - single: one fact, asked with the fact's words;
 - paraphrase: one fact, asked with other words;
-- temporal: when something happened ("When did Maria run her first marathon?"), which only the
+- temporal: when something happened, asked with the event's words ("When did Maria run a
+  marathon?") and with others ("When did Maria finish a long-distance race?"), which only the
   message's date answers;
 - multi: facts spread over several messages and sessions ("Which cities has Dana been to?");
-- inference: a preference asked about as a suggestion ("Would Tom enjoy a hiking trip?").
+- inference: a preference asked about as a suggestion ("Would Tom enjoy a hiking trip?"), two
+  per person.
 
 Deterministic for a seed. Never tuned against: the texts are made before any search runs.
 """
@@ -93,14 +95,45 @@ ATTRIBUTES = (
     ),
 )
 
-# Events: (statement, question). The question is answered by the message's date.
+# Events: (key, statement, question with its words, paraphrased question). The question is
+# answered by the message's date.
 EVENTS = (
-    ("marathon", "I finally ran my first marathon today, my legs are gone!", "When did {n} run a marathon?"),
-    ("flat", "We moved into the new flat today, boxes everywhere.", "When did {n} move into a new flat?"),
-    ("promoted", "I got promoted this morning, still can't believe it.", "When did {n} get promoted?"),
-    ("wrist", "I broke my wrist skating today, so typing one-handed.", "When did {n} break a wrist?"),
-    ("driving", "Passed my driving test today, first try!", "When did {n} pass the driving test?"),
-    ("kitten", "I adopted a kitten from the shelter today.", "When did {n} adopt a kitten?"),
+    (
+        "marathon",
+        "I finally ran my first marathon today, my legs are gone!",
+        "When did {n} run a marathon?",
+        "When did {n} finish a long-distance race?",
+    ),
+    (
+        "flat",
+        "We moved into the new flat today, boxes everywhere.",
+        "When did {n} move into a new flat?",
+        "When did {n} change apartments?",
+    ),
+    (
+        "promoted",
+        "I got promoted this morning, still can't believe it.",
+        "When did {n} get promoted?",
+        "When did {n} get a better position at work?",
+    ),
+    (
+        "wrist",
+        "I broke my wrist skating today, so typing one-handed.",
+        "When did {n} break a wrist?",
+        "When did {n} get injured on the ice?",
+    ),
+    (
+        "driving",
+        "Passed my driving test today, first try!",
+        "When did {n} pass the driving test?",
+        "When did {n} get a licence to drive?",
+    ),
+    (
+        "kitten",
+        "I adopted a kitten from the shelter today.",
+        "When did {n} adopt a kitten?",
+        "When did {n} bring home a young cat?",
+    ),
 )
 
 TRIPS = ["Kyoto", "Lisbon", "Oslo", "Marrakesh", "Reykjavik", "Valencia", "Prague", "Tallinn"]
@@ -124,6 +157,18 @@ LIKES = (
         "I could watch old black and white films all night.",
         "Would {n} enjoy a classic cinema evening?",
     ),
+    (
+        "Give me a paddle and a quiet lake and I'm happy for the whole day.",
+        "Would {n} like a kayak tour?",
+    ),
+    (
+        "Our board game nights are the best part of my week, I own way too many games.",
+        "Would {n} enjoy an evening at a game café?",
+    ),
+    (
+        "I spend whole Sundays in the kitchen trying new recipes from around the world.",
+        "Would {n} like a cooking class?",
+    ),
 )
 
 # What the other person says about the same things: a question naming a person meets these too
@@ -143,18 +188,37 @@ DECOYS = (
 # Said by the same person before an event ("planning"), and by the other after it: a "when"
 # question finds three messages on its words, one of which happened on the day.
 BEFORE_AFTER = {
-    "marathon": ("Signed up for my first marathon, the training plan is brutal.", "How are your legs after the marathon?"),
-    "flat": ("We're looking at a new flat next week, fingers crossed.", "How's the new flat, settled in?"),
-    "promoted": ("My boss hinted I might get promoted soon.", "Congrats again on getting promoted!"),
+    "marathon": (
+        "Signed up for my first marathon, the training plan is brutal.",
+        "How are your legs after the marathon?",
+    ),
+    "flat": (
+        "We're looking at a new flat next week, fingers crossed.",
+        "How's the new flat, settled in?",
+    ),
+    "promoted": (
+        "My boss hinted I might get promoted soon.",
+        "Congrats again on getting promoted!",
+    ),
     "wrist": ("Bought skates, going to try skating this winter.", "How's the wrist healing?"),
-    "driving": ("My driving test is booked, so nervous.", "Have you driven anywhere since the driving test?"),
-    "kitten": ("Thinking about adopting a kitten from the shelter.", "How's the kitten settling in?"),
+    "driving": (
+        "My driving test is booked, so nervous.",
+        "Have you driven anywhere since the driving test?",
+    ),
+    "kitten": (
+        "Thinking about adopting a kitten from the shelter.",
+        "How's the kitten settling in?",
+    ),
 }
-# The other person's contrary taste: "Would Tom enjoy a hiking trip?" meets it on meaning.
+# The other person's contrary taste (one per like, same order): "Would Tom enjoy a hiking
+# trip?" meets it on meaning.
 DISLIKES = (
     "Mountains are not for me, I'd rather spend my weekends in the city.",
     "I never have the patience for long novels, I fall asleep after a page.",
     "Old black and white films bore me to tears, honestly.",
+    "You won't get me into a boat, I get seasick just looking at the water.",
+    "Board games drag on forever, I always end up bored halfway through.",
+    "Cooking stresses me out, I'd rather order in than spend an hour in the kitchen.",
 )
 WISHES = "I'd love to see {v} one day, everyone says it's beautiful."
 
@@ -181,26 +245,74 @@ CHAT = (
 )
 FILL = {
     "a": [
-        "the weather is awful", "the train was late", "work is busy", "my phone died", "it rained",
-        "the neighbours are loud again", "the heating broke", "I overslept", "traffic was a mess",
-        "the printer jammed twice", "my laptop keeps crashing", "the bus never came",
-        "I forgot my keys", "the wifi is down", "my sister visited", "I burned the toast",
+        "the weather is awful",
+        "the train was late",
+        "work is busy",
+        "my phone died",
+        "it rained",
+        "the neighbours are loud again",
+        "the heating broke",
+        "I overslept",
+        "traffic was a mess",
+        "the printer jammed twice",
+        "my laptop keeps crashing",
+        "the bus never came",
+        "I forgot my keys",
+        "the wifi is down",
+        "my sister visited",
+        "I burned the toast",
     ],
     "b": [
-        "the gym", "a long meeting", "cleaning the kitchen", "the school run", "grocery shopping",
-        "the dentist", "a double shift", "painting the hallway", "yoga class", "the laundry",
-        "a video call with my parents", "fixing the bike", "the quarterly report", "choir practice",
-        "walking around the park", "a workshop on budgets",
+        "the gym",
+        "a long meeting",
+        "cleaning the kitchen",
+        "the school run",
+        "grocery shopping",
+        "the dentist",
+        "a double shift",
+        "painting the hallway",
+        "yoga class",
+        "the laundry",
+        "a video call with my parents",
+        "fixing the bike",
+        "the quarterly report",
+        "choir practice",
+        "walking around the park",
+        "a workshop on budgets",
     ],
     "c": [
-        "the match", "that new series", "the fireworks", "the news", "the game", "the election debate",
-        "the concert in the park", "that documentary about whales", "the storm warning",
-        "the new bakery on the corner", "the quiz night", "that podcast I sent you",
-        "the street festival", "the eclipse", "the cooking show final", "the office party",
+        "the match",
+        "that new series",
+        "the fireworks",
+        "the news",
+        "the game",
+        "the election debate",
+        "the concert in the park",
+        "that documentary about whales",
+        "the storm warning",
+        "the new bakery on the corner",
+        "the quiz night",
+        "that podcast I sent you",
+        "the street festival",
+        "the eclipse",
+        "the cooking show final",
+        "the office party",
     ],
     "d": [
-        "amazing", "hilarious", "exhausting", "so weird", "lovely", "stressful", "wild", "boring",
-        "adorable", "ridiculous", "unexpected", "brilliant", "a bit much", "so relaxing",
+        "amazing",
+        "hilarious",
+        "exhausting",
+        "so weird",
+        "lovely",
+        "stressful",
+        "wild",
+        "boring",
+        "adorable",
+        "ridiculous",
+        "unexpected",
+        "brilliant",
+        "a bit much",
+        "so relaxing",
     ],
 }
 ADDRESSED = ("Hey {n}, ", "{n}, ", "Oh {n}, ")
@@ -258,7 +370,9 @@ Line = tuple[str, str]
 """(person, text): one message to place; its position in a conversation's plan is its key."""
 
 
-def conversation(index: int, rng: random.Random, *, sessions: int, per_session: int) -> Conversation:
+def conversation(
+    index: int, rng: random.Random, *, sessions: int, per_session: int
+) -> Conversation:
     a, b = NAMES[(2 * index) % len(NAMES)], NAMES[(2 * index + 1) % len(NAMES)]
     conv = Conversation(f"conv{index}", (a, b))
     start = datetime(2023, 1, 9, 18, 0, tzinfo=UTC) + timedelta(days=index * 3)
@@ -278,20 +392,24 @@ def conversation(index: int, rng: random.Random, *, sessions: int, per_session: 
             g = place((person, statement.format(v=value)))
             planned.append((asked.format(n=person), "single", [(g, 0)]))
             planned.append((paraphrased.format(n=person), "paraphrase", [(g, 0)]))
+    likes = iter(rng.sample(range(len(LIKES)), 4))
+    """Two tastes each, none shared: nobody both likes and dislikes the mountains."""
     for person, other in ((a, b), (b, a)):
-        for key, statement, asked in rng.sample(EVENTS, 2):
+        for key, statement, asked, paraphrased in rng.sample(EVENTS, 2):
             before, after = BEFORE_AFTER[key]
             g = place((person, before), (person, statement), (other, after))
             planned.append((asked.format(n=person), "temporal", [(g, 1)]))
+            planned.append((paraphrased.format(n=person), "temporal", [(g, 1)]))
         cities = rng.sample(TRIPS, 4)
         g = place(*((person, rng.choice(TRIP_LINES).format(v=city)) for city in cities[:3]))
         planned.append((TRIP_QUESTION.format(n=person), "multi", [(g, 0), (g, 1), (g, 2)]))
         place((other, WISHES.format(v=cities[3])))
-        like = rng.randrange(len(LIKES))
-        statement, asked = LIKES[like]
-        g = place((person, statement))
-        planned.append((asked.format(n=person), "inference", [(g, 0)]))
-        place((other, DISLIKES[like]))
+        for _ in range(2):
+            like = next(likes)
+            statement, asked = LIKES[like]
+            g = place((person, statement))
+            planned.append((asked.format(n=person), "inference", [(g, 0)]))
+            place((other, DISLIKES[like]))
     total = sum(len(g) for g in groups)
     slots = iter(rng.sample(range(sessions * per_session), total))
     placed: dict[int, tuple[int, int]] = {}
