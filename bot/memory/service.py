@@ -189,11 +189,13 @@ def _said(text: str) -> str:
 
 def best_per_source(hits: Sequence[MemoryHit], k: int) -> list[MemoryHit]:
     """The first `k` hits, keeping one piece per source event and kind (a long message split
-    in pieces is one result), and one of the texts that say the same (the tenth "do you still
-    drive that old car?" tells the model nothing the first did not, and takes the place of
-    something that might)."""
+    in pieces is one result), and leaving out what a better hit of the same person already
+    says word for word — the tenth "do you still drive that old car?", or the same question
+    with small talk after it, tells the model nothing the first did not, and takes the place of
+    something that might. The same words from someone else are kept: "I drive a Volvo" says
+    something else of each person who says it."""
     seen: set[tuple[str, str]] = set()
-    texts: set[str] = set()
+    said_by: dict[str | None, list[str]] = {}
     out = []
     for hit in hits:
         if hit.item.event_id is not None:
@@ -201,10 +203,11 @@ def best_per_source(hits: Sequence[MemoryHit], k: int) -> list[MemoryHit]:
             if key in seen:
                 continue
             seen.add(key)
-        said = _said(hit.item.text)
-        if said and said in texts:
+        said = f" {_said(hit.item.text)} "
+        kept = said_by.setdefault(hit.item.sender, [])
+        if said.strip() and any(said in other for other in kept):
             continue
-        texts.add(said)
+        kept.append(said)
         out.append(hit)
         if len(out) == k:
             break

@@ -250,23 +250,29 @@ def test_best_per_source_keeps_one_piece_per_event() -> None:
     assert [h.item.id for h in best_per_source(hits, 2)] == [1, 3]
 
 
-def test_best_per_source_keeps_one_of_the_texts_that_say_the_same() -> None:
-    said = [replace(item(i), text=t) for i, t in enumerate(SAME, start=1)]
+def test_best_per_source_leaves_out_what_a_better_hit_of_the_same_person_says() -> None:
+    said = [replace(item(i), text=t, sender=sender) for i, (sender, t) in enumerate(SAID, start=1)]
     hits = fuse(
         [Candidate(m, m.id, 0.1, None, None) for m in said],
         rrf_k=60,
         vector_weight=1,
         text_weight=1,
     )
-    assert [h.item.id for h in best_per_source(hits, 10)] == [1, 3, 4, 5]
+    assert [h.item.id for h in best_per_source(hits, 10)] == [1, 3, 4, 5, 6, 8, 9]
+    assert [h.item.id for h in best_per_source(hits, 3)] == [1, 3, 4]
 
 
-SAME = (
-    "Do you still drive that old car?",
-    "do you  still drive that OLD car",
-    "I drive a Fiat.",
-    "The budget is 40k.",
-    "The budget is 50k.",
+SAID = (
+    ("@a:hs", "Do you still drive that old car? I'm so tired after the gym."),
+    ("@a:hs", "do you  still drive that OLD car"),  # within the first: nothing new
+    ("@a:hs", "Did you still drive?"),  # other words in between: kept
+    ("@a:hs", "The budget is 40k."),
+    ("@a:hs", "The budget is 50k."),  # numbers count
+    ("@b:hs", "Do you still drive that old car?"),  # someone else's: kept
+    ("@b:hs", "Do you still drive that old car"),
+    ("@a:hs", "The budget is 40k or 50k, not more."),  # more than what came before: kept
+    ("@a:hs", "rive that old"),  # part of a word is not the word: kept
+    ("@a:hs", "car? I'm"),  # whole words of a better hit, punctuation aside: left out
 )
 
 
