@@ -147,7 +147,7 @@ class Doryo:
         router = LLMRouter.from_config(config, redis=redis, db=pool)
         blueprints = BlueprintStore(
             pool,
-            resolve_model=router.resolve,
+            resolve_model=router.catalog.resolve,
             known_tools=KnownTools(tools, config),
             letta_enabled=config.letta.enabled,
         )

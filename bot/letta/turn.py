@@ -226,7 +226,7 @@ class Turns:
             room_id=turn.room_id,
             user_id=turn.asker,
         )
-        self.ctx.llm.recorder.add(
+        self.ctx.llm.record(
             UsageRecord(
                 provider="letta",
                 model=self.client.config.model or "default",
@@ -240,8 +240,6 @@ class Turns:
                 error=error[:500] if error else None,
             )
         )
-        if cost:
-            self.ctx.llm.budgets.add(context, cost)
 
     async def _handle(
         self,

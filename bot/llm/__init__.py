@@ -9,7 +9,11 @@ breakers, rate limits, budgets and cost tracking.
 Modules, one concept each:
 - types:      messages, tool schemas and calls, usage, requests, results, stream events
 - providers:  the official openai and anthropic SDKs behind one small adapter interface
-- router:     LLMRouter (model references, retries, fallbacks, timeouts, the call record)
+- gate:       the request hook that holds a call's first request until its rate-limit check
+- catalog:    model references and aliases resolved, the chain a call tries, the models' roles
+- admission:  whether a call may go and on which models (budgets, rate limits)
+- router:     LLMRouter (the one attempt loop of chat and stream: retries, fallbacks, timeouts,
+              the call record)
 - breaker:    the per-provider circuit breaker
 - ratelimit:  requests and tokens per minute in Redis (one Lua script, atomic across processes)
 - budget:     monthly USD budgets from the usage table
@@ -20,7 +24,8 @@ Modules, one concept each:
 
 from __future__ import annotations
 
-from bot.llm.router import LLMRouter, ModelInfo, ModelRef
+from bot.llm.catalog import ModelInfo, ModelRef
+from bot.llm.router import LLMRouter
 from bot.llm.types import (
     CallContext,
     ChatRequest,

@@ -8,23 +8,18 @@ streamed text and tool calls, normalizes usage, and turns SDK exceptions into Pr
 (retryable or not, with the provider's retry-after). The SDKs' own retries are off: the router
 retries, so that it can fall back and keep its circuit breakers honest.
 
-The gate: the router checks rate limits (a Redis round trip) while the SDK builds the request,
-not before. Each SDK's HTTP client gets a request hook that waits for the call's gate (set with
-`gated()`) just before the request would leave; a refused gate (RateLimited) stops it there, so
-nothing reaches the provider, and comes out of the adapter as itself.
+Each SDK's HTTP client carries the router's gate (bot.llm.gate): a request waits there for the
+call's rate-limit check just before it leaves; a refusal comes out of the adapter as itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
 import ipaddress
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
@@ -34,6 +29,7 @@ import openai
 
 from bot.config import ProviderConfig
 from bot.errors import ProviderError, UserError
+from bot.llm.gate import ProviderGate
 from bot.llm.types import Message, TextDelta, ToolCall, ToolCallDelta, ToolSchema, Usage
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -125,28 +121,6 @@ def _status_message(body: object, fallback: str) -> str:
     return fallback
 
 
-_GATE: ContextVar[asyncio.Future[Any] | None] = ContextVar("llm_gate", default=None)
-
-
-@contextlib.contextmanager
-def gated(gate: asyncio.Future[Any] | None) -> Iterator[None]:
-    """Requests sent by SDK calls in this block wait for `gate` first (see the docstring)."""
-    token = _GATE.set(gate)
-    try:
-        yield
-    finally:
-        _GATE.reset(token)
-
-
-async def _wait_for_gate(request: object) -> None:
-    """httpx request hook: hold the request until the call's gate opens; raise if refused."""
-    gate = _GATE.get()
-    if gate is not None and not gate.done():
-        await asyncio.shield(gate)  # a timeout of the call must not cancel the check itself
-    elif gate is not None:
-        gate.result()  # raises what refused it
-
-
 def raise_sdk_error(error: Exception) -> NoReturn:
     """An SDK exception as a ProviderError, or the gate's refusal as itself."""
     refusal = error.__cause__ if isinstance(error.__cause__, UserError) else None
@@ -206,7 +180,9 @@ class Provider(ABC):
 
     kind: str
 
-    def __init__(self, name: str, config: ProviderConfig, timeouts: Timeouts) -> None:
+    def __init__(
+        self, name: str, config: ProviderConfig, timeouts: Timeouts, gate: ProviderGate
+    ) -> None:
         self.name = name
         self.config = config
         self.base_url = config.base_url or self.default_url
@@ -236,10 +212,12 @@ class Provider(ABC):
         return self.config.api_key.get_secret_value() or NO_KEY
 
 
-def create_provider(name: str, config: ProviderConfig, timeouts: Timeouts) -> Provider:
+def create_provider(
+    name: str, config: ProviderConfig, timeouts: Timeouts, gate: ProviderGate
+) -> Provider:
     if config.kind == "anthropic":
-        return AnthropicProvider(name, config, timeouts)
-    return OpenAIProvider(name, config, timeouts)
+        return AnthropicProvider(name, config, timeouts, gate)
+    return OpenAIProvider(name, config, timeouts, gate)
 
 
 # --- kind openai -----------------------------------------------------------------------------
@@ -301,8 +279,10 @@ def _openai_usage(usage: Any) -> Usage:
 class OpenAIProvider(Provider):
     kind = "openai"
 
-    def __init__(self, name: str, config: ProviderConfig, timeouts: Timeouts) -> None:
-        super().__init__(name, config, timeouts)
+    def __init__(
+        self, name: str, config: ProviderConfig, timeouts: Timeouts, gate: ProviderGate
+    ) -> None:
+        super().__init__(name, config, timeouts, gate)
         self._timeout = openai.Timeout(timeouts.total, connect=timeouts.connect)
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -310,7 +290,7 @@ class OpenAIProvider(Provider):
             max_retries=0,
             timeout=self._timeout,
             http_client=openai.DefaultAsyncHttpxClient(
-                timeout=self._timeout, event_hooks={"request": [_wait_for_gate]}
+                timeout=self._timeout, event_hooks={"request": [gate.hook]}
             ),
         )
         # OpenAI's own API wants max_completion_tokens (its reasoning models refuse max_tokens);
@@ -479,8 +459,10 @@ def _anthropic_usage(usage: Any, output_tokens: int | None = None) -> Usage:
 class AnthropicProvider(Provider):
     kind = "anthropic"
 
-    def __init__(self, name: str, config: ProviderConfig, timeouts: Timeouts) -> None:
-        super().__init__(name, config, timeouts)
+    def __init__(
+        self, name: str, config: ProviderConfig, timeouts: Timeouts, gate: ProviderGate
+    ) -> None:
+        super().__init__(name, config, timeouts, gate)
         self._timeout = anthropic.Timeout(timeouts.total, connect=timeouts.connect)
         self.client = anthropic.AsyncAnthropic(
             base_url=self.base_url,
@@ -488,7 +470,7 @@ class AnthropicProvider(Provider):
             max_retries=0,
             timeout=self._timeout,
             http_client=anthropic.DefaultAsyncHttpxClient(
-                timeout=self._timeout, event_hooks={"request": [_wait_for_gate]}
+                timeout=self._timeout, event_hooks={"request": [gate.hook]}
             ),
         )
 

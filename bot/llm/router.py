@@ -1,21 +1,20 @@
 """LLMRouter: one `chat` and one `stream` over every configured provider.
 
 A call goes:
-1. the model chain: the request's model (or llm.default_model), then its fallbacks (or
-   llm.fallbacks), aliases resolved, duplicates dropped;
-2. budgets (usage table, re-read every llm.budgets.refresh_seconds): refuse, or switch the
-   chain to the downgrade model, with a note;
-3. rate limits (Redis, atomic across processes): checked while the SDK builds the first
-   request, which waits for the answer before it leaves (providers.gated): a refused call
-   sends nothing;
-4. each model in turn: skipped while its provider's circuit is open; otherwise tried, and
+1. admission (bot.llm.admission): the model chain — the request's model (or llm.default_model),
+   then its fallbacks (or llm.fallbacks), aliases resolved (bot.llm.catalog) — and budgets
+   (refuse, or switch the chain to the downgrade model, with a note); the rate limits are
+   checked while the SDK builds the first request, which waits for the answer before it leaves
+   (bot.llm.gate): a refused call sends nothing;
+2. each model in turn: skipped while its provider's circuit is open; otherwise tried, and
    retried with backoff on retryable errors (429 honouring retry-after, 5xx, timeouts, hangs);
-5. every try is recorded in llm_usage with its tokens, cost, latency and outcome, written in
+3. every try is recorded in llm_usage with its tokens, cost, latency and outcome, written in
    the background (UsageRecorder; `flush` waits for it);
-6. when nothing answered: LLMUnavailable, naming each model and why.
+4. when nothing answered: LLMUnavailable, naming each model and why.
 
-A stream is retried or falls back only until its first token; after that a failure ends it
-with LLMUnavailable (the person has already seen part of an answer).
+`chat` and `stream` share one attempt loop: `chat` is a call whose one event is the whole
+reply. A stream is retried or falls back only until its first token; after that a failure ends
+it with LLMUnavailable (the person has already seen part of an answer).
 
 Exceptions for the room (UserError): RateLimited, BudgetExceeded, UnknownModel, LLMUnavailable.
 """
@@ -23,125 +22,39 @@ Exceptions for the room (UserError): RateLimited, BudgetExceeded, UnknownModel, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from bot import strings
 from bot.config import Config, LlmConfig
-from bot.errors import (
-    BudgetExceeded,
-    ConfigError,
-    LLMUnavailable,
-    ProviderError,
-    RateLimited,
-    UnknownModel,
-)
+from bot.errors import LLMUnavailable, ProviderError, RateLimited
+from bot.llm.admission import Admission, Admitted
 from bot.llm.breaker import CircuitBreaker
-from bot.llm.budget import BudgetLimits, Budgets, downgraded_message, refused_message
-from bot.llm.pricing import Price, PricedProvider, Pricing
-from bot.llm.providers import (
-    Completion,
-    Provider,
-    ProviderCall,
-    Timeouts,
-    create_provider,
-    gated,
-)
-from bot.llm.ratelimit import RateLimit, RateLimiter, Reservation, Scope, estimate_tokens
+from bot.llm.catalog import ModelCatalog, ModelInfo, ModelRef
+from bot.llm.gate import ProviderGate
+from bot.llm.pricing import PricedProvider, Pricing
+from bot.llm.providers import Completion, Provider, ProviderCall, Timeouts, create_provider
 from bot.llm.redaction import Redactor, config_secrets
-from bot.llm.types import (
-    CallContext,
-    ChatRequest,
-    ChatResult,
-    Failure,
-    Limits,
-    Outcome,
-    StreamEvent,
-    Usage,
-)
+from bot.llm.types import ChatRequest, ChatResult, Failure, Outcome, StreamEvent, Usage
 from bot.llm.usage import UsageRecord, UsageRecorder, UsageStore
-from bot.tasks import BackgroundTasks, outcome_seen
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    provider: str
-    model: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.provider}/{self.model}"
-
-    def __str__(self) -> str:
-        return self.ref
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A model the configuration names, for `GET /_doryo/v1/llm/models` and `!agent`."""
-
-    ref: str
-    provider: str
-    kind: str
-    local: bool
-    roles: tuple[str, ...]
-    """default, fallback, downgrade, alias:NAME, priced (from llm.prices)."""
-    price: Price | None
-    """The llm.prices override (USD per million tokens), if any; otherwise genai-prices."""
-    circuit: str
-    """closed, open or half_open: the provider's circuit breaker in this process."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (the admin API): prices as strings, USD per million tokens."""
-        price = None
-        if self.price is not None:
-            price = {
-                "input": str(self.price.input),
-                "output": str(self.price.output),
-                "cached_input": None
-                if self.price.cached_input is None
-                else str(self.price.cached_input),
-            }
-        return {
-            "ref": self.ref,
-            "provider": self.provider,
-            "kind": self.kind,
-            "local": self.local,
-            "roles": list(self.roles),
-            "price": price,
-            "circuit": self.circuit,
-        }
 
 
 @dataclass
 class _Plan:
-    chain: list[ModelRef]
-    notes: list[str]
-    gate: asyncio.Future[Reservation | None] | None
-    """The rate-limit check, running while the first request is built (providers.gated), or
-    already counted from a lease."""
-    context: CallContext
-    failures: list[Failure] = field(default_factory=list)
+    """One call: what admission let through, and the models that failed so far."""
 
-    @property
-    def reservation(self) -> Reservation | None:
-        gate = self.gate
-        if gate is None or not gate.done() or gate.cancelled() or gate.exception():
-            return None
-        return gate.result()
+    admitted: Admitted
+    failures: list[Failure] = field(default_factory=list)
 
 
 @dataclass
@@ -175,10 +88,11 @@ class LLMRouter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
-        self._check_config_refs()  # before any client exists: nothing to close on failure
+        self.catalog = ModelCatalog(config)  # checks the refs before any client exists
         timeouts = Timeouts(total=config.timeouts.total, connect=config.timeouts.connect)
+        self.gate = ProviderGate()
         self.providers: dict[str, Provider] = {
-            name: create_provider(name, provider, timeouts)
+            name: create_provider(name, provider, timeouts, self.gate)
             for name, provider in config.providers.items()
         }
         self.breakers = {
@@ -189,9 +103,9 @@ class LLMRouter:
         }
         self.usage = UsageStore(db)
         self.recorder = UsageRecorder(self.usage)
-        self.budgets = Budgets(self.usage, config.budgets.refresh_seconds, clock)
-        self._background = BackgroundTasks()
-        self.ratelimiter = RateLimiter(redis, key_prefix)
+        self.admission = Admission(
+            config, self.catalog, usage=self.usage, redis=redis, key_prefix=key_prefix, clock=clock
+        )
         self.pricing = Pricing(config.prices)
         self.redactor = Redactor(
             secrets,
@@ -204,20 +118,6 @@ class LLMRouter:
         }
         self._parallel = asyncio.Semaphore(config.max_parallel_calls)
         self._sleep = sleep
-        rl = config.rate_limits
-        budgets = config.budgets
-        self.default_limits = Limits(
-            agent_requests_per_minute=rl.agent.requests_per_minute,
-            agent_tokens_per_minute=rl.agent.tokens_per_minute,
-            workspace_requests_per_minute=rl.workspace.requests_per_minute,
-            workspace_tokens_per_minute=rl.workspace.tokens_per_minute,
-            user_requests_per_minute=rl.user.requests_per_minute,
-            user_tokens_per_minute=rl.user.tokens_per_minute,
-            agent_monthly_usd=budgets.agent_monthly_usd,
-            workspace_monthly_usd=budgets.workspace_monthly_usd,
-            at_limit=budgets.at_limit,
-            downgrade_model=budgets.downgrade_model,
-        )
 
     @classmethod
     def from_config(cls, config: Config, *, redis: Redis, db: asyncpg.Pool) -> LLMRouter:
@@ -230,98 +130,32 @@ class LLMRouter:
             secrets=config_secrets(config),
         )
 
-    def _check_config_refs(self) -> None:
-        refs = [(f"llm.fallbacks.{i}", ref) for i, ref in enumerate(self.config.fallbacks)]
-        if self.config.budgets.downgrade_model:
-            refs.append(("llm.budgets.downgrade_model", self.config.budgets.downgrade_model))
-        for key, ref in refs:
-            try:
-                self.resolve(ref)
-            except UnknownModel:
-                raise ConfigError(
-                    f"{ref!r} is neither an alias of llm.aliases nor a configured provider/model",
-                    key=key,
-                ) from None
-
     async def flush(self, timeout: float = 10) -> None:
         """Wait until the bookkeeping of every call so far (usage rows, token counts) is done."""
         async with asyncio.timeout(timeout):
             await self.recorder.flush()
-        await self._background.wait(timeout)
+        await self.admission.wait(timeout)
 
     async def close(self) -> None:
-        await self._background.wait(5)
+        await self.admission.wait(5)
         await self.recorder.close()
         for provider in self.providers.values():
             await provider.close()
 
-    # --- models --------------------------------------------------------------------------
-
-    def resolve(self, ref: str | None = None) -> ModelRef:
-        """A model reference ("<provider>/<model>" or an alias; None: the default model) as a
-        ModelRef. Raises UnknownModel, whose text can go to a room."""
-        name = ref or self.config.default_model
-        target = self.config.aliases.get(name, name)
-        provider, _, model = target.partition("/")
-        if not name or provider not in self.config.providers or not model:
-            aliases = ", ".join(f"`{a}`" for a in sorted(self.config.aliases))
-            raise UnknownModel(
-                strings.LLM_UNKNOWN_MODEL.format(
-                    ref=name or "(none configured)",
-                    providers=", ".join(sorted(self.config.providers)) or "none",
-                    aliases=strings.LLM_UNKNOWN_MODEL_ALIASES.format(aliases=aliases)
-                    if aliases
-                    else "",
-                )
-            )
-        return ModelRef(provider, model)
-
-    def chain(
-        self, model: str | None = None, fallbacks: Sequence[str] | None = None
-    ) -> list[ModelRef]:
-        """The models a call tries, in order, without repeats."""
-        refs = [self.resolve(model)]
-        for ref in self.config.fallbacks if fallbacks is None else fallbacks:
-            resolved = self.resolve(ref)
-            if resolved not in refs:
-                refs.append(resolved)
-        return refs
-
     def models(self) -> list[ModelInfo]:
         """The models the configuration names, with their roles, local flag and price."""
-        roles: dict[str, list[str]] = {}
-
-        def add(ref: str, role: str) -> None:
-            try:
-                resolved = self.resolve(ref).ref
-            except UnknownModel:
-                return
-            roles.setdefault(resolved, []).append(role)
-
-        if self.config.default_model:
-            add(self.config.default_model, "default")
-        for ref in self.config.fallbacks:
-            add(ref, "fallback")
-        if self.config.budgets.downgrade_model:
-            add(self.config.budgets.downgrade_model, "downgrade")
-        for alias, ref in self.config.aliases.items():
-            add(ref, f"alias:{alias}")
-        for ref in self.config.prices:
-            if not ref.endswith("/*"):
-                add(ref, "priced")
         out = []
-        for ref, its_roles in roles.items():
-            resolved = self.resolve(ref)
-            provider = self.providers[resolved.provider]
+        for ref, roles in self.catalog.roles().items():
+            provider = self.providers[ref.provider]
             out.append(
                 ModelInfo(
-                    ref=ref,
-                    provider=resolved.provider,
+                    ref=ref.ref,
+                    provider=ref.provider,
                     kind=provider.kind,
                     local=provider.local,
-                    roles=tuple(its_roles),
-                    price=self.pricing.override(resolved.provider, resolved.model),
-                    circuit=self.breakers[resolved.provider].state,
+                    roles=roles,
+                    price=self.pricing.override(ref.provider, ref.model),
+                    circuit=self.breakers[ref.provider].state,
                 )
             )
         return out
@@ -342,91 +176,11 @@ class LLMRouter:
         results = await asyncio.gather(*(one(self.providers[n]) for n in names))
         return dict(zip(names, results, strict=True))
 
-    # --- limits --------------------------------------------------------------------------
-
-    def _scopes(self, context: CallContext, limits: Limits) -> list[Scope]:
-        def limit(rpm: int | None, tpm: int | None) -> RateLimit:
-            return RateLimit(rpm or 0, tpm or 0)
-
-        scopes = []
-        if context.agent:
-            scopes.append(
-                Scope(
-                    "agent",
-                    f"{context.workspace_id or '-'}/{context.agent}",
-                    limit(limits.agent_requests_per_minute, limits.agent_tokens_per_minute),
-                )
-            )
-        if context.workspace_id:
-            scopes.append(
-                Scope(
-                    "workspace",
-                    context.workspace_id,
-                    limit(
-                        limits.workspace_requests_per_minute, limits.workspace_tokens_per_minute
-                    ),
-                )
-            )
-        if context.user_id:
-            scopes.append(
-                Scope(
-                    "user",
-                    context.user_id,
-                    limit(limits.user_requests_per_minute, limits.user_tokens_per_minute),
-                )
-            )
-        return scopes
-
-    async def _plan(self, request: ChatRequest) -> _Plan:
-        chain = self.chain(request.model, request.fallbacks)
-        limits = self.default_limits.merged(request.limits)
-        context = request.context
-        notes: list[str] = []
-        budget = BudgetLimits(
-            workspace_monthly_usd=limits.workspace_monthly_usd or Decimal(0),
-            agent_monthly_usd=limits.agent_monthly_usd or Decimal(0),
-        )
-        try:
-            reached = await self.budgets.check(context, budget)
-        except _DB_ERRORS as e:
-            log.error("could not check LLM budgets, letting the call through: %s", e)
-            reached = None
-        if reached is not None:
-            downgrade = limits.downgrade_model if limits.at_limit == "downgrade" else None
-            if not downgrade:
-                raise BudgetExceeded(refused_message(reached), scope=reached.scope)
-            chain = [self.resolve(downgrade)]
-            notes.append(downgraded_message(reached, chain[0].ref))
-        estimate = estimate_tokens(
-            sum(
-                len(m.content) + sum(len(c.arguments_json) for c in m.tool_calls)
-                for m in request.messages
-            )
-            + sum(len(t.description) + 100 for t in request.tools)
-        )
-        scopes = self._scopes(context, limits)
-        gate: asyncio.Future[Reservation | None] | None = None
-        if (leased := self.ratelimiter.leased(scopes, estimate)) is not None:
-            # Counted from this process's lease: nothing to wait for.
-            gate = asyncio.get_running_loop().create_future()
-            gate.set_result(leased)
-        elif any(not scope.limit.unlimited for scope in scopes):
-            gate = asyncio.ensure_future(self._acquire(scopes, estimate))
-            gate.add_done_callback(outcome_seen)  # a cancelled call never waits for it
-            # Let the check send its Redis command now: it then runs while the SDK builds the
-            # request (CPU work in this task), instead of after it.
-            await asyncio.sleep(0)
-        return _Plan(chain, notes, gate, context)
-
-    async def _acquire(self, scopes: list[Scope], estimate: int) -> Reservation | None:
-        try:
-            return await self.ratelimiter.acquire(scopes, estimate)
-        except RateLimited:
-            log.info("LLM call refused: rate limit reached")
-            raise
-        except (RedisError, OSError) as e:
-            log.error("could not check LLM rate limits, letting the call through: %s", e)
-            return None
+    def record(self, record: UsageRecord) -> None:
+        """A model call made elsewhere (a Letta agent's turn): in llm_usage like the router's
+        own, and counted against its budgets."""
+        self.recorder.add(record)
+        self.admission.spend(record.context, record.cost_usd)
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -472,7 +226,7 @@ class LLMRouter:
             if outcome == "ok"
             else Decimal(0)
         )
-        self.recorder.add(
+        self.record(
             UsageRecord(
                 provider=ref.provider,
                 model=ref.model,
@@ -481,19 +235,12 @@ class LLMRouter:
                 latency_ms=_ms(time.monotonic() - attempt.started),
                 ttft_ms=_ms(attempt.ttft - attempt.started) if attempt.ttft is not None else None,
                 streamed=attempt.streamed,
-                context=plan.context,
+                context=plan.admitted.context,
                 outcome=outcome,
                 error=self.redactor.scrub(error) if error else None,
             )
         )
-        self.budgets.add(plan.context, cost)
         return cost
-
-    def _settle(self, plan: _Plan, tokens: int) -> None:
-        """Replace the rate limits' token estimate with what was used, in the background."""
-        reservation = plan.reservation
-        if reservation is not None and reservation.estimate != tokens:
-            self._background.spawn(self.ratelimiter.settle(reservation, tokens), name="llm-settle")
 
     def _failed(self, attempt: _Try, plan: _Plan, error: ProviderError) -> None:
         breaker = self.breakers[attempt.ref.provider]
@@ -514,12 +261,12 @@ class LLMRouter:
         cancelled = isinstance(error, (asyncio.CancelledError, GeneratorExit))
         detail = None if cancelled else self.redactor.scrub(f"{type(error).__name__}: {error}")
         self._record(attempt, plan, "cancelled" if cancelled else "error", error=detail)
-        self._settle(plan, 0)
+        self.admission.settle(plan.admitted, 0)
 
     def _result(
         self, attempt: _Try, plan: _Plan, completion: Completion, cost: Decimal | None
     ) -> ChatResult:
-        notes = list(plan.notes)
+        notes = list(plan.admitted.notes)
         if plan.failures:
             notes.append(
                 strings.LLM_FALLBACK_NOTE.format(
@@ -543,13 +290,13 @@ class LLMRouter:
     def _succeeded(self, attempt: _Try, plan: _Plan, completion: Completion) -> ChatResult:
         self.breakers[attempt.ref.provider].success()
         cost = self._record(attempt, plan, "ok", completion.usage)
-        self._settle(plan, completion.usage.total_tokens)
+        self.admission.settle(plan.admitted, completion.usage.total_tokens)
         return self._result(attempt, plan, completion, cost)
 
     async def _give_up(self, plan: _Plan) -> LLMUnavailable:
-        if plan.gate is not None:
-            await plan.gate  # a rate limit says more than providers that were never called
-        self._settle(plan, 0)
+        if plan.admitted.check is not None:
+            await plan.admitted.check  # a rate limit says more than providers never called
+        self.admission.settle(plan.admitted, 0)
         failures = "; ".join(
             strings.LLM_FAILURE.format(model=f.model, reason=f.reason) for f in plan.failures
         )
@@ -588,57 +335,37 @@ class LLMRouter:
     async def chat(self, request: ChatRequest) -> ChatResult:
         """One whole answer. Raises RateLimited, BudgetExceeded, UnknownModel, LLMUnavailable
         (all UserError: their text is written for the room)."""
-        plan = await self._plan(request)
-        total = self.config.timeouts.total
-        for ref in plan.chain:
-            provider = self.providers[ref.provider]
-            call = self._call(request, ref)
-            tries = 0
-            while self._allowed(plan, ref, tries):
-                tries += 1
-                attempt = _Try(ref, time.monotonic(), streamed=False)
-                try:
-                    async with self._parallel:
-                        attempt.started = time.monotonic()
-                        try:
-                            async with asyncio.timeout(total):
-                                with gated(plan.gate):
-                                    completion = await provider.complete(call)
-                        except TimeoutError:
-                            raise self._timeout(
-                                strings.LLM_REASON_TIMEOUT.format(after=_after(total))
-                            ) from None
-                except RateLimited:
-                    self.breakers[ref.provider].release()  # refused before anything was sent
-                    raise
-                except ProviderError as e:
-                    self._failed(attempt, plan, e)
-                    if await self._retry(plan, ref, tries, e):
-                        continue
-                    break
-                except BaseException as e:
-                    self._aborted(attempt, plan, e)
-                    raise
-                return self._succeeded(attempt, plan, completion)
-        raise await self._give_up(plan)
+        async with contextlib.aclosing(self._calls(request, streamed=False)) as events:
+            async for event in events:
+                if isinstance(event, ChatResult):
+                    return event
+        raise AssertionError("a call ends with its result or raises")  # pragma: no cover
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Text and tool-call deltas as they come, ending with the ChatResult. Raises like
         `chat`. Close it when stopping early: `async with aclosing(router.stream(r)) as s:`."""
-        plan = await self._plan(request)
+        return self._calls(request, streamed=True)
+
+    async def _calls(
+        self, request: ChatRequest, *, streamed: bool
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The attempt loop of `chat` and `stream`: each model of the chain in turn, each tried
+        and retried while its breaker and the retry rules allow; the ChatResult last. Not
+        streamed, a try's one event is the whole reply, under the total timeout."""
+        plan = _Plan(await self.admission.admit(request))
         timeouts = self.config.timeouts
-        first_token = min(timeouts.first_token, timeouts.total)
+        first_token = min(timeouts.first_token, timeouts.total) if streamed else timeouts.total
         loop = asyncio.get_running_loop()
-        for ref in plan.chain:
+        for ref in plan.admitted.chain:
             provider = self.providers[ref.provider]
             call = self._call(request, ref)
             tries = 0
             while self._allowed(plan, ref, tries):
                 tries += 1
-                attempt = _Try(ref, time.monotonic(), streamed=True)
+                attempt = _Try(ref, time.monotonic(), streamed=streamed)
                 completion = Completion("", (), Usage(), None)
                 emitted = False
-                events = provider.stream(call)
+                events = provider.stream(call) if streamed else _whole(provider, call)
                 try:
                     async with self._parallel:
                         attempt.started = time.monotonic()
@@ -649,7 +376,7 @@ class LLMRouter:
                                 async with asyncio.timeout_at(
                                     total_deadline if emitted else first_deadline
                                 ):
-                                    with gated(plan.gate):
+                                    with self.gate.held(plan.admitted.check):
                                         event = await anext(events)
                             except StopAsyncIteration:
                                 break
@@ -690,3 +417,8 @@ class LLMRouter:
                 yield self._succeeded(attempt, plan, completion)
                 return
         raise await self._give_up(plan)
+
+
+async def _whole(provider: Provider, call: ProviderCall) -> AsyncGenerator[Completion, None]:
+    """A call not streamed, as a stream of one event: the whole reply."""
+    yield await provider.complete(call)

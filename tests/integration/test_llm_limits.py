@@ -198,8 +198,11 @@ async def test_tokens_per_minute_count_what_the_provider_reported(
     router = make_router(rate_limits={"agent": {"tokens_per_minute": 1000}})
     await router.chat(ask())
     await router.flush()
-    scope = router._scopes(ask().context, router.default_limits)[0]
-    assert await router.ratelimiter.usage(scope) == (1, 1100)  # the estimate was replaced
+    scope = router.admission.scopes(ask().context, router.admission.default_limits)[0]
+    assert await router.admission.ratelimiter.usage(scope) == (
+        1,
+        1100,
+    )  # the estimate was replaced
     with pytest.raises(RateLimited) as caught:
         await router.chat(ask())
     assert (caught.value.scope, caught.value.limit) == ("agent", "tokens")
@@ -220,8 +223,8 @@ async def test_failed_calls_give_their_token_reservation_back(
     with pytest.raises(Exception, match="No model answered"):
         await router.chat(ask())
     await router.flush()
-    scope = router._scopes(ask().context, router.default_limits)[-1]
-    assert await router.ratelimiter.usage(scope) == (1, 0)
+    scope = router.admission.scopes(ask().context, router.admission.default_limits)[-1]
+    assert await router.admission.ratelimiter.usage(scope) == (1, 0)
 
 
 async def test_workspace_settings_override_the_configured_limits(

@@ -467,11 +467,11 @@ async def test_aliases_unknown_models_and_the_model_list(
         fallbacks=["smart"],
         prices={"claude/claude-haiku-4-5": {"input": 3, "output": 15}},
     )
-    assert router.resolve("smart").ref == "claude/claude-haiku-4-5"
-    assert router.resolve(None).ref == "local/llama3.1"
-    assert router.resolve("local/meta-llama/Llama-3-8B").model == "meta-llama/Llama-3-8B"
+    assert router.catalog.resolve("smart").ref == "claude/claude-haiku-4-5"
+    assert router.catalog.resolve(None).ref == "local/llama3.1"
+    assert router.catalog.resolve("local/meta-llama/Llama-3-8B").model == "meta-llama/Llama-3-8B"
     with pytest.raises(UnknownModel) as caught:
-        router.resolve("openai/gpt-4o")
+        router.catalog.resolve("openai/gpt-4o")
     assert str(caught.value) == (
         "There is no model `openai/gpt-4o`. Name one as `provider/model` with a configured "
         "provider (claude, local), or an alias (`fast`, `smart`)."
@@ -523,4 +523,4 @@ async def test_config_references_must_resolve(make_router: RouterFactory) -> Non
     with pytest.raises(ConfigError, match=r"^llm.budgets.downgrade_model: 'cheap' is neither"):
         make_router(budgets={"downgrade_model": "cheap"})
     router = make_router(aliases={"fast": "local/x"}, fallbacks=["fast"])
-    assert [r.ref for r in router.chain()] == ["local/llama3.1", "local/x"]
+    assert [r.ref for r in router.catalog.chain()] == ["local/llama3.1", "local/x"]
