@@ -57,15 +57,11 @@ from bot.config import MemoryConfig  # noqa: E402
 from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory, MemoryInput  # noqa: E402
 from bot.memory.embeddings import Vectors  # noqa: E402
+from bot.memory.indexes import EXACT_SEARCH_FACTOR  # noqa: E402
+from bot.memory.records import Candidate  # noqa: E402
 from bot.memory.service import PEOPLE_READ  # noqa: E402
-from bot.memory.store import (  # noqa: E402
-    EXACT_SEARCH_FACTOR,
-    VECTORS,
-    Candidate,
-    MemoryStore,
-    hnsw_index_sql,
-    own_index_name,
-)
+from bot.memory.sql import VECTORS, hnsw_index_sql, own_index_name  # noqa: E402
+from bot.memory.store import MemoryStore  # noqa: E402
 
 SMALL_WORKSPACE = 500
 BASE_SENTENCES = 20_000
@@ -616,7 +612,7 @@ async def bench_size(
 
     n = len(qtexts)
     for name, workspace in groups.items():
-        path = await store.search_path(workspace, below=settings.exact_search_below)
+        path = await store.indexes.search_path(workspace, below=settings.exact_search_below)
         exact_path = path == "exact"
         strategy = "exact scan" if exact_path else f"HNSW, {path}"
         exact_t, exact_r = await timed(
@@ -657,7 +653,8 @@ async def bench_size(
     own = [
         (name, workspace)
         for name, workspace in groups.items()
-        if await store.search_path(workspace, below=settings.exact_search_below) == "own index"
+        if await store.indexes.search_path(workspace, below=settings.exact_search_below)
+        == "own index"
     ]
     if own:
         async with store.pool.acquire() as conn:
@@ -666,7 +663,7 @@ async def bench_size(
         store.forget_sizes()
         print("  without their own indexes (dropped for this; built again after the next load):")
         for name, workspace in own:
-            path = await store.search_path(workspace, below=settings.exact_search_below)
+            path = await store.indexes.search_path(workspace, below=settings.exact_search_below)
             without_t, without_r = await timed(
                 [search(workspace, i, exact=None, text=False, vector=True) for i in range(n)]
             )

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 from bot.memory.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder, build_embedder
 from bot.memory.indexer import Indexer
+from bot.memory.indexes import OwnIndexes
+from bot.memory.records import KINDS, MemoryInput, MemoryItem, MemoryKind, MemoryStats
+from bot.memory.reindex import ReindexResult, reindex
 from bot.memory.service import (
     Memory,
     MemoryHit,
     PruneResult,
-    ReindexResult,
     SearchMode,
     Summarizer,
     extractive_summarizer,
-    reindex,
 )
-from bot.memory.store import (
-    KINDS,
-    MemoryInput,
-    MemoryItem,
-    MemoryKind,
-    MemoryStats,
-    MemoryStore,
-    OwnIndexes,
-)
+from bot.memory.store import MemoryStore
 
 __all__ = [
     "KINDS",

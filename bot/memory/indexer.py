@@ -30,15 +30,8 @@ import asyncpg
 from bot.config import MemoryConfig
 from bot.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory.embeddings import Embedder, Vectors
-from bot.memory.store import (
-    DeleteEvent,
-    Insert,
-    MemoryInput,
-    MemoryStore,
-    NewItem,
-    Replace,
-    WriteOp,
-)
+from bot.memory.records import DeleteEvent, Insert, MemoryInput, NewItem, Replace, WriteOp
+from bot.memory.store import MemoryStore
 from bot.memory.text import chunk_text, embedding_text, redact
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from bot.config import Config, MemoryConfig
 from bot.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory.embeddings import Embedder, Vectors, build_embedder
 from bot.memory.indexer import Indexer, to_new_items
-from bot.memory.store import (
+from bot.memory.indexes import OwnIndexes
+from bot.memory.records import (
     Candidate,
     DeleteItems,
     Insert,
@@ -36,10 +37,10 @@ from bot.memory.store import (
     MemoryItem,
     MemoryKind,
     MemoryStats,
-    MemoryStore,
-    OwnIndexes,
     WriteOp,
 )
+from bot.memory.reindex import ReindexResult, reindex
+from bot.memory.store import MemoryStore
 from bot.memory.text import STOPWORDS, embedding_text, extractive_summary
 from bot.tasks import outcome_seen
 
@@ -70,14 +71,6 @@ class MemoryHit:
 class PruneResult:
     deleted: int
     summaries: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReindexResult:
-    model: str
-    dims: int
-    items: int
-    seconds: float
 
 
 _N = TypeVar("_N", int, float)
@@ -651,7 +644,7 @@ class Memory:
         """Give workspaces of at least memory.exact_search_below vectors (and less than half of
         all) an HNSW index of their own; drop those of workspaces that shrank below half that.
         Takes as long as the builds (seconds for a workspace of 25k, in the background)."""
-        return await self.store.index_workspaces(min_size=self.settings.exact_search_below)
+        return await self.store.indexes.build(min_size=self.settings.exact_search_below)
 
     async def reindex(
         self, *, batch_size: int = 256, progress: Callable[[int], None] | None = None
@@ -663,38 +656,3 @@ class Memory:
             progress=progress,
             own_index_min=self.settings.exact_search_below,
         )
-
-
-async def reindex(
-    store: MemoryStore,
-    embedder: Embedder,
-    *,
-    batch_size: int = 256,
-    maintenance_work_mem: str = "1GB",
-    progress: Callable[[int], None] | None = None,
-    own_index_min: int | None = None,
-) -> ReindexResult:
-    """Re-embed every item with `embedder` into a new vectors table, build its HNSW index, then
-    make it the live one, recorded with the model (`doryo reindex`). The old vectors serve until
-    the swap; items written meanwhile are caught up in it. The workspaces' own indexes go with
-    the old table: with `own_index_min` (memory.exact_search_below) they are built again on the
-    new one before this returns (or by the running bot's next pass, if it is building then)."""
-    started = time.monotonic()
-    dims = await embedder.dimensions()
-    await store.reindex_begin(dims)
-    last_id = 0
-    done = 0
-    while rows := await store.items_after(last_id, limit=batch_size):
-        vectors = await embedder.embed([r[3] for r in rows])
-        await store.reindex_write(rows, vectors)
-        last_id = rows[-1][0]
-        done += len(rows)
-        if progress is not None:
-            progress(done)
-    await store.reindex_build_index(maintenance_work_mem=maintenance_work_mem)
-    late = await store.reindex_swap(embedder.model, dims, last_id, embedder.embed)
-    if own_index_min is not None:
-        await store.index_workspaces(
-            min_size=own_index_min, maintenance_work_mem=maintenance_work_mem
-        )
-    return ReindexResult(embedder.model, dims, done + late, time.monotonic() - started)

@@ -14,6 +14,7 @@ from bot.config import Config, config_from_overrides
 from bot.errors import ConfigError
 from bot.memory import LocalEmbedder, MemoryItem, OpenAIEmbedder, build_embedder
 from bot.memory.indexer import _Add, _Delete, _Update, _write_ops, to_new_items
+from bot.memory.records import Candidate, DeleteEvent, Insert, MemoryInput, Replace
 from bot.memory.service import (
     best_per_source,
     fuse,
@@ -22,7 +23,6 @@ from bot.memory.service import (
     retention_groups,
     without_words,
 )
-from bot.memory.store import Candidate, DeleteEvent, Insert, MemoryInput, Replace, words_query
 from bot.memory.text import chunk_text, embedding_text, extractive_summary, redact
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -388,20 +388,3 @@ def test_memory_config_defaults_and_validation() -> None:
         config({"memory": {"retention_mode": "shred"}})
     with pytest.raises(ConfigError, match="memory.fulltext_min_match"):
         config({"memory": {"fulltext_min_match": 2}})
-
-
-def test_words_query_needs_a_share_of_the_words_and_ranks_by_any() -> None:
-    assert words_query(["releas", "date", "decid"], 0.5) == (
-        "('date' & 'decid') | ('date' & 'releas') | ('decid' & 'releas')",
-        "'date' | 'decid' | 'releas'",
-    )
-    assert words_query(["releas", "date"], 0.0) == ("'date' | 'releas'",) * 2
-    assert words_query(["releas", "date"], 1.0) == ("'date' & 'releas'", "'date' | 'releas'")
-    assert words_query(["solo"], 0.5) == ("'solo'", "'solo'")
-    assert words_query([], 0.5) is None
-    # Quotes and backslashes are escaped the way tsquery input wants them.
-    assert words_query(["it's", "a\\b"], 0.0) == ("'a\\\\b' | 'it''s'",) * 2
-    # A long question keeps its longest words, so the query stays bounded (C(10, 5) groups).
-    many = [f"w{i:02d}" for i in range(20)] + ["longestword"]
-    match, rank = words_query(many, 0.5)  # type: ignore[misc]
-    assert match.count("(") == 252 and "'longestword'" in rank and rank.count("|") == 9

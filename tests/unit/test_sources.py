@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from appservice.matrix import render_markdown
 from bot.agent.ask import cited_sources
 from bot.memory import MemoryHit
-from bot.memory.store import MemoryItem
+from bot.memory.records import MemoryItem
 
 WHEN = datetime(2025, 12, 2, tzinfo=UTC)
 

@@ -11,6 +11,7 @@ import pytest
 
 from bot.memory import Memory, MemoryInput
 from bot.memory.embeddings import Vectors
+from bot.memory.records import ITEM_FIELDS
 from tests.integration.memory.conftest import MemoryFactory
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -44,6 +45,15 @@ async def add_team(memory: Memory, workspace: str = "ws-a") -> None:
         message(workspace, event, text, minutes=i) for i, (event, text) in enumerate(TEAM)
     )
     await memory.indexer.flush()
+
+
+async def test_an_items_columns_are_the_tables(memory: Memory) -> None:
+    """The one definition of an item's columns (bot/memory/records.py) is the schema's."""
+    columns = await memory.store.pool.fetch(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'memory_items' AND column_name <> 'tsv' ORDER BY ordinal_position"
+    )
+    assert sorted(r[0] for r in columns) == sorted(ITEM_FIELDS)
 
 
 async def test_hybrid_search_finds_by_meaning_and_cites_the_source(memory: Memory) -> None:

@@ -21,6 +21,7 @@ from bot import embedding_worker
 from bot.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory import Memory, MemoryInput, build_embedder
 from bot.memory.embeddings import LocalEmbedder, OpenAIEmbedder
+from bot.memory.reindex import ReindexStore
 from tests.fakes.embeddings_server import FakeEmbeddings
 from tests.integration.memory.conftest import (
     TOKENS,
@@ -206,17 +207,18 @@ async def test_reindex_catches_up_with_writes_made_while_it_ran(
     new = build_embedder(config)
     try:
         store = memory.store
-        await store.reindex_begin(await new.dimensions())
-        rows = await store.items_after(0, limit=100)
-        await store.reindex_write(rows, await new.embed([r[3] for r in rows]))
+        reindexing = ReindexStore(store.pool, store.indexes)
+        await reindexing.begin(await new.dimensions())
+        rows = await reindexing.items_after(0, limit=100)
+        await reindexing.write(rows, await new.embed([r[3] for r in rows]))
         last = rows[-1][0]
         # Meanwhile the running bot (old model) stores, edits and redacts.
         await memory.indexer.add([MemoryInput(workspace_id="ws", text="New one.", event_id="$4")])
         await memory.indexer.update_event("ws", "$2", "Dinner is on Thursday now.")
         await memory.indexer.delete_event("ws", "$3")
         await memory.indexer.flush()
-        await store.reindex_build_index(maintenance_work_mem="64MB")
-        caught_up = await store.reindex_swap(new.model, await new.dimensions(), last, new.embed)
+        await reindexing.build_index(maintenance_work_mem="64MB")
+        caught_up = await reindexing.swap(new.model, await new.dimensions(), last, new.embed)
         assert caught_up == 2  # the new item and the edited one
         rows = await store.pool.fetch(
             "SELECT i.event_id FROM memory_vectors v JOIN memory_items i ON i.id = v.item_id "

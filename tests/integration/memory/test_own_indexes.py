@@ -1,4 +1,4 @@
-"""A workspace's own HNSW index (MemoryStore.index_workspaces) on the real PostgreSQL + pgvector:
+"""A workspace's own HNSW index (bot/memory/indexes.py) on the real PostgreSQL + pgvector:
 built for a mid-size workspace and used by its searches, kept up to date by writes, dropped when
 the workspace shrinks, rebuilt after a failed or cancelled build and after `doryo reindex`."""
 
@@ -15,13 +15,8 @@ import pytest
 from bot import app
 from bot.config import Config
 from bot.memory import LocalEmbedder, Memory, MemoryInput, OwnIndexes
-from bot.memory.store import (
-    _OWN_INDEX_LOCK,
-    VECTORS,
-    _vector_settings,
-    _vector_sql,
-    own_index_name,
-)
+from bot.memory.indexes import OWN_INDEX_LOCK
+from bot.memory.sql import VECTORS, own_index_name, vector_settings, vector_sql
 from tests.conftest import running_bot
 from tests.integration.memory.conftest import MemoryFactory
 from tests.integration.memory.test_memory import message
@@ -78,10 +73,10 @@ async def plan_of_search(memory: Memory, workspace: str) -> str:
     async with memory.store.pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "SELECT set_config('plan_cache_mode', 'force_custom_plan', true); "
-            + _vector_settings(False, ef_search=400, candidates=40)
+            + vector_settings(False, ef_search=400, candidates=40)
         )
         plan = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) " + _vector_sql(exact=False, kinds=False),
+            "EXPLAIN (FORMAT JSON) " + vector_sql(exact=False, kinds=False),
             workspace,
             vector,
             40,
@@ -94,13 +89,13 @@ async def test_a_mid_size_workspace_gets_an_index_of_its_own_and_its_searches_us
 ) -> None:
     memory = await workspaces(open_memory)
     store = memory.store
-    assert await store.search_path(MID, below=BELOW) != "own index"
+    assert await store.indexes.search_path(MID, below=BELOW) != "own index"
 
     done = await memory.index_workspaces()
     assert done.built == (MID,) and done.dropped == 0 and not done.busy
     assert await own_indexes(store.pool) == {own_index_name(MID): True}
-    assert await store.search_path(MID, below=BELOW) == "own index"
-    assert await store.search_path(BIG, below=BELOW) != "own index"
+    assert await store.indexes.search_path(MID, below=BELOW) == "own index"
+    assert await store.indexes.search_path(BIG, below=BELOW) != "own index"
     assert own_index_name(MID) in await plan_of_search(memory, MID)
     assert own_index_name(MID) not in await plan_of_search(memory, BIG)
 
@@ -140,7 +135,7 @@ async def test_the_index_goes_when_the_workspace_shrinks_below_half_the_line(
     )
     assert await memory.index_workspaces() == OwnIndexes(dropped=1)
     assert await own_indexes(store.pool) == {}
-    assert await store.search_path(MID, below=BELOW) == "exact"
+    assert await store.indexes.search_path(MID, below=BELOW) == "exact"
     hits = await memory.search(MID, QUESTIONS[0], k=3)
     assert hits and all(h.item.workspace_id == MID for h in hits)
 
@@ -157,7 +152,7 @@ async def test_a_failed_build_is_dropped_and_built_again(open_memory: MemoryFact
     except asyncpg.UniqueViolationError:
         pass
     assert await own_indexes(pool) == {own_index_name(MID): False}
-    assert await memory.store.search_path(MID, below=BELOW) != "own index"
+    assert await memory.store.indexes.search_path(MID, below=BELOW) != "own index"
 
     done = await memory.index_workspaces()
     assert done.dropped == 1 and done.built == (MID,)
@@ -209,7 +204,7 @@ async def test_one_pass_at_a_time(open_memory: MemoryFactory, database_url: str)
     memory = await workspaces(open_memory)
     other = await asyncpg.connect(database_url)
     try:
-        await other.execute("SELECT pg_advisory_lock($1)", _OWN_INDEX_LOCK)
+        await other.execute("SELECT pg_advisory_lock($1)", OWN_INDEX_LOCK)
         assert (await memory.index_workspaces()).busy
         assert await own_indexes(memory.store.pool) == {}
     finally:
@@ -224,7 +219,7 @@ async def test_reindex_builds_the_workspaces_own_indexes_again(
     assert (await memory.index_workspaces()).built == (MID,)
     await memory.reindex(batch_size=50)
     assert await own_indexes(memory.store.pool) == {own_index_name(MID): True}
-    assert await memory.store.search_path(MID, below=BELOW) == "own index"
+    assert await memory.store.indexes.search_path(MID, below=BELOW) == "own index"
     assert own_index_name(MID) in await plan_of_search(memory, MID)
 
 
