@@ -17,7 +17,9 @@
      │    ├── RateLimited       an LLM rate limit is reached; says which and when it resets
      │    ├── BudgetExceeded    a monthly LLM budget is spent; says which and when it resets
      │    ├── BlueprintError    a blueprint is invalid or missing; names the field
- │    └── LettaUnavailable  the Letta server could not be reached or failed; says what to check
+ │    ├── LettaUnavailable  the Letta server could not be reached or failed; says what to check
+ │    └── ExternalToolUnavailable  an external tool service (Composio) failed a call; says
+ │                          whether to try again later (an outage) or not (a refusal)
 
 The Matrix transport has its own small tree in appservice.errors (appservice/ never imports bot/):
     MatrixError ── HomeserverUnavailable   not reachable or 5xx: the work is retried, not dropped
@@ -173,3 +175,18 @@ class LettaUnavailable(UserError):
     def __init__(self, message: str, *, reachable: bool = False) -> None:
         super().__init__(message)
         self.reachable = reachable
+
+
+class ExternalToolUnavailable(UserError):
+    """An external tool service (Composio) did not answer, failed, or refused a call.
+
+    `retryable`: the service is down or overloaded (timed out, unreachable, HTTP 5xx or 429):
+    the same call may work later; not retryable: it refused this request (a bad key, a bad
+    argument). `reached`: False when the request surely never reached the service (nothing can
+    have run), True when it did or may have (a timeout).
+    """
+
+    def __init__(self, message: str, *, retryable: bool, reached: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.reached = reached

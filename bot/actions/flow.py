@@ -30,7 +30,7 @@ from appservice.matrix import markdown_content, pill, pilled
 from bot import strings
 from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
-from bot.errors import UserError
+from bot.errors import ExternalToolUnavailable, UserError
 from bot.presence import is_here
 from bot.replies import Replier, thread_safely
 from bot.rooms import direct_room
@@ -254,6 +254,8 @@ class Actions:
             )
             async with asyncio.timeout(self.run_timeout):
                 result = await tool.run(call, tool.args.model_validate(action.args))
+        except ExternalToolUnavailable as e:
+            error = str(e) if e.reached else strings.TOOL_NOTHING_RAN.format(error=e)
         except UserError as e:
             error = str(e)
         except TimeoutError:

@@ -4,8 +4,10 @@
   its own, never on the event loop, and is bounded twice by `composio.timeout`: the SDK's
   per-request timeout and an asyncio timeout around the whole operation (a tool run is two
   requests the first time: the tool's schema, then the execution).
-- Failures become UserError text that says briefly what happened (timed out, refused with the
-  API's message, unreachable); the API key never appears in it or in the log.
+- Failures become ExternalToolUnavailable (a UserError) whose text says briefly what happened
+  (timed out, refused with the API's message, down, unreachable), whether trying later may
+  help (`retryable`), and whether the request can have reached Composio (`reached`); the API
+  key never appears in it or in the log.
 - Telemetry is off. `allow_tracking=False` at construction only sets a contextvar in the
   constructing context, so each worker thread sets it again before it calls the SDK.
 - The SDK is imported when a client is made, not with this module: importing it takes more than
@@ -24,9 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
+
 from bot import strings
 from bot.config import ComposioConfig
-from bot.errors import ConfigError, UserError
+from bot.errors import ConfigError, ExternalToolUnavailable, UserError
 
 if TYPE_CHECKING:
     from composio import Composio
@@ -136,16 +140,30 @@ class ComposioClient:
                 return await loop.run_in_executor(self._pool, _untracked, function)
         except TimeoutError:
             log.warning("Composio: %s took longer than %.0f s", what, self.timeout)
-            raise UserError(strings.COMPOSIO_TIMED_OUT.format(seconds=self.timeout)) from None
+            raise ExternalToolUnavailable(
+                strings.COMPOSIO_TIMED_OUT.format(seconds=self.timeout), retryable=True
+            ) from None
         except APIStatusError as e:
             log.warning("Composio refused %s: %s", what, brief(e.message))  # "401 Invalid …"
-            raise UserError(strings.COMPOSIO_REFUSED.format(message=brief(e.message))) from None
+            if e.status_code >= 500 or e.status_code in (408, 429):
+                raise ExternalToolUnavailable(
+                    strings.COMPOSIO_DOWN.format(message=brief(e.message)), retryable=True
+                ) from None
+            raise ExternalToolUnavailable(
+                strings.COMPOSIO_REFUSED.format(message=brief(e.message)), retryable=False
+            ) from None
         except APIError as e:  # no answer: connection refused, reset, timed out
             log.warning("Composio: %s failed: %s", what, e)
-            raise UserError(strings.COMPOSIO_UNREACHABLE) from None
+            # A connection never made sent nothing: the tool cannot have run.
+            reached = not isinstance(e.__cause__, httpx.ConnectError)
+            raise ExternalToolUnavailable(
+                strings.COMPOSIO_UNREACHABLE, retryable=True, reached=reached
+            ) from None
         except sdk_errors.ComposioError as e:
             log.warning("Composio: %s failed: %s", what, brief(str(e)))
-            raise UserError(strings.COMPOSIO_ERROR.format(error=brief(str(e)))) from None
+            raise ExternalToolUnavailable(
+                strings.COMPOSIO_ERROR.format(error=brief(str(e))), retryable=False
+            ) from None
 
     # Connected accounts ------------------------------------------------------------------------
 

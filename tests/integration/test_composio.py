@@ -8,6 +8,7 @@ with the account the workspace setting `composio_account` names.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
+from bot.composio.client import ComposioClient
 from bot.composio.recipes import PINNED_VERSIONS
 from bot.composio.tools import composio_tools
-from bot.config import Config
-from bot.errors import UserError
+from bot.config import ComposioConfig, Config
+from bot.errors import ExternalToolUnavailable, UserError
 from bot.memory import LocalEmbedder
 from bot.tools.registry import ToolCall
 from tests.client import MatrixClient, replies_to
@@ -269,12 +271,50 @@ async def test_a_composio_failure_shows_on_the_card(
     await react(team.alice, session, second["event_id"], "✅")
     await wait_status(bob, session, second, "error")
     assert (
-        "Composio refused: 503 Service temporarily unavailable"
+        "Composio is not working right now (503 Service temporarily unavailable): try again later"
         in (latest(bob, session, second)["body"])
     )
     runs = await bot.ctx.db.fetch("SELECT outcome, error FROM tool_runs ORDER BY id")
     assert [r["outcome"] for r in runs] == ["error", "error"]
     assert "could not clone" in runs[0]["error"] and "503" in runs[1]["error"]
+
+
+async def test_composio_failures_say_whether_to_try_again_and_whether_anything_ran(
+    composio: FakeComposio,
+) -> None:
+    """Through the real SDK: a refusal is final, an outage is worth another try later, and a
+    service that cannot even be connected to was sent nothing."""
+
+    async def fails(client: ComposioClient) -> ExternalToolUnavailable:
+        with pytest.raises(ExternalToolUnavailable) as raised:
+            await client.execute(
+                TEMPLATE_TOOL, {}, user_id="@a:hs", account_id="ca_x", version="20251027_00"
+            )
+        return raised.value
+
+    client = ComposioClient(ComposioConfig(**composio.config()))
+    try:
+        composio.refuse(TEMPLATE_TOOL, 400, "bad argument")
+        refused = await fails(client)
+        assert (refused.retryable, refused.reached) == (False, True)
+        assert "Composio refused" in str(refused)
+        composio.down_for.add("/api/v3.1/tools/execute/")
+        down = await fails(client)
+        assert (down.retryable, down.reached) == (True, True)
+        assert "try again later" in str(down)
+    finally:
+        await client.close()
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = ComposioClient(
+        ComposioConfig(**{**composio.config(), "base_url": f"http://127.0.0.1:{port}"})
+    )
+    try:
+        unreachable = await fails(closed)
+        assert (unreachable.retryable, unreachable.reached) == (True, False)
+    finally:
+        await closed.close()
 
 
 async def test_precheck_names_who_must_connect(
