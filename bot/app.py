@@ -111,6 +111,7 @@ class Doryo:
             url,
             min_size=self.config.database.min_connections,
             max_size=self.config.database.max_connections,
+            command_timeout=self.config.database.command_timeout,
         )
 
     async def _open_redis(self) -> Redis:

@@ -178,7 +178,7 @@ async def _reindex(config: Config, batch_size: int) -> None:
     url = config.database.url
     if url == "embedded":
         url, _ = await start_embedded(config.data_dir / "postgres")
-    pool = await db.connect(url, min_size=0, max_size=2)
+    pool = await db.connect(url, min_size=0, max_size=2, command_timeout=None)  # long work
     step = max(batch_size * 20, 1000)
 
     def progress(done: int) -> None:

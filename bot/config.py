@@ -121,6 +121,9 @@ class DatabaseConfig(_Section):
     url: str
     min_connections: int = Field(ge=0, le=1000)
     max_connections: int = Field(ge=1, le=1000)
+    command_timeout: float = Field(gt=0, le=86_400)
+    """Seconds any one statement on the bot's pool may take (a database that hangs fails the
+    event instead of holding it forever); index builds and a workspace's deletion are exempt."""
 
     @field_validator("url")
     @classmethod

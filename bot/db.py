@@ -136,8 +136,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def connect(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """Migrate the database, then open a pool whose connections know jsonb and vector."""
+LONG_COMMAND = 86_400.0
+"""The timeout of statements known to take long on big data (index builds, a workspace's
+deletion): a day, not the pool's command_timeout."""
+
+
+async def connect(
+    url: str, *, min_size: int = 2, max_size: int = 10, command_timeout: float | None = 60
+) -> asyncpg.Pool:
+    """Migrate the database, then open a pool whose connections know jsonb and vector.
+    `command_timeout`: seconds a statement may take (None: no bound, for offline commands)."""
     try:
         conn = await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError) as e:
@@ -153,6 +161,7 @@ async def connect(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg
         init=_init_connection,
         reset=_keep_session,
         timeout=10,
+        command_timeout=command_timeout,
     )
     assert pool is not None
     return pool

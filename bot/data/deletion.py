@@ -31,6 +31,7 @@ from appservice.matrix import JSON, markdown_content, pill
 from bot import strings
 from bot.actions.card import reaction_meaning
 from bot.commands.call import CommandCall
+from bot.db import LONG_COMMAND
 from bot.errors import UserError
 from bot.letta.client import FAILURES as LETTA_FAILURES
 from bot.replies import Replier
@@ -175,12 +176,14 @@ async def delete_data(conn: asyncpg.Connection, deletion_id: int, workspace_id: 
         values: dict[Scope, Any] = {"workspace": workspace_id, "rooms": rooms, "agents": agents}
         for table, scope in DELETES:
             status = await conn.execute(
-                f"DELETE FROM {table} WHERE {_WHERE[scope]}", values[scope]
+                f"DELETE FROM {table} WHERE {_WHERE[scope]}", values[scope], timeout=LONG_COMMAND
             )
             counts["memories" if table == "memory_items" else "records"] += _count(status)
         # What the workspace's row takes with it, counted before it goes.
         counts["records"] += await _cascaded(conn, workspace_id)
-        await conn.execute("DELETE FROM workspaces WHERE id = $1", workspace_id)
+        await conn.execute(
+            "DELETE FROM workspaces WHERE id = $1", workspace_id, timeout=LONG_COMMAND
+        )
         await conn.execute(
             "UPDATE workspace_deletions SET rooms = $2, letta_agents = $3, counts = $4 "
             "WHERE id = $1",

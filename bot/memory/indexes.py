@@ -13,6 +13,7 @@ from typing import Literal
 
 import asyncpg
 
+from bot.db import LONG_COMMAND
 from bot.memory.sql import (
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
@@ -149,7 +150,9 @@ class WorkspaceIndexes:
         dropped = 0
         for name, valid in existing.items():
             if name not in keep or not valid:
-                await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+                await conn.execute(
+                    f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"', timeout=LONG_COMMAND
+                )
                 dropped += 1
         if dropped:
             log.info("memory: dropped %d workspace indexes (shrunk, gone, failed builds)", dropped)
@@ -178,7 +181,7 @@ class WorkspaceIndexes:
                 HNSW_EF_CONSTRUCTION,
                 workspace,
             )
-            await conn.execute(statement)
+            await conn.execute(statement, timeout=LONG_COMMAND)
             self._paths.pop(workspace, None)
             built.append(workspace)
             log.info(

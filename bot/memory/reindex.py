@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bot.db import LONG_COMMAND
 from bot.memory.embeddings import Embedder, Vectors
 from bot.memory.indexes import OWN_INDEX_LOCK, WorkspaceIndexes
 from bot.memory.sql import NEXT_VECTORS, VECTORS, hnsw_index_sql, vector_table_sql
@@ -66,7 +67,7 @@ class ReindexStore:
         async with self._pool.acquire() as conn:
             await conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
             try:
-                await conn.execute(hnsw_index_sql(NEXT_VECTORS))
+                await conn.execute(hnsw_index_sql(NEXT_VECTORS), timeout=LONG_COMMAND)
             finally:
                 await conn.execute("RESET maintenance_work_mem")
 
@@ -101,7 +102,8 @@ class ReindexStore:
             # Items deleted (redacted, edited, pruned) while the pass ran.
             await conn.execute(
                 f"DELETE FROM {NEXT_VECTORS} n "
-                "WHERE NOT EXISTS (SELECT 1 FROM memory_items i WHERE i.id = n.item_id)"
+                "WHERE NOT EXISTS (SELECT 1 FROM memory_items i WHERE i.id = n.item_id)",
+                timeout=LONG_COMMAND,
             )
             await conn.execute(
                 f"""
@@ -115,7 +117,8 @@ class ReindexStore:
                 ALTER INDEX {NEXT_VECTORS}_workspace RENAME TO {VECTORS}_workspace;
                 ALTER INDEX {NEXT_VECTORS}_embedding RENAME TO {VECTORS}_embedding;
                 DELETE FROM memory_unembedded;
-                """
+                """,
+                timeout=LONG_COMMAND,
             )
             if record is None:
                 await conn.execute(

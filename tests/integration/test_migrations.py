@@ -34,6 +34,20 @@ async def test_pool_connections_know_vector_and_jsonb(database_url: str) -> None
         await pool.close()
 
 
+async def test_a_statement_that_hangs_is_cancelled_unless_known_to_be_long(
+    database_url: str,
+) -> None:
+    pool = await db.connect(database_url, min_size=1, max_size=1, command_timeout=0.3)
+    try:
+        with pytest.raises(TimeoutError):
+            await pool.execute("SELECT pg_sleep(5)")
+        # The connection is usable again at once: the server stopped the statement.
+        assert await pool.fetchval("SELECT 1") == 1
+        await pool.execute("SELECT pg_sleep(0.5)", timeout=db.LONG_COMMAND)
+    finally:
+        await pool.close()
+
+
 async def test_newer_schema_is_refused(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
