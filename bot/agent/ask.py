@@ -387,13 +387,14 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
             topic = session.topic or strings.SESSION_UNTITLED
             place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
         around = await neighbours(ctx, workspace, hits)
-        answer.shown = [h.item.event_id for h in hits if h.item.event_id]
-        answer.shown += [
+        shown = [h.item.event_id for h in hits if h.item.event_id]
+        shown += [
             m.event_id
             for h in hits
             for side in around.get(h.item.event_id or "", ([], []))
             for m in side
         ]
+        answer.shown = list(dict.fromkeys(shown))  # a memory that is also a neighbour: once
         messages = prompt.build(
             question,
             call.sender,

@@ -47,8 +47,8 @@ async def test_a_person_named_by_their_display_name_is_found(
     _, content = await final_answer(team.alice, session, question)
     block = content["org.doryo.answer"]
     assert block["sources"][:1] == [bob_said]
-    # What the model was shown: Bob's memory first; Alice's same words are not a memory of
-    # their own, only the message just before his.
+    # What the model was shown: Bob's memory first; Alice's same words are a memory of their
+    # own (she drives one too) and the message just before his: listed once.
     assert block["shown"][0] == bob_said and block["shown"].count(alice_said) == 1
     # A display name is a claim anyone makes for themselves: it may rank their own messages,
     # never speak for them. The model is told who said it by Matrix ID.
