@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from appservice.matrix import MatrixAPI
 from bot import strings
+from bot.tasks import stop
 
 DELAY = 0.3
 TYPING_MS = 60_000
@@ -40,13 +41,11 @@ class Activity:
             if self._working == 1:
                 await self._matrix.set_presence_no_fail("online", strings.BUSY_STATUS)
 
-        task = asyncio.create_task(show())
+        task = asyncio.create_task(show(), name=f"busy in {room_id}")
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
             if shown.is_set():
                 self._working -= 1
                 await self._matrix.set_typing_no_fail(room_id, False)

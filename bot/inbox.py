@@ -349,7 +349,9 @@ class Inbox:
     def _unpack_soon(self) -> None:
         # Not awaited by the transaction's handler: the homeserver has its 200 meanwhile.
         if self._background is None or self._background.done():
-            self._background = asyncio.create_task(self._unpack_in_background())
+            self._background = asyncio.create_task(
+                self._unpack_in_background(), name="inbox unpack"
+            )
         else:
             self._again = True  # the running unpack may have read the journal already
 

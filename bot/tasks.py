@@ -17,6 +17,17 @@ def outcome_seen(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a task this code started for its own use and wait until it has ended. Its own
+    cancellation is expected and its failure is logged; a cancellation of the caller while it
+    waits still reaches the caller (asyncio.wait never raises the task's CancelledError, where
+    `suppress(CancelledError)` around `await task` would swallow the caller's too)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("task %s failed", task.get_name(), exc_info=error)
+
+
 class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
