@@ -2,7 +2,9 @@
 
 One Lua script checks every scope and, only if all have room, counts the request in all of them:
 atomic, so several Doryo processes share the limits exactly. Windows are fixed minutes of the
-Redis server's clock (TIME), so every process agrees on when a window resets.
+Redis server's clock (TIME), so every process agrees on when a window resets. (A limiter made
+with a `clock` counts by that clock instead, for its leases too: tests turn a minute without
+waiting one.)
 
 Tokens are not known before the call: the script reserves an estimate of the prompt's tokens,
 and `settle` replaces it with the real count once the provider answered (or 0 if it failed). A
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -42,23 +44,27 @@ LEASE_MAX = 16
 LEASE_MARGIN = 0.25
 
 # KEYS: per scope, the request counter's and the token counter's key (without the window).
-# ARGV: the token estimate, then per scope: requests per minute, tokens per minute (0: none),
-# and the requests to lease. A scope grants fewer than asked when it has less room (at least
-# one, or it refuses), and tokens for the requests it grants (at least the estimate).
+# ARGV: the token estimate, the time in seconds ("": the server's clock), then per scope:
+# requests per minute, tokens per minute (0: none), and the requests to lease. A scope grants
+# fewer than asked when it has less room (at least one, or it refuses), and tokens for the
+# requests it grants (at least the estimate).
 # Returns {0, window, ms to reset, then per scope: requests, tokens leased} when counted, or
 # {scope number, "requests"|"tokens", ms to reset}.
 _ACQUIRE = """
-local now = redis.call('TIME')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local t = tonumber(ARGV[2])
+if t == nil then
+  local now = redis.call('TIME')
+  t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+end
 local window = math.floor(t / 60)
 local reset_ms = math.ceil(((window + 1) * 60 - t) * 1000)
 local estimate = tonumber(ARGV[1])
 local scopes = #KEYS / 2
 local grants = {}
 for i = 1, scopes do
-  local rpm = tonumber(ARGV[3 * i - 1])
-  local tpm = tonumber(ARGV[3 * i])
-  local requests = tonumber(ARGV[3 * i + 1])
+  local rpm = tonumber(ARGV[3 * i])
+  local tpm = tonumber(ARGV[3 * i + 1])
+  local requests = tonumber(ARGV[3 * i + 2])
   if rpm > 0 then
     local used = tonumber(redis.call('GET', KEYS[2 * i - 1] .. ':' .. window) or '0')
     if used + 1 > rpm then return {i, 'requests', reset_ms} end
@@ -154,7 +160,14 @@ def _lease_limit(limit: RateLimit, estimate: int) -> int:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        """`clock`: seconds (any origin) that replace the Redis server's clock for the windows
+        and time.monotonic for the leases — for tests; every limiter sharing counters must
+        share it."""
+        self._clock = clock
+        self._now = clock or time.monotonic
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_ACQUIRE)
@@ -201,7 +214,7 @@ class RateLimiter:
         self, active: Sequence[Scope], estimate: int
     ) -> tuple[list[_Lease], list[tuple[Scope, _Lease]]]:
         """Each scope's lease, and the scopes whose lease does not cover a request now."""
-        now = time.monotonic()
+        now = self._now()
         leases = [self._leases.setdefault((s.kind, s.key), _Lease()) for s in active]
         short = [
             (scope, lease)
@@ -213,7 +226,7 @@ class RateLimiter:
     async def _lease(self, short: list[tuple[Scope, _Lease]], estimate: int) -> None:
         """Take room from Redis in the scopes whose lease does not cover a request."""
         keys: list[str] = []
-        args: list[int] = [estimate]
+        args: list[int | str] = [estimate, repr(self._clock()) if self._clock else ""]
         for scope, lease in short:
             keys.extend(self._keys(scope))
             size = min(lease.size, _lease_limit(scope.limit, estimate))
@@ -230,7 +243,7 @@ class RateLimiter:
                 reset_after=reset_after,
             )
         window, reset_after = int(result[1]), int(result[2]) / 1000
-        now = time.monotonic()
+        now = self._now()
         for n, (scope, lease) in enumerate(short):
             requests, tokens = int(result[3 + 2 * n]), int(result[4 + 2 * n])
             if lease.window == window:
@@ -266,7 +279,7 @@ class RateLimiter:
 
     async def usage(self, scope: Scope) -> tuple[int, int]:
         """Requests and tokens counted in the current window of one scope (for tests, status)."""
-        seconds, _ = await self._redis.time()
+        seconds = self._clock() if self._clock else (await self._redis.time())[0]
         window = int(seconds) // WINDOW_SECONDS
         req_key, tok_key = self._keys(scope)
         requests, tokens = await self._redis.mget(f"{req_key}:{window}", f"{tok_key}:{window}")

@@ -121,13 +121,13 @@ async def test_two_routers_share_one_workspace_limit(
         await other_redis.aclose()
 
 
-async def clear_of_a_minute_turn(redis: Redis, seconds: float = 5) -> None:
-    """Wait, if needed, so that the next `seconds` stay in one window of the limits (counts
-    are read back from the current window only)."""
-    now, micros = await redis.time()
-    into = now % 60 + micros / 1e6
-    if into > 60 - seconds:
-        await asyncio.sleep(60 - into + 0.05)
+async def mid_minute(redis: Redis) -> Clock:
+    """A clock for rate limiters, at the middle of the Redis server's current minute and moved
+    by hand: no test waits for a minute to turn, nor fails when one turns."""
+    clock = Clock()
+    seconds, _ = await redis.time()
+    clock.now = seconds // 60 * 60 + 30.0
+    return clock
 
 
 async def race(
@@ -137,7 +137,8 @@ async def race(
     would make them. Returns how many got through, and the requests Redis counted."""
     other = Redis.from_url(redis_url)
     try:
-        limiters = [RateLimiter(llm_redis, prefix), RateLimiter(other, prefix)]
+        clock = await mid_minute(llm_redis)
+        limiters = [RateLimiter(r, prefix, clock=clock) for r in (llm_redis, other)]
 
         async def one(i: int) -> bool:
             try:
@@ -146,7 +147,6 @@ async def race(
                 return False
             return True
 
-        await clear_of_a_minute_turn(llm_redis)
         results = await asyncio.gather(*(one(i) for i in range(calls)))
         return sum(results), (await limiters[0].usage(scope))[0]
     finally:
@@ -166,9 +166,8 @@ async def evalsha_calls(redis: Redis) -> int:
 
 
 async def test_a_busy_process_leases_room_ahead_and_asks_redis_rarely(llm_redis: Redis) -> None:
-    limiter = RateLimiter(llm_redis, "lease:")
+    limiter = RateLimiter(llm_redis, "lease:", clock=await mid_minute(llm_redis))
     scope = Scope("agent", "busy", RateLimit(requests_per_minute=1000, tokens_per_minute=10**7))
-    await clear_of_a_minute_turn(llm_redis)
     before = await evalsha_calls(llm_redis)
     for _ in range(100):
         await limiter.acquire([scope], estimate=50)
@@ -178,6 +177,35 @@ async def test_a_busy_process_leases_room_ahead_and_asks_redis_rarely(llm_redis:
     assert trips <= 12, trips
     requests, tokens = await limiter.usage(scope)
     assert 100 <= requests < 100 + 16 and tokens == 50 * requests
+
+
+async def test_a_new_minute_counts_afresh_and_a_lease_ends_with_its_minute(
+    llm_redis: Redis,
+) -> None:
+    clock = await mid_minute(llm_redis)
+    limiter = RateLimiter(llm_redis, "minute:", clock=clock)
+    scope = Scope("user", "u", RateLimit(requests_per_minute=3))
+    for _ in range(3):
+        await limiter.acquire([scope], estimate=1)
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire([scope], estimate=1)
+    assert refused.value.reset_after == 30  # the middle of the minute
+    clock.now += 29.9
+    with pytest.raises(RateLimited):
+        await limiter.acquire([scope], estimate=1)
+    clock.now += 0.2  # the next minute
+    await limiter.acquire([scope], estimate=1)
+    assert await limiter.usage(scope) == (1, 1)  # a request and its estimate, this minute
+    # A busy process's lease is not spent in the next minute: what it took there is gone.
+    busy = Scope("agent", "busy", RateLimit(requests_per_minute=1000))
+    for _ in range(20):
+        await limiter.acquire([busy], estimate=1)
+    leased, _ = await limiter.usage(busy)
+    assert leased > 20
+    clock.now += 60
+    assert limiter.leased([busy], 1) is None
+    await limiter.acquire([busy], estimate=1)
+    assert (await limiter.usage(busy))[0] <= 16
 
 
 async def test_leases_of_two_processes_never_pass_the_limit(
