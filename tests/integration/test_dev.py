@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from bot.config import load_config
 from synapse_dev.server import free_port
 from tests.client import MatrixClient
+from tests.poll import eventually
 
 
 async def start_dev(
@@ -91,6 +92,18 @@ def processes_using(path: Path) -> list[str]:
     return found
 
 
+async def stopped(path: Path, timeout: float = 5) -> None:
+    """Until no process runs with `path` on its command line (the last ones just exited)."""
+
+    async def none_left() -> bool:
+        return processes_using(path) == []
+
+    try:
+        await eventually(none_left, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError(f"still running: {processes_using(path)}") from None
+
+
 async def test_doryo_dev_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     # Nothing listens there: doryo dev starts a private redis-server, as on a fresh machine.
@@ -105,8 +118,7 @@ async def test_doryo_dev_end_to_end(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 60) == 0
-    await asyncio.sleep(0.5)
-    assert processes_using(data_dir) == []  # Synapse and PostgreSQL stopped
+    await stopped(data_dir)  # Synapse and PostgreSQL
     assert not await answers(redis_url)  # and the private Redis
 
     process, second = await start_dev(data_dir, no_redis)

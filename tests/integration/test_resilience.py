@@ -25,6 +25,7 @@ from bot.config import write_config
 from bot.errors import DatabaseError
 from tests.client import MatrixClient, replies_to
 from tests.conftest import Homeserver, make_config, running_bot, start_homeserver
+from tests.poll import eventually
 
 MESSAGES = 30
 
@@ -57,9 +58,10 @@ def assert_one_reply_each(alice: MatrixClient, room: str, sent: list[str], bot_i
 
 
 async def wait_for_replies(
-    alice: MatrixClient, room: str, sent: list[str], timeout: float, bot_db: Any = None
+    alice: MatrixClient, room: str, sent: list[str], timeout: float, bot_db: Any
 ) -> None:
-    """Until every message has an answer; then a little longer, so that a duplicate shows.
+    """Until every message has an answer, and the bot's inbox has none of them left to handle
+    (`bot_db`: its database; a duplicate answer, if any, has been sent by then).
 
     On a timeout, says which messages have no answer and what the bot's inbox holds of them.
     """
@@ -73,17 +75,24 @@ async def wait_for_replies(
                 await alice.sync_once(timeout_ms=500)
     except TimeoutError:
         missing = sorted(unanswered())
-        inbox = []
-        if bot_db is not None:
-            inbox = await bot_db.fetch(
-                "SELECT event_id, state, attempts, error FROM inbox_events"
-                " WHERE event_id = any($1::text[])",
-                missing,
-            )
+        inbox = await bot_db.fetch(
+            "SELECT event_id, state, attempts, error FROM inbox_events"
+            " WHERE event_id = any($1::text[])",
+            missing,
+        )
         raise AssertionError(
             f"no answer to {len(missing)} of {len(sent)} messages: {missing}; inbox: {inbox}"
         ) from None
-    await asyncio.sleep(1)
+
+    async def handled() -> bool:
+        pending = await bot_db.fetchval(
+            "SELECT count(*) FROM inbox_events WHERE event_id = any($1::text[])"
+            " AND state = 'pending'",
+            sent,
+        )
+        return bool(pending == 0)
+
+    await eventually(handled, timeout=timeout)
     await alice.sync_once(timeout_ms=0)
 
 
@@ -134,7 +143,7 @@ async def test_event_never_pushed_is_caught_up(
     monkeypatch.setattr(bot.inbox, "store_transaction", losing_one)
     lost = await alice.send_text(room, "!ping lost")
     after = await alice.send_text(room, "!ping after")
-    await wait_for_replies(alice, room, [after], timeout=30)
+    await wait_for_replies(alice, room, [after], timeout=30, bot_db=bot.ctx.db)
     assert await bot.inbox.known([lost]) == set()
 
     assert await bot.catchup.recent_rooms(catchup.ROUTINE) == 1
@@ -260,7 +269,11 @@ async def test_bot_killed_mid_stream_resumes(
         sent = await sending
         process = await start_bot_process(config_path, log_path)
         await wait_ready(homeserver.as_port)
-        await wait_for_replies(alice, room, sent, timeout=90)
+        db = await asyncpg.connect(database_url)
+        try:
+            await wait_for_replies(alice, room, sent, timeout=90, bot_db=db)
+        finally:
+            await db.close()
         assert_one_reply_each(alice, room, sent, config.bot_user_id)
         workers = children(process.pid)
     finally:

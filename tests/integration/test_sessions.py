@@ -256,7 +256,18 @@ async def test_the_same_message_stored_at_once_takes_one_seq(
     async with bot.ctx.db.acquire() as blocker, blocker.transaction():
         await blocker.execute("SELECT FROM sessions WHERE room_id = $1 FOR UPDATE", session)
         adds = [asyncio.create_task(add("$same")) for _ in range(4)]
-        await asyncio.sleep(0.5)
+
+        async def all_waiting() -> bool:
+            # On the blocker's own connection: the adds hold the rest of the bot's pool. Its
+            # view of the other sessions is a snapshot per transaction unless cleared.
+            await blocker.execute("SELECT pg_stat_clear_snapshot()")
+            waiting = await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return bool(waiting >= 4)
+
+        await eventually(all_waiting, timeout=10)
     seqs = await asyncio.gather(*adds)
     stored = [s for s in seqs if s is not None]
     assert len(stored) == 1
