@@ -24,10 +24,9 @@ from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestE
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
 from appservice.transactions import JSON, TransactionReceiver
-from bot import admin, catchup, db, health, rooms
+from bot import admin, catchup, db, health
 from bot.actions.flow import Actions
 from bot.actions.store import ActionStore
-from bot.activity import Activity
 from bot.agent import finished as finished_answers
 from bot.agent.early import EarlyQuestions
 from bot.blueprints import BlueprintStore, templates_dir
@@ -50,7 +49,9 @@ from bot.llm import LLMRouter
 from bot.memory import Embedder, LocalEmbedder, Memory
 from bot.metrics import Metrics
 from bot.replies import SentEventStore
-from bot.rooms import RoomStore
+from bot.rooms.activity import Activity
+from bot.rooms.members import READ_DISPLAY_NAMES, read_display_names, read_unknown_members
+from bot.rooms.store import RoomStore
 from bot.sessions.store import SessionStore
 from bot.tasklist.store import TaskStore
 from bot.tasks import BackgroundTasks
@@ -325,8 +326,8 @@ class Doryo:
         await self.ctx.actions.recover(started_before=self.began)
         await deletion.recover(self.ctx, decided_before=self.began)
         # Rooms joined before the bot kept their members are no DMs until it has read them.
-        self._tasks.spawn(rooms.read_unknown_members(self.ctx), "read rooms' members")
-        self._tasks.spawn(rooms.read_display_names(self.ctx), rooms.READ_DISPLAY_NAMES)
+        self._tasks.spawn(read_unknown_members(self.ctx), "read rooms' members")
+        self._tasks.spawn(read_display_names(self.ctx), READ_DISPLAY_NAMES)
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")

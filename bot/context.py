@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
 from bot.actions.flow import Actions
-from bot.activity import Activity
 from bot.blueprints import BlueprintStore
 from bot.composio.client import ComposioClient
 from bot.config import Config
@@ -29,7 +28,8 @@ from bot.llm import LLMRouter
 from bot.memory import Memory
 from bot.metrics import Metrics
 from bot.replies import SentEventStore
-from bot.rooms import RoomStore
+from bot.rooms.activity import Activity
+from bot.rooms.store import RoomStore
 from bot.sessions.store import SessionStore
 from bot.tasklist.store import TaskStore
 from bot.tasks import BackgroundTasks

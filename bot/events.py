@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from appservice.errors import MatrixRequestError
-from bot import rooms, strings
+from bot import strings
 from bot.commands.catalog import NAMES
 from bot.commands.dispatch import dispatch
 from bot.commands.parser import Act, Addressing, Ask, Request, parse
@@ -28,6 +28,8 @@ from bot.errors import UserError
 from bot.history import recorder as history
 from bot.inbox import InboxEvent
 from bot.replies import Replier
+from bot.rooms.joining import greet, join_invited, publish_commands
+from bot.rooms.members import display_name, is_dm, read_members
 from bot.router import (
     BotInvited,
     BotMembership,
@@ -80,18 +82,18 @@ class EventHandler:
             case Ignore(reason):
                 log.debug("ignoring %s: %s", item.event_id, reason)
             case BotInvited(inviter):
-                if await rooms.join_invited(self.ctx, room_id, inviter):
+                if await join_invited(self.ctx, room_id, inviter):
                     await self._joined(room_id, inviter, reply)
             case BotMembership("join"):
                 await self.ctx.rooms.set_membership(room_id, "join")
                 if await self.ctx.workspaces.by_space(room_id) is None:
-                    await rooms.publish_commands(self.ctx, room_id)
+                    await publish_commands(self.ctx, room_id)
             case BotMembership(membership):
                 await self.ctx.rooms.set_membership(room_id, membership)
             case PowerLevelsChanged():
                 room = await self.ctx.rooms.get(room_id)
                 if room is not None and room.membership == "join":
-                    await rooms.publish_commands(self.ctx, room_id)
+                    await publish_commands(self.ctx, room_id)
             case Reaction(target, key):
                 sender = str(event.get("sender", ""))
                 on_card = (room_id, sender, target, key, item.event_id, reply)
@@ -122,7 +124,7 @@ class EventHandler:
                 await ctx.rooms.set_members(
                     room_id,
                     {user: str(content.get("membership"))},
-                    names={user: rooms.display_name(content)},
+                    names={user: display_name(content)},
                 )
         session = await ctx.sessions.get(room_id)
         if session is not None:
@@ -137,17 +139,17 @@ class EventHandler:
         if is_space(create.get("content")):
             await adopt_space(ctx, room_id, inviter, reply)
             return  # a space has no conversation to greet
-        await rooms.read_members(ctx, room_id, events)
+        await read_members(ctx, room_id, events)
         if await adoption.on_invited(ctx, room_id, inviter, events, reply):
-            await rooms.publish_commands(ctx, room_id)
+            await publish_commands(ctx, room_id)
             return
-        await rooms.greet(ctx, room_id, await rooms.is_dm(ctx, room_id), reply)
+        await greet(ctx, room_id, await is_dm(ctx, room_id), reply)
 
     async def _request(self, room_id: str, event: Mapping[str, Any]) -> Request | None:
         content = event["content"]
         addressing = dataclasses.replace(
             self.addressing,
-            is_direct=await rooms.is_dm(self.ctx, room_id),
+            is_direct=await is_dm(self.ctx, room_id),
             reply_to_bot=await self._replies_to_bot(room_id, content),
         )
         return parse(content, addressing)

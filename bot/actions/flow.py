@@ -31,9 +31,9 @@ from bot import strings
 from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
 from bot.errors import ExternalToolUnavailable, UserError
-from bot.presence import is_here
 from bot.replies import Replier, thread_safely
-from bot.rooms import direct_room
+from bot.rooms.direct import direct_room
+from bot.rooms.presence import is_here
 from bot.sessions.rooms import room_link
 from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
 from bot.workspaces.access import current_role

@@ -29,7 +29,7 @@ async def propose_from_instruction(
     ctx = call.ctx
     tools = ctx.tools.allowed(allowed)
     session = await ctx.sessions.get(call.room_id)
-    blueprint = await blueprint_for(ctx, workspace, session)
+    blueprint = await blueprint_for(ctx.blueprints, workspace, session)
     lines = await recent_lines(ctx, call.room_id, call.reply.event_id)
     messages = prompt.build(
         instruction,

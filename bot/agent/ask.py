@@ -371,7 +371,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
                 model=done.model, sources=done.sources, text=done.text, notes=done.notes
             )
             return
-        blueprint = await blueprint_for(ctx, workspace, session)
+        blueprint = await blueprint_for(ctx.blueprints, workspace, session)
         if blueprint.backend == "letta" and ctx.letta is not None:
             answer.start()
             if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):

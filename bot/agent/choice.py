@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from bot import strings
-from bot.blueprints import Blueprint
+from bot.blueprints import Blueprint, BlueprintStore
 from bot.commands.parser import number
 from bot.errors import BlueprintError, UserError
 from bot.sessions.store import Session
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +35,15 @@ def configured_ref(workspace: Workspace | None, session: Session | None) -> str:
 
 
 async def blueprint_for(
-    ctx: Context, workspace: Workspace | None, session: Session | None
+    blueprints: BlueprintStore, workspace: Workspace | None, session: Session | None
 ) -> Blueprint:
     ref = configured_ref(workspace, session)
     code, version = parse_ref(ref)
     try:
-        return await ctx.blueprints.get(code, version)
+        return await blueprints.get(code, version)
     except BlueprintError as e:
         if code == DEFAULT and version is None:
             raise
         # A setting naming a blueprint that is gone must not silence the agent.
         log.warning("blueprint %s is not available (%s); answering as %s", ref, e, DEFAULT)
-        return await ctx.blueprints.get(DEFAULT)
+        return await blueprints.get(DEFAULT)

@@ -17,7 +17,7 @@ async def agent(call: CommandCall) -> None:
     workspace = await require_workspace(ctx, call.room_id, call.sender)
     await require_member(ctx, workspace, call.sender)
     session = await ctx.sessions.get(call.room_id)
-    blueprint = await blueprint_for(ctx, workspace, session)
+    blueprint = await blueprint_for(ctx.blueprints, workspace, session)
     source = (
         strings.AGENT_SOURCE_SESSION
         if session is not None and session.agent

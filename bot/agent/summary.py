@@ -40,7 +40,7 @@ async def summarize(ctx: Context, session: Session, workspace: Workspace) -> str
     if not stored:
         return facts
     transcript = "\n".join(f"{prompt.display_name(m.sender)}: {m.body}" for m in stored)
-    blueprint = await blueprint_for(ctx, workspace, session)
+    blueprint = await blueprint_for(ctx.blueprints, workspace, session)
     request = blueprint.request(
         [Message.system(_INSTRUCTIONS), Message.user(transcript)],
         context=CallContext(workspace_id=workspace.id, room_id=session.room_id),

@@ -14,7 +14,7 @@ from bot.commands.catalog import BY_NAME
 from bot.composio.client import ComposioClient
 from bot.composio.tools import require_composio
 from bot.errors import PermissionDenied, UserError
-from bot.rooms import direct_room
+from bot.rooms.direct import direct_room
 
 
 async def _client_for_member(call: CommandCall) -> ComposioClient:

@@ -11,7 +11,7 @@ from appservice.matrix import markdown_content
 from bot import strings
 from bot.commands.call import CommandCall
 from bot.data.portable import export_file
-from bot.rooms import direct_room
+from bot.rooms.direct import direct_room
 from bot.workspaces.access import require_host, require_workspace
 
 log = logging.getLogger(__name__)

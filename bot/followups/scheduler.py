@@ -18,7 +18,7 @@ from appservice.matrix import markdown_content
 from bot import strings
 from bot.followups.store import Followup
 from bot.outputs import inline
-from bot.rooms import direct_room
+from bot.rooms.direct import direct_room
 
 if TYPE_CHECKING:
     from bot.context import Context

@@ -313,7 +313,7 @@ class MemoryStore:
 
     async def display_names(self, user_ids: Sequence[str]) -> dict[str, str]:
         """People's display names, as rooms' member events give them (room_members, kept by
-        bot/rooms.py): one of each person's, where they have one."""
+        bot/rooms/members.py): one of each person's, where they have one."""
         rows = await self._pool.fetch(
             """
             SELECT DISTINCT ON (user_id) user_id, displayname FROM room_members

@@ -22,12 +22,13 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from appservice.errors import MatrixRequestError
-from bot import power, rooms, strings
+from bot import power, strings
 from bot.commands.call import CommandCall
 from bot.errors import UserError
 from bot.history.recorder import backfill
 from bot.replies import Replier
-from bot.rooms import tell
+from bot.rooms.direct import tell
+from bot.rooms.members import is_dm, read_members
 from bot.sessions.rooms import ask_host, room_link
 from bot.sessions.store import Session
 from bot.workspaces.access import current_role
@@ -103,7 +104,7 @@ async def on_listed(
     """The space now lists `room_id` (an m.space.child event by `added_by`)."""
     if await ctx.sessions.get(room_id) is not None:
         return  # a session already (the bot made it, or it was adopted before)
-    if await rooms.is_dm(ctx, room_id):
+    if await is_dm(ctx, room_id):
         await _refused(ctx, workspace, room_id, added_by, strings.WHY_DIRECT, reply)
         return
     room = await ctx.rooms.get(room_id)
@@ -133,7 +134,7 @@ async def on_listed(
             return
         await ctx.rooms.set_membership(room_id, "join")
     events = await ctx.matrix.get_state(room_id)
-    await rooms.read_members(ctx, room_id, events)
+    await read_members(ctx, room_id, events)
     state = by_key(events)
     why, _ = await refusal(ctx, workspace, room_id, [added_by], state)
     if why is not None:

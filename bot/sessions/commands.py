@@ -9,7 +9,7 @@ from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.errors import UserError
 from bot.outputs import inline, page_number, page_of
-from bot.rooms import publish_commands
+from bot.rooms.joining import publish_commands
 from bot.sessions.rooms import room_link, start_session
 from bot.workspaces.access import require_host, require_member, require_workspace
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bot import rooms, strings
+from bot import strings
+from bot.rooms.direct import direct_room
 from bot.sessions.store import Session
+from bot.workspaces.context import WorkspacesContext
 from bot.workspaces.roles import DELEGATE_LEVEL, HOST_LEVEL
 from bot.workspaces.spaces import SPACE_CHILD
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ def room_link(room_id: str, domain: str) -> str:
 
 
 async def start_session(
-    ctx: Context, workspace: Workspace, topic: str, started_by: str, origin_event: str
+    ctx: WorkspacesContext, workspace: Workspace, topic: str, started_by: str, origin_event: str
 ) -> Session:
     """A new session room in the workspace's space. Handled again, `origin_event` finds it."""
     if (made := await ctx.sessions.by_origin(origin_event)) is not None:
@@ -85,9 +84,9 @@ async def start_session(
     return session
 
 
-async def ask_host(ctx: Context, workspace: Workspace, text: str) -> None:
+async def ask_host(ctx: WorkspacesContext, workspace: Workspace, text: str) -> None:
     """Tell the host something in a direct chat with them (made if there is none)."""
-    room_id = await rooms.direct_room(ctx, workspace.host)
+    room_id = await direct_room(ctx, workspace.host)
     await ctx.matrix.send_markdown(room_id, text, notice=True)
 
 

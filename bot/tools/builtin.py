@@ -16,7 +16,7 @@ from appservice.matrix import markdown_content, pill
 from bot import strings
 from bot.errors import UserError
 from bot.outputs import inline
-from bot.rooms import direct_room
+from bot.rooms.direct import direct_room
 from bot.sessions.rooms import room_link, start_session
 from bot.tools.registry import Tool, ToolCall, ToolResult
 

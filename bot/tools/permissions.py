@@ -29,7 +29,7 @@ async def allowed_tools(
     """The names of the tools the agent answering in this room may use (`blueprint`: the one
     answering there, if the caller has it already)."""
     if blueprint is None:
-        blueprint = await blueprint_for(ctx, workspace, await ctx.sessions.get(room_id))
+        blueprint = await blueprint_for(ctx.blueprints, workspace, await ctx.sessions.get(room_id))
     names = set(blueprint.tools)
     missing = [n for n in names if ctx.tools.get(n) is None and COMPOSIO_SLUG.match(n)]
     if missing and ctx.composio is not None:

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appservice.errors import MatrixRequestError
-from bot import rooms, strings
+from bot import strings
 from bot.errors import PermissionDenied, UserError
 from bot.power import redact_level, user_level
+from bot.rooms.members import is_dm
+from bot.workspaces.context import WorkspacesContext
 from bot.workspaces.roles import Role, role_of
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
 
-async def workspace_of_room(ctx: Context, room_id: str, sender: str) -> Workspace | None:
+async def workspace_of_room(ctx: WorkspacesContext, room_id: str, sender: str) -> Workspace | None:
     """The workspace of a session or space room; in a DM, the sender's. None elsewhere."""
     session = await ctx.sessions.get(room_id)
     if session is not None:
@@ -32,12 +31,12 @@ async def workspace_of_room(ctx: Context, room_id: str, sender: str) -> Workspac
     space = await ctx.workspaces.by_space(room_id)
     if space is not None:
         return space
-    if await rooms.is_dm(ctx, room_id):
+    if await is_dm(ctx, room_id):
         return await workspace_of_sender(ctx, sender)
     return None
 
 
-async def workspace_of_sender(ctx: Context, sender: str) -> Workspace:
+async def workspace_of_sender(ctx: WorkspacesContext, sender: str) -> Workspace:
     """In a DM: the workspace picked with `!ws use`, or the only one the sender is in."""
     mine = await ctx.workspaces.of_member(sender)
     chosen = await ctx.workspaces.direct_choice(sender)
@@ -52,14 +51,14 @@ async def workspace_of_sender(ctx: Context, sender: str) -> Workspace:
     raise UserError(strings.WHICH_WORKSPACE.format(names=names))
 
 
-async def require_workspace(ctx: Context, room_id: str, sender: str) -> Workspace:
+async def require_workspace(ctx: WorkspacesContext, room_id: str, sender: str) -> Workspace:
     workspace = await workspace_of_room(ctx, room_id, sender)
     if workspace is None:
         raise UserError(strings.NOT_IN_WORKSPACE)
     return workspace
 
 
-async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role | None:
+async def current_role(ctx: WorkspacesContext, workspace: Workspace, user_id: str) -> Role | None:
     """The user's role now: None unless they are in the space (joined, or invited and not yet
     joined); otherwise from the space's power levels. Both read from the homeserver (the create
     event, which never changes, is read once)."""
@@ -80,7 +79,7 @@ async def current_role(ctx: Context, workspace: Workspace, user_id: str) -> Role
     return role_of(levels, create, user_id)
 
 
-async def create_event(ctx: Context, room_id: str) -> dict[str, Any]:
+async def create_event(ctx: WorkspacesContext, room_id: str) -> dict[str, Any]:
     create = ctx.create_events.get(room_id)
     if create is None:
         state = await ctx.matrix.get_state(room_id)
@@ -90,7 +89,7 @@ async def create_event(ctx: Context, room_id: str) -> dict[str, Any]:
     return create
 
 
-async def may_redact_others(ctx: Context, room_id: str, user_id: str) -> bool:
+async def may_redact_others(ctx: WorkspacesContext, room_id: str, user_id: str) -> bool:
     """Whether the user may redact other people's events in the room, by its power levels now."""
     levels, create = await asyncio.gather(
         ctx.matrix.get_state_event(room_id, "m.room.power_levels"), create_event(ctx, room_id)
@@ -98,12 +97,12 @@ async def may_redact_others(ctx: Context, room_id: str, user_id: str) -> bool:
     return user_level(levels, create, user_id) >= redact_level(levels)
 
 
-async def require_host(ctx: Context, workspace: Workspace, user_id: str) -> None:
+async def require_host(ctx: WorkspacesContext, workspace: Workspace, user_id: str) -> None:
     if await current_role(ctx, workspace, user_id) != "host":
         raise PermissionDenied(strings.HOST_ONLY.format(host=workspace.host))
 
 
-async def require_proposer(ctx: Context, workspace: Workspace, user_id: str) -> None:
+async def require_proposer(ctx: WorkspacesContext, workspace: Workspace, user_id: str) -> None:
     """May propose actions (@act, or through a Letta agent's tool call): the `act` setting."""
     if workspace.settings.act == "host":
         await require_host(ctx, workspace, user_id)
@@ -111,6 +110,6 @@ async def require_proposer(ctx: Context, workspace: Workspace, user_id: str) -> 
         await require_member(ctx, workspace, user_id)
 
 
-async def require_member(ctx: Context, workspace: Workspace, user_id: str) -> None:
+async def require_member(ctx: WorkspacesContext, workspace: Workspace, user_id: str) -> None:
     if await current_role(ctx, workspace, user_id) is None:
         raise PermissionDenied(strings.MEMBERS_ONLY.format(name=workspace.name))

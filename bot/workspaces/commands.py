@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from appservice.errors import MatrixRequestError
 from appservice.matrix import pill
-from bot import rooms, strings
+from bot import strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.commands.parser import number
 from bot.data.forget import forget_in_workspace
 from bot.errors import PermissionDenied, UserError
 from bot.outputs import page_number, page_of
+from bot.rooms.members import is_dm
 from bot.workspaces import invites, retention, settings
 from bot.workspaces.access import current_role, require_host, require_workspace
 from bot.workspaces.departures import take_power_everywhere
@@ -58,7 +59,7 @@ async def ws_create(call: CommandCall) -> None:
     if not may_create(call.ctx, call.sender):
         raise PermissionDenied(strings.CREATE_NOT_ALLOWED)
     workspace = await create_workspace(call.ctx, name, call.sender, call.reply.event_id)
-    if await rooms.is_dm(call.ctx, call.room_id):
+    if await is_dm(call.ctx, call.room_id):
         await call.ctx.workspaces.set_direct_choice(call.sender, workspace.id)
     await call.reply.send_notice(strings.WS_CREATED.format(name=name))
 
@@ -343,5 +344,5 @@ async def ws_use(call: CommandCall) -> None:
         names = ", ".join(f"**{w.name}**" for w in mine) or strings.NONE
         raise UserError(strings.NO_SUCH_WORKSPACE.format(name=name, names=names))
     await ctx.workspaces.set_direct_choice(call.sender, matches[0].id)
-    note = "" if await rooms.is_dm(ctx, call.room_id) else strings.USE_ONLY_IN_DM
+    note = "" if await is_dm(ctx, call.room_id) else strings.USE_ONLY_IN_DM
     await call.reply.send_notice(strings.USING.format(name=matches[0].name) + note)

@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appservice.errors import MatrixRequestError
 from bot import power, strings
 from bot.errors import UserError
 from bot.replies import Replier
-from bot.rooms import tell
+from bot.rooms.direct import tell
+from bot.workspaces.context import WorkspacesContext
 from bot.workspaces.roles import DELEGATE_LEVEL, HOST_LEVEL, choose_host, listed_users, roles
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,9 @@ def is_space(create_content: Mapping[str, Any] | None) -> bool:
     return bool(create_content) and create_content.get("type") == "m.space"  # type: ignore[union-attr]
 
 
-async def create_workspace(ctx: Context, name: str, host: str, origin_event: str) -> Workspace:
+async def create_workspace(
+    ctx: WorkspacesContext, name: str, host: str, origin_event: str
+) -> Workspace:
     """A new space with `host` as host (power 100) and the bot as its creator.
 
     `origin_event` is the command's event: handled again after a crash, it finds the workspace
@@ -73,12 +73,14 @@ async def create_workspace(ctx: Context, name: str, host: str, origin_event: str
     return workspace
 
 
-async def space_state(ctx: Context, space_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+async def space_state(
+    ctx: WorkspacesContext, space_id: str
+) -> dict[tuple[str, str], dict[str, Any]]:
     state = await ctx.matrix.get_state(space_id)
     return {(str(e.get("type")), str(e.get("state_key"))): e for e in state}
 
 
-def may_create(ctx: Context, user_id: str) -> bool:
+def may_create(ctx: WorkspacesContext, user_id: str) -> bool:
     """`bot.workspace_creators`: who may make a workspace, by `!ws create` or by having a space
     adopted (empty: anyone)."""
     allowed = ctx.config.bot.workspace_creators
@@ -86,7 +88,7 @@ def may_create(ctx: Context, user_id: str) -> bool:
 
 
 async def adopt_space(
-    ctx: Context, space_id: str, inviter: str, reply: Replier
+    ctx: WorkspacesContext, space_id: str, inviter: str, reply: Replier
 ) -> Workspace | None:
     """Make a space the bot joined into a workspace, if the inviter may make workspaces and
     has power 100 there.
@@ -115,7 +117,9 @@ async def adopt_space(
 
 
 async def sync_members(
-    ctx: Context, workspace: Workspace, state: Mapping[tuple[str, str], Mapping[str, Any]]
+    ctx: WorkspacesContext,
+    workspace: Workspace,
+    state: Mapping[tuple[str, str], Mapping[str, Any]],
 ) -> None:
     """Mirror the space's memberships and roles from its full state."""
     for (event_type, state_key), event in state.items():
@@ -127,7 +131,9 @@ async def sync_members(
 
 
 async def refresh_roles(
-    ctx: Context, workspace: Workspace, state: Mapping[tuple[str, str], Mapping[str, Any]]
+    ctx: WorkspacesContext,
+    workspace: Workspace,
+    state: Mapping[tuple[str, str], Mapping[str, Any]],
 ) -> None:
     """Roles follow the space's power levels; the host the bot speaks to follows the roles."""
     create = state.get(("m.room.create", ""))
@@ -150,7 +156,9 @@ async def refresh_roles(
         await ctx.workspaces.set_host(workspace.id, host)
 
 
-async def set_role_level(ctx: Context, workspace: Workspace, user_id: str, level: int) -> None:
+async def set_role_level(
+    ctx: WorkspacesContext, workspace: Workspace, user_id: str, level: int
+) -> None:
     """Give a user a power level in the space and every active session (delegation)."""
     rooms = [workspace.space_id] + [
         s.room_id for s in await ctx.sessions.of_workspace(workspace.id, active_only=True)
@@ -170,13 +178,15 @@ async def set_role_level(ctx: Context, workspace: Workspace, user_id: str, level
                 raise
 
 
-async def space_membership(ctx: Context, workspace: Workspace, user_id: str) -> str:
+async def space_membership(ctx: WorkspacesContext, workspace: Workspace, user_id: str) -> str:
     """The user's membership in the space as the homeserver has it now ("none" if never)."""
     member = await ctx.matrix.get_state_event(workspace.space_id, "m.room.member", user_id)
     return str((member or {}).get("membership", "none"))
 
 
-async def invite_everywhere(ctx: Context, workspace: Workspace, user_id: str) -> list[str]:
+async def invite_everywhere(
+    ctx: WorkspacesContext, workspace: Workspace, user_id: str
+) -> list[str]:
     """Invite a user to the space, then to its active sessions — never to a session without the
     space: a refusal there (a ban, no power) is raised, and no session invites them. Returns the
     rooms invited to."""

@@ -4,7 +4,7 @@ MSC4332 commands state event as power levels change."""
 from __future__ import annotations
 
 from bot.app import Doryo
-from bot.rooms import MSC4332_COMMANDS
+from bot.rooms.joining import MSC4332_COMMANDS
 from tests.client import MatrixClient, MatrixClientError, replies_to
 from tests.conftest import TEST_MODEL_ANSWER, Homeserver
 from tests.integration.agent_helpers import final_answer

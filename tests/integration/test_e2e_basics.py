@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bot.app import Doryo
-from bot.rooms import MSC4332_COMMANDS
+from bot.rooms.joining import MSC4332_COMMANDS
 from tests.conftest import TEST_MODEL_ANSWER, Homeserver
 from tests.integration.agent_helpers import final_answer
 

@@ -6,8 +6,8 @@ import time
 
 import aiohttp
 
-from bot.activity import Activity
 from bot.app import Doryo
+from bot.rooms.activity import Activity
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.poll import eventually

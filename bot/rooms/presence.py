@@ -4,16 +4,12 @@ only sends changes)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from appservice.errors import MatrixError
 from appservice.presence import Presence
-
-if TYPE_CHECKING:
-    from bot.context import Context
+from bot.rooms.context import RoomsContext
 
 
-async def presence_of(ctx: Context, user_id: str) -> Presence | None:
+async def presence_of(ctx: RoomsContext, user_id: str) -> Presence | None:
     known = ctx.presence.get(user_id)
     if known is not None:
         return known
@@ -24,7 +20,7 @@ async def presence_of(ctx: Context, user_id: str) -> Presence | None:
     return await ctx.presence.update({"type": "m.presence", "sender": user_id, "content": content})
 
 
-async def is_here(ctx: Context, user_id: str) -> bool:
+async def is_here(ctx: RoomsContext, user_id: str) -> bool:
     """Online now. Unknown counts as not here: better one DM too many than a missed action."""
     presence = await presence_of(ctx, user_id)
     return presence is not None and presence.is_online
