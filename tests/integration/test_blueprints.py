@@ -36,7 +36,9 @@ def router(make_router: RouterFactory) -> LLMRouter:
 
 @pytest.fixture
 def store(llm_pool: asyncpg.Pool, router: LLMRouter) -> BlueprintStore:
-    return BlueprintStore(llm_pool, resolve_model=router.resolve, known_tools=lambda: SPEC_TOOLS)
+    return BlueprintStore(
+        llm_pool, resolve_model=router.catalog.resolve, known_tools=lambda: SPEC_TOOLS
+    )
 
 
 async def test_the_shipped_templates_load_once(store: BlueprintStore) -> None:
@@ -63,7 +65,7 @@ async def test_two_processes_loading_at_once_load_each_template_once(
     other_pool = await db.connect(database_url, min_size=1, max_size=2)
     try:
         stores = [
-            BlueprintStore(pool, resolve_model=router.resolve, known_tools=SPEC_TOOLS)
+            BlueprintStore(pool, resolve_model=router.catalog.resolve, known_tools=SPEC_TOOLS)
             for pool in (llm_pool, other_pool)
         ]
         reports = await asyncio.gather(*(s.load_directory(templates_dir()) for s in stores))
