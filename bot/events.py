@@ -1,9 +1,12 @@
-"""The per-event boundary: route a persisted event, do what it calls for, report failures.
+"""The per-event boundary: route a persisted event, do what it calls for, report failures —
+for every kind of event (commands, reactions, invites, memberships, state).
 
-A UserError's text is told to the room. Any other exception is a bug: the room gets a short
-notice with a reference, and the exception goes on to the dispatcher, which logs it and marks the
-event failed. Failures of what the bot depends on (homeserver, database) pass through untouched:
-the dispatcher retries the event.
+Where a person waits for the bot — a command, a reaction on a card, an invite — a UserError's
+text is told to the room, and any other exception (a bug) gets a short notice with a reference.
+Where nobody waits (a membership, power levels, what the bot observes of an ordinary message), a
+UserError is logged and a bug only logged. A bug then goes on to the dispatcher, which logs it
+with the room and event and marks the event failed. Failures of what the bot depends on
+(homeserver, database) pass through untouched: the dispatcher retries the event.
 """
 
 from __future__ import annotations
@@ -77,7 +80,37 @@ class EventHandler:
             retried=attempt > 1,
             content=event.get("content") if isinstance(event.get("content"), dict) else None,
         )
-        await self._observe(room_id, event, reply)
+        # Someone waits for an answer to these; a message's request is answered in _run.
+        waiting = isinstance(decision, Reaction | BotInvited)
+        try:
+            await self._observe(room_id, event, reply)
+            await self._act(decision, item, event, reply)
+        except UserError as e:
+            if waiting:
+                await reply.send_notice(str(e))
+            else:
+                log.warning("%s in %s: %s", type(decision).__name__, room_id, e)
+        except RETRYABLE:
+            raise
+        except Exception:
+            if waiting:
+                await self._tell_failure(type(decision).__name__, event, reply)
+            raise
+
+    async def _tell_failure(self, what: str, event: Mapping[str, Any], reply: Replier) -> None:
+        """A bug while someone waits: a short notice with a reference to find it in the log
+        (the traceback follows from the dispatcher)."""
+        ref = hashlib.sha256(str(event.get("event_id")).encode()).hexdigest()[:8]
+        log.error("handling a %s failed, reference %s (traceback follows)", what, ref)
+        try:
+            await reply.send_notice(strings.INTERNAL_ERROR.format(ref=ref))
+        except Exception as notice_error:
+            log.warning("could not tell the room about the failure: %s", notice_error)
+
+    async def _act(
+        self, decision: object, item: InboxEvent, event: dict[str, Any], reply: Replier
+    ) -> None:
+        room_id = item.room_id
         match decision:
             case Ignore(reason):
                 log.debug("ignoring %s: %s", item.event_id, reason)
@@ -192,10 +225,5 @@ class EventHandler:
         except RETRYABLE:
             raise
         except Exception:
-            ref = hashlib.sha256(str(event.get("event_id")).encode()).hexdigest()[:8]
-            log.error("command failed, reference %s (traceback follows from the dispatcher)", ref)
-            try:
-                await reply.send_notice(strings.INTERNAL_ERROR.format(ref=ref))
-            except Exception as notice_error:
-                log.warning("could not tell the room about the failure: %s", notice_error)
+            await self._tell_failure("command", event, reply)
             raise
