@@ -605,3 +605,14 @@ def duration(ms: int) -> str:
     if hours < 48:
         return f"{hours} h"
     return f"{hours // 24} days"
+
+
+# Workspace settings (`!ws settings KEY VALUE`)
+SETTING_ON_OFF = "{field} is on or off."
+SETTING_BAD_BUDGET = "budget is a number of USD a month (or none), not `{raw}`."
+SETTING_BAD_RETENTION = "retention is a number of days, not `{raw}`."
+SETTING_UNKNOWN = "There is no setting `{key}`. Settings: {keys}."
+SETTING_INVALID = "`{raw}` is not a valid {name}: {reason}."
+
+# `doryo forget` (the command line)
+NO_WORKSPACE_ID = "There is no workspace {workspace}."

@@ -31,6 +31,7 @@ from typing import Literal
 
 import asyncpg
 
+from bot import strings
 from bot.errors import UserError
 
 How = Literal["pseudonym", "delete", "kept"]
@@ -117,7 +118,7 @@ async def forget_in_workspace(
     """Forget `user_id` in one workspace, in one transaction."""
     host = await conn.fetchval("SELECT host FROM workspaces WHERE id = $1", workspace_id)
     if host is None:
-        raise UserError(f"There is no workspace {workspace_id}.")
+        raise UserError(strings.NO_WORKSPACE_ID.format(workspace=workspace_id))
     alias = pseudonym(secret, workspace_id, user_id)
     async with conn.transaction():
         said = [

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot import strings
 from bot.commands.parser import number
 from bot.errors import UserError
 
@@ -64,14 +65,14 @@ def _value(field: str, raw: str) -> Any:
             return True
         if text in ("off", "no", "false", "0"):
             return False
-        raise UserError(f"{field} is on or off.")
+        raise UserError(strings.SETTING_ON_OFF.format(field=field))
     if field == "budget_usd":
         if text in ("none", "off", "-", ""):
             return None
         amount = re.sub(r"^\$|usd$", "", text).strip()
         # float() also reads "nan", "inf", "1e999" and other scripts' digits.
         if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,6})?", amount):
-            raise UserError(f"budget is a number of USD a month (or none), not `{raw}`.")
+            raise UserError(strings.SETTING_BAD_BUDGET.format(raw=raw))
         return float(amount)
     if field == "memory_retention_days":
         if text in ("default", "none"):
@@ -80,7 +81,7 @@ def _value(field: str, raw: str) -> Any:
             return 0
         days = number(text.removesuffix("days").removesuffix("d"))
         if days is None:
-            raise UserError(f"retention is a number of days, not `{raw}`.")
+            raise UserError(strings.SETTING_BAD_RETENTION.format(raw=raw))
         return days
     if field == "composio_account":
         return text
@@ -91,7 +92,7 @@ def updated(settings: WorkspaceSettings, key: str, raw: str) -> WorkspaceSetting
     """Settings with `key` set from what a person typed. UserError names what is wrong."""
     name = _ALIASES.get(key.lower(), key.lower())
     if name not in KEYS:
-        raise UserError(f"There is no setting `{key}`. Settings: {', '.join(KEYS)}.")
+        raise UserError(strings.SETTING_UNKNOWN.format(key=key, keys=", ".join(KEYS)))
     field = KEYS[name][0]
     try:
         return WorkspaceSettings.model_validate(
@@ -99,7 +100,9 @@ def updated(settings: WorkspaceSettings, key: str, raw: str) -> WorkspaceSetting
         )
     except ValidationError as e:
         reason = e.errors()[0]["msg"]
-        raise UserError(f"`{raw}` is not a valid {name}: {reason}.") from None
+        raise UserError(
+            strings.SETTING_INVALID.format(raw=raw, name=name, reason=reason)
+        ) from None
 
 
 def describe(settings: WorkspaceSettings) -> list[tuple[str, str, str]]:
