@@ -1,4 +1,4 @@
-"""The admin HTTP API under /_doryo/v1/ on the appservice port (SPEC §5).
+"""The admin HTTP API under /_doryo/v1/ on the appservice port (docs/spec.md §5).
 
 Every request carries `Authorization: Bearer <admin_api.token>`; with no token configured the
 API is off (404). Errors are JSON: {"errcode": …, "error": …}, like Matrix's.

@@ -1,5 +1,5 @@
 """The `doryo` command: dev, registration, migrate, run, reindex, export, import, forget
-(SPEC §1).
+(docs/spec.md §1).
 
 Exit codes: 0 fine, 1 a failure at run time (database down, port taken, ...), 2 bad configuration
 or usage. Errors are one clear line (or one per bad key) on stderr, never a traceback.

@@ -1,5 +1,5 @@
-"""The action card (SPEC §3): what people read and the org.doryo.action block programs read.
-Pure functions: an action in, message content out; a reaction key in, its meaning out.
+"""The action card (docs/spec.md §3): what people read and the org.doryo.action block programs
+read. Pure functions: an action in, message content out; a reaction key in, its meaning out.
 """
 
 from __future__ import annotations

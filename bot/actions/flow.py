@@ -1,4 +1,4 @@
-"""The @act flow (SPEC §3): propose → card → host's ✅ → run exactly once → result.
+"""The @act flow (docs/spec.md §3): propose → card → host's ✅ → run exactly once → result.
 
 - A proposal is validated against the tool's schema before anything is posted.
 - The card carries org.doryo.action, says where it stands on its first line, and mentions the

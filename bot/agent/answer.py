@@ -1,7 +1,7 @@
-"""An answer as it streams (SPEC §3): one m.text, in a thread under the question (or a plain
-reply), edited at most every `edit_interval` seconds while the model writes, ending with status
-`done` (or `error`) and links to its sources. It never stays `streaming`: whatever stops the
-answer, its last form says how it ended.
+"""An answer as it streams (docs/spec.md §3): one m.text, in a thread under the question (or a
+plain reply), edited at most every `edit_interval` seconds while the model writes, ending with
+status `done` (or `error`) and links to its sources. It never stays `streaming`: whatever stops
+the answer, its last form says how it ended.
 
 The message is posted when there is something to show: the model's first text, "…" if the
 model has written nothing one interval after the answer started, or the whole answer if it

@@ -14,8 +14,8 @@ from pathlib import Path
 from bot.blueprints.spec import Blueprint, BlueprintLimits, BlueprintSpec, parse_yaml
 from bot.blueprints.store import BlueprintStore, LoadReport, Pin, VersionInfo
 
-# The tools SPEC §4 names (built-in and Composio recipes). The tool registry replaces this as the
-# set blueprints are checked against once it exists.
+# The tools docs/spec.md §4 names (built-in and Composio recipes). The tool registry replaces this
+# as the set blueprints are checked against once it exists.
 SPEC_TOOLS = frozenset(
     {
         "create_task",

@@ -1,4 +1,5 @@
-"""Every command of SPEC §2, as data: names for the parser, syntax for !help and for MSC4332.
+"""Every command of docs/spec.md §2, as data: names for the parser, syntax for !help and for
+MSC4332.
 
 A command is known here before it is implemented: the parser recognises it and the dispatcher
 answers "not available yet" until a handler exists (see bot.commands.dispatch).

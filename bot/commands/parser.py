@@ -1,6 +1,6 @@
 """What a message asks of the bot: a pure function from message content to a request.
 
-The spellings of SPEC §2, in the order they are tried:
+The spellings of docs/spec.md §2, in the order they are tried:
 1. the MSC4332 `org.matrix.msc4332.command` block a client sends for a command it offered;
 2. the text `!cmd …`, `@cmd …` or `/cmd …` (Element sends `//cmd` as the text `/cmd`),
    optionally after a mention of the bot (`Doryo: !ping`);

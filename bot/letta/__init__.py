@@ -1,5 +1,5 @@
-"""Letta agents (SPEC §4): a blueprint with `backend: letta` answers @ask through an agent on a
-Letta server (self-hosted or Letta Cloud), created and kept by Doryo with the official
+"""Letta agents (docs/spec.md §4): a blueprint with `backend: letta` answers @ask through an agent
+on a Letta server (self-hosted or Letta Cloud), created and kept by Doryo with the official
 letta-client SDK.
 
 Modules, one concept each:

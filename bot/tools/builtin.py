@@ -1,4 +1,4 @@
-"""The built-in tools (SPEC §4), each doing its real work in Matrix and PostgreSQL.
+"""The built-in tools (docs/spec.md §4), each doing its real work in Matrix and PostgreSQL.
 
 All of them are idempotent: run twice with one action's idempotency key, they act once (a task,
 a reminder, a session room or a DM is found by that key instead of being made again).
@@ -225,7 +225,7 @@ async def search_docs(call: ToolCall, args: SearchDocsArgs) -> ToolResult:
 
 
 def builtin_tools() -> list[Tool]:
-    """The built-in tools (SPEC §4)."""
+    """The built-in tools (docs/spec.md §4)."""
     return [
         Tool(
             "search_docs",

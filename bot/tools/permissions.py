@@ -1,4 +1,4 @@
-"""Which tools the agent of a room may use: those its blueprint lists (SPEC §4).
+"""Which tools the agent of a room may use: those its blueprint lists (docs/spec.md §4).
 
 A Composio tool a blueprint names by its slug (GITHUB_CREATE_AN_ISSUE) is registered the first
 time it is needed, with its schema fetched from Composio.

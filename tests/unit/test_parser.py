@@ -1,4 +1,4 @@
-"""The command parser, table-driven: every spelling of SPEC §2."""
+"""The command parser, table-driven: every spelling of docs/spec.md §2."""
 
 from __future__ import annotations
 
