@@ -24,25 +24,36 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from appservice.matrix import markdown_content, pill, pilled
 from bot import strings
 from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
 from bot.errors import ExternalToolUnavailable, UserError
+from bot.inbox import InboxStore
 from bot.replies import Replier, thread_safely
 from bot.rooms.direct import direct_room
 from bot.rooms.presence import is_here
 from bot.sessions.rooms import room_link
+from bot.tasks import BackgroundTasks
+from bot.tools.context import ToolContext
 from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
 from bot.workspaces.access import current_role
 from bot.workspaces.store import Workspace
 
-if TYPE_CHECKING:
-    from bot.context import Context
-
 log = logging.getLogger(__name__)
+
+
+class ActionsContext(ToolContext, Protocol):
+    """What the @act flow uses of the bot's Context: a tool run's view, the inbox (to see an
+    event's place) and the bot's background tasks."""
+
+    @property
+    def inbox(self) -> InboxStore: ...
+
+    @property
+    def tasks(self) -> BackgroundTasks: ...
 
 
 def event_link(room_id: str, event_id: str, domain: str) -> str:
@@ -65,7 +76,7 @@ summary when it ran."""
 class Actions:
     def __init__(
         self,
-        ctx: Context,
+        ctx: ActionsContext,
         store: ActionStore,
         tools: ToolRegistry,
         *,

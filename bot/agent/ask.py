@@ -374,7 +374,9 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
         blueprint = await blueprint_for(ctx.blueprints, workspace, session)
         if blueprint.backend == "letta" and ctx.letta is not None:
             answer.start()
-            if await ctx.letta.answer(call, workspace, session, blueprint, answer, question):
+            if await ctx.letta.answer(
+                call.sender, call.reply, workspace, session, blueprint, answer, question
+            ):
                 return
         hits, lines, thread, tools = await asyncio.gather(
             memories(ctx, workspace, question, embedding),

@@ -26,16 +26,16 @@ from pydantic import BaseModel, ConfigDict
 from bot import strings
 from bot.composio.client import Account, ComposioClient, Execution, ToolSchema, brief
 from bot.errors import UserError
+from bot.tools.context import ToolContext
 from bot.tools.registry import Tool, ToolCall, ToolResult
 
 if TYPE_CHECKING:
-    from bot.context import Context
     from bot.workspaces.store import Workspace
 
 _URL = re.compile(r"^https?://\S+$")
 
 
-def require_composio(ctx: Context) -> ComposioClient:
+def require_composio(ctx: ToolContext) -> ComposioClient:
     if ctx.composio is None:
         raise UserError(strings.COMPOSIO_OFF)
     return ctx.composio
@@ -47,7 +47,7 @@ def runner_of(workspace: Workspace, requested_by: str) -> str:
 
 
 async def account_for(
-    ctx: Context, workspace: Workspace, requested_by: str, toolkit: str
+    ctx: ToolContext, workspace: Workspace, requested_by: str, toolkit: str
 ) -> Account:
     """The account that runs an action of `toolkit`; UserError says who must link one."""
     client = require_composio(ctx)
@@ -238,7 +238,7 @@ def tool_from_schema(schema: ToolSchema, version: str) -> Tool:
     )
 
 
-async def composio_tools(ctx: Context, slugs: Iterable[str]) -> list[Tool]:
+async def composio_tools(ctx: ToolContext, slugs: Iterable[str]) -> list[Tool]:
     """Registry tools for these Composio tool slugs (what a blueprint allows), in slug order.
 
     The schemas come from Composio in one request. UserError if Composio is off, cannot be

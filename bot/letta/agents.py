@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot import strings
 from bot.blueprints import Blueprint
 from bot.letta.client import FAILURES, LettaClient
+from bot.letta.context import LettaContext
 from bot.letta.store import LettaAgent, LettaAgentStore
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def workspace_summary(ctx: Context, workspace: Workspace) -> str:
+async def workspace_summary(ctx: LettaContext, workspace: Workspace) -> str:
     """The `workspace` block: what the agent always knows of the workspace."""
     sessions = await ctx.sessions.of_workspace(workspace.id)
     sessions = sorted(sessions, key=lambda s: s.started_at, reverse=True)[:SESSIONS_SHOWN]
@@ -66,7 +64,7 @@ def tags(workspace_id: str, blueprint: Blueprint) -> list[str]:
 
 
 class LettaAgents:
-    def __init__(self, ctx: Context, client: LettaClient, store: LettaAgentStore) -> None:
+    def __init__(self, ctx: LettaContext, client: LettaClient, store: LettaAgentStore) -> None:
         self.ctx = ctx
         self.client = client
         self.store = store

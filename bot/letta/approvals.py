@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appservice.errors import HomeserverUnavailable
 from bot import strings
@@ -26,12 +26,10 @@ from bot.actions.store import Action
 from bot.agent.answer import Answer
 from bot.errors import LettaUnavailable
 from bot.letta.client import LettaClient
+from bot.letta.context import LettaContext
 from bot.letta.store import Approval, LettaAgent, LettaApprovalStore
 from bot.letta.turn import AgentGone, Turn, Turns, returns_message, tool_return
 from bot.replies import Replier
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def outcome_message(action: Action, approval: Approval, summary: str | None) -> 
 
 class LettaApprovals:
     def __init__(
-        self, ctx: Context, client: LettaClient, store: LettaApprovalStore, turns: Turns
+        self, ctx: LettaContext, client: LettaClient, store: LettaApprovalStore, turns: Turns
     ) -> None:
         self.ctx = ctx
         self.client = client

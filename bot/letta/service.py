@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from bot import strings
 from bot.agent.answer import Answer
 from bot.blueprints import Blueprint
-from bot.commands.call import CommandCall
 from bot.config import LettaConfig
 from bot.errors import LettaUnavailable, UserError
 from bot.letta.agents import LettaAgents
 from bot.letta.approvals import LettaApprovals
 from bot.letta.client import LettaClient
+from bot.letta.context import LettaContext
 from bot.letta.store import LettaAgentStore, LettaApprovalStore
 from bot.letta.turn import AgentGone, Turn, Turns, question_message
+from bot.replies import Replier
 from bot.sessions.store import Session
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
 
 class LettaService:
-    def __init__(self, ctx: Context, config: LettaConfig) -> None:
+    def __init__(self, ctx: LettaContext, config: LettaConfig) -> None:
         self.ctx = ctx
         self.client = LettaClient(config)
         self.store = LettaApprovalStore(ctx.db)
@@ -39,7 +36,8 @@ class LettaService:
 
     async def answer(
         self,
-        call: CommandCall,
+        sender: str,
+        reply: Replier,
         workspace: Workspace,
         session: Session | None,
         blueprint: Blueprint,
@@ -50,7 +48,7 @@ class LettaService:
         why); False: Letta could not be reached, the room was told, and the built-in agent is to
         answer instead (letta.fallback_to_native)."""
         try:
-            await self._ask(call, workspace, session, blueprint, answer, question)
+            await self._ask(sender, reply, workspace, session, blueprint, answer, question)
             return True
         except LettaUnavailable as e:
             fallback = self.client.config.fallback_to_native
@@ -58,12 +56,13 @@ class LettaService:
                 await answer.fail(str(e))
                 return True
             log.warning("Letta did not answer (%s); the built-in agent answers instead", e)
-            await call.reply.send_notice(strings.LETTA_FALLBACK.format(problem=e))
+            await reply.send_notice(strings.LETTA_FALLBACK.format(problem=e))
             return False
 
     async def _ask(
         self,
-        call: CommandCall,
+        sender: str,
+        reply: Replier,
         workspace: Workspace,
         session: Session | None,
         blueprint: Blueprint,
@@ -74,17 +73,15 @@ class LettaService:
         LettaUnavailable (the answer is left to the caller then), UserError."""
         topic = session.topic if session and session.topic else strings.SESSION_UNTITLED
         place = strings.ASK_PLACE.format(name=workspace.name, topic=topic)
-        message = question_message(call.sender, place, question)
+        message = question_message(sender, place, question)
         for attempt in range(2):
             agent = await self.agents.ensure(workspace, blueprint)
             waiting = await self.store.waiting(agent.agent_id)
             if waiting is not None:
                 raise UserError(strings.LETTA_BUSY.format(code=waiting))
-            turn = Turn(
-                workspace, call.room_id, call.sender, call.reply.event_id, blueprint, agent
-            )
+            turn = Turn(workspace, reply.room_id, sender, reply.event_id, blueprint, agent)
             try:
-                await self.turns.run(turn, [message], answer, call.reply)
+                await self.turns.run(turn, [message], answer, reply)
                 return
             except AgentGone:
                 if attempt:

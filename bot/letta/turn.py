@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from letta_client import NotFoundError
 from letta_client.types.agents.message_create_params import ClientTool
@@ -34,6 +34,7 @@ from bot.agent.prompt import display_name
 from bot.blueprints import Blueprint
 from bot.errors import LettaUnavailable, PermissionDenied, UserError
 from bot.letta.client import FAILURES, LettaClient
+from bot.letta.context import LettaContext
 from bot.letta.store import Approval, LettaAgent, LettaApprovalStore
 from bot.letta.stream import PendingCall, TurnState
 from bot.llm import CallContext
@@ -44,9 +45,6 @@ from bot.tools.permissions import allowed_tools
 from bot.tools.registry import Tool, ToolCall
 from bot.workspaces.access import require_proposer
 from bot.workspaces.store import Workspace
-
-if TYPE_CHECKING:
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +122,9 @@ def _model_ref(handle: str) -> tuple[str, str]:
 
 
 class Turns:
-    def __init__(self, ctx: Context, client: LettaClient, approvals: LettaApprovalStore) -> None:
+    def __init__(
+        self, ctx: LettaContext, client: LettaClient, approvals: LettaApprovalStore
+    ) -> None:
         self.ctx = ctx
         self.client = client
         self.approvals = approvals

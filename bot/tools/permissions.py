@@ -8,23 +8,35 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bot.agent.choice import blueprint_for
 from bot.errors import UserError
+from bot.tools.context import ToolContext
+from bot.tools.registry import ToolRegistry
 from bot.workspaces.store import Workspace
 
 if TYPE_CHECKING:
     from bot.blueprints import Blueprint
-    from bot.context import Context
 
 log = logging.getLogger(__name__)
+
+
+class PermissionsContext(ToolContext, Protocol):
+    """A tool run's view of the Context, and the registry the tools are found in."""
+
+    @property
+    def tools(self) -> ToolRegistry: ...
+
 
 COMPOSIO_SLUG = re.compile(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$")
 
 
 async def allowed_tools(
-    ctx: Context, room_id: str, workspace: Workspace, blueprint: Blueprint | None = None
+    ctx: PermissionsContext,
+    room_id: str,
+    workspace: Workspace,
+    blueprint: Blueprint | None = None,
 ) -> set[str]:
     """The names of the tools the agent answering in this room may use (`blueprint`: the one
     answering there, if the caller has it already)."""

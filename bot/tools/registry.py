@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from bot import strings
 from bot.errors import UserError
+from bot.tools.context import ToolContext
 
 if TYPE_CHECKING:
-    from bot.context import Context
     from bot.workspaces.store import Workspace
 
 Executor = Literal["builtin", "composio", "letta"]
@@ -28,7 +28,7 @@ Executor = Literal["builtin", "composio", "letta"]
 class ToolCall:
     """What a tool run knows about its circumstances."""
 
-    ctx: Context
+    ctx: ToolContext
     workspace: Workspace
     room_id: str
     requested_by: str
