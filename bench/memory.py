@@ -4,7 +4,7 @@ indexing throughput through the real indexer, and the memory part of an @ask.
     .venv/bin/python bench/memory.py          # 10k, 100k and 1M (1M takes a while)
     .venv/bin/python bench/memory.py --sizes 10000,100000
 
-Its own embedded PostgreSQL (bot/embedded_pg.py) under a temporary directory, tuned the way a
+Its own embedded PostgreSQL (bot/core/embedded_pg.py) under a temporary directory, tuned the way a
 host with this much memory would be (shared_buffers, maintenance_work_mem for the HNSW build).
 
 The data are synthetic but clustered like chat: 20,000 sentences generated from templates
@@ -53,8 +53,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot import db  # noqa: E402
-from bot.config import MemoryConfig  # noqa: E402
-from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
+from bot.core.config import MemoryConfig  # noqa: E402
+from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory, MemoryInput  # noqa: E402
 from bot.memory.embeddings import Vectors  # noqa: E402
 from bot.memory.indexes import EXACT_SEARCH_FACTOR  # noqa: E402

@@ -34,8 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot import db  # noqa: E402
-from bot.config import MemoryConfig  # noqa: E402
-from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
+from bot.core.config import MemoryConfig  # noqa: E402
+from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory  # noqa: E402
 from tests.data.conversations import (  # noqa: E402
     KINDS,

@@ -31,7 +31,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import Doryo  # noqa: E402
-from bot.embedded_pg import start_embedded, stop_embedded  # noqa: E402
+from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder  # noqa: E402
 from synapse_dev.server import free_port  # noqa: E402
 from tests.client import MatrixClient, replies_to  # noqa: E402

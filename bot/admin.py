@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bot.blueprints import Blueprint
 from bot.context import Context
-from bot.errors import BlueprintError
+from bot.core.errors import BlueprintError
 from bot.workspaces import retention
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestE
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
 from appservice.transactions import JSON, TransactionReceiver
-from bot import admin, catchup, db, health
+from bot import admin, catchup, health
 from bot.actions.flow import Actions
 from bot.actions.store import ActionStore
 from bot.agent import finished as finished_answers
@@ -32,29 +32,30 @@ from bot.agent.early import EarlyQuestions
 from bot.blueprints import BlueprintStore, templates_dir
 from bot.composio.client import ComposioClient
 from bot.composio.recipes import recipe_tools
-from bot.config import Config
 from bot.context import Context
+from bot.core import db
+from bot.core.config import Config
+from bot.core.dispatcher import Dispatcher
+from bot.core.embedded_pg import heal_embedded, start_embedded, stop_embedded
+from bot.core.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
+from bot.core.inbox import Inbox, InboxStore
+from bot.core.metrics import Metrics
+from bot.core.replies import SentEventStore
+from bot.core.tasks import BackgroundTasks
 from bot.data import deletion
-from bot.dispatcher import Dispatcher
-from bot.embedded_pg import heal_embedded, start_embedded, stop_embedded
-from bot.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.events import EventHandler
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
 from bot.history.cleanup import NAME, forget_conversation_with_bot, forget_redacted
 from bot.history.store import HistoryStore
-from bot.inbox import Inbox, InboxStore
 from bot.letta.service import LettaService
 from bot.llm import LLMRouter
 from bot.memory import Embedder, LocalEmbedder, Memory
-from bot.metrics import Metrics
-from bot.replies import SentEventStore
 from bot.rooms.activity import Activity
 from bot.rooms.members import READ_DISPLAY_NAMES, read_display_names, read_unknown_members
 from bot.rooms.store import RoomStore
 from bot.sessions.store import SessionStore
 from bot.tasklist.store import TaskStore
-from bot.tasks import BackgroundTasks
 from bot.tools.builtin import builtin_tools
 from bot.tools.known import KnownTools
 from bot.tools.registry import ToolRegistry

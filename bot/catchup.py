@@ -24,7 +24,7 @@ import asyncpg
 
 from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestError
 from appservice.matrix import MatrixAPI
-from bot.inbox import InboxStore
+from bot.core.inbox import InboxStore
 
 log = logging.getLogger(__name__)
 

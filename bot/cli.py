@@ -20,9 +20,9 @@ from typing import IO, TYPE_CHECKING
 
 from ruamel.yaml import YAML
 
-from bot import log as logs
-from bot.config import Config, generate_tokens, load_config
-from bot.errors import ConfigError, DoryoError
+from bot.core import log as logs
+from bot.core.config import Config, generate_tokens, load_config
+from bot.core.errors import ConfigError, DoryoError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -84,8 +84,8 @@ def _open_text(path: Path, mode: str) -> IO[str]:
 async def _database(config: Config) -> asyncpg.Connection:
     import asyncpg
 
-    from bot import db
-    from bot.embedded_pg import start_embedded
+    from bot.core import db
+    from bot.core.embedded_pg import start_embedded
 
     url = config.database.url
     if url == "embedded":
@@ -156,8 +156,8 @@ def _write_registration(config_path: Path, output: Path) -> None:
 
 
 async def _migrate(config: Config) -> None:
-    from bot import db
-    from bot.embedded_pg import start_embedded
+    from bot.core import db
+    from bot.core.embedded_pg import start_embedded
 
     url = config.database.url
     if url == "embedded":
@@ -170,8 +170,8 @@ async def _migrate(config: Config) -> None:
 
 
 async def _reindex(config: Config, batch_size: int) -> None:
-    from bot import db
-    from bot.embedded_pg import start_embedded
+    from bot.core import db
+    from bot.core.embedded_pg import start_embedded
     from bot.memory import MemoryStore, build_embedder, reindex
 
     embedder = build_embedder(config)

@@ -20,19 +20,19 @@ from appservice.presence import PresenceCache
 from bot.actions.flow import Actions
 from bot.blueprints import BlueprintStore
 from bot.composio.client import ComposioClient
-from bot.config import Config
+from bot.core.config import Config
+from bot.core.inbox import InboxStore
+from bot.core.metrics import Metrics
+from bot.core.replies import SentEventStore
+from bot.core.tasks import BackgroundTasks
 from bot.followups.store import FollowupStore
 from bot.history.store import HistoryStore
-from bot.inbox import InboxStore
 from bot.llm import LLMRouter
 from bot.memory import Memory
-from bot.metrics import Metrics
-from bot.replies import SentEventStore
 from bot.rooms.activity import Activity
 from bot.rooms.store import RoomStore
 from bot.sessions.store import SessionStore
 from bot.tasklist.store import TaskStore
-from bot.tasks import BackgroundTasks
 from bot.tools.registry import ToolRegistry
 from bot.workspaces.store import WorkspaceStore
 
@@ -52,7 +52,7 @@ class Context:
     presence: PresenceCache
     rooms: RoomStore
     sent: SentEventStore
-    """What the bot sent, by transaction ID (bot.replies)."""
+    """What the bot sent, by transaction ID (bot.core.replies)."""
     workspaces: WorkspaceStore
     sessions: SessionStore
     history: HistoryStore

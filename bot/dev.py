@@ -24,8 +24,8 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.config import load_config, write_config
-from bot.errors import DoryoError
+from bot.core.config import load_config, write_config
+from bot.core.errors import DoryoError
 from synapse_dev.server import SynapseServer, free_port
 
 log = logging.getLogger(__name__)

@@ -20,20 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from appservice.errors import MatrixRequestError
-from bot import strings
 from bot.commands.catalog import NAMES
 from bot.commands.dispatch import dispatch
 from bot.commands.parser import Act, Addressing, Ask, Request, parse
 from bot.context import Context
-from bot.data import deletion
-from bot.dispatcher import RETRYABLE
-from bot.errors import UserError
-from bot.history import recorder as history
-from bot.inbox import InboxEvent
-from bot.replies import Replier
-from bot.rooms.joining import greet, join_invited, publish_commands
-from bot.rooms.members import display_name, is_dm, read_members
-from bot.router import (
+from bot.core import strings
+from bot.core.dispatcher import RETRYABLE
+from bot.core.errors import UserError
+from bot.core.inbox import InboxEvent
+from bot.core.replies import Replier
+from bot.core.router import (
     BotInvited,
     BotMembership,
     Ignore,
@@ -44,6 +40,10 @@ from bot.router import (
     StaleMessage,
     route,
 )
+from bot.data import deletion
+from bot.history import recorder as history
+from bot.rooms.joining import greet, join_invited, publish_commands
+from bot.rooms.members import display_name, is_dm, read_members
 from bot.sessions import adoption
 from bot.workspaces.observe import on_space_event
 from bot.workspaces.spaces import adopt_space, is_space

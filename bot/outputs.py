@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 
 from appservice.matrix import markdown_content
-from bot import strings
 from bot.commands.parser import number
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 
 PAGE_LINES = 25
 """Lines a person reads on one screen."""

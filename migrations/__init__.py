@@ -1,1 +1,2 @@
-"""SQL migrations, applied in order by bot.db.migrate; installed as package doryo_migrations."""
+"""SQL migrations, applied in order by bot.core.db.migrate; installed as the package
+doryo_migrations."""

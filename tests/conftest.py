@@ -27,8 +27,8 @@ import asyncpg
 import pytest
 
 from bot.app import Doryo
-from bot.config import Config, config_from_overrides
-from bot.embedded_pg import start_embedded, stop_embedded
+from bot.core.config import Config, config_from_overrides
+from bot.core.embedded_pg import start_embedded, stop_embedded
 from bot.memory import LocalEmbedder
 from synapse_dev.server import SynapseServer, free_port
 from tests.client import MatrixClient

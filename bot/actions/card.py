@@ -9,8 +9,8 @@ import re
 from typing import Any, Literal
 
 from appservice.matrix import JSON, markdown_content, pill
-from bot import strings
 from bot.actions.store import Action
+from bot.core import strings
 
 ACTION_KEY = "org.doryo.action"
 CONFIRM = "✅"

@@ -27,16 +27,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from appservice.matrix import markdown_content, pill, pilled
-from bot import strings
 from bot.actions.card import card_content, code_block, code_span, long_values, reaction_meaning
 from bot.actions.store import Action, ActionStore
-from bot.errors import ExternalToolUnavailable, UserError
-from bot.inbox import InboxStore
-from bot.replies import Replier, thread_safely
+from bot.core import strings
+from bot.core.errors import ExternalToolUnavailable, UserError
+from bot.core.inbox import InboxStore
+from bot.core.replies import Replier, thread_safely
+from bot.core.tasks import BackgroundTasks
 from bot.rooms.direct import direct_room
 from bot.rooms.presence import is_here
 from bot.sessions.rooms import room_link
-from bot.tasks import BackgroundTasks
 from bot.tools.context import ToolContext
 from bot.tools.registry import Tool, ToolCall, ToolRegistry, ToolResult
 from bot.workspaces.access import current_role

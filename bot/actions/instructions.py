@@ -7,12 +7,12 @@ card that waits for the host's ✅: the model has no way to run a writing tool i
 
 from __future__ import annotations
 
-from bot import strings
 from bot.agent import prompt
 from bot.agent.ask import recent_lines, schemas, workspace_limits
 from bot.agent.choice import blueprint_for
 from bot.commands.call import CommandCall
-from bot.errors import LLMUnavailable, UnknownModel, UserError
+from bot.core import strings
+from bot.core.errors import LLMUnavailable, UnknownModel, UserError
 from bot.llm import CallContext, Message
 from bot.workspaces.store import Workspace
 

@@ -23,11 +23,11 @@ from typing import Any
 
 from appservice.errors import MatrixRequestError
 from appservice.matrix import JSON, MatrixAPI, edit_content, markdown_content
-from bot import strings
 from bot.agent.prompt import display_name
+from bot.core import strings
+from bot.core.replies import Replier
+from bot.core.tasks import outcome_seen
 from bot.outputs import inline
-from bot.replies import Replier
-from bot.tasks import outcome_seen
 
 log = logging.getLogger(__name__)
 

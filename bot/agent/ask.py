@@ -27,7 +27,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from appservice.errors import HomeserverUnavailable, MatrixRequestError
-from bot import strings
 from bot.agent import finished, prompt
 from bot.agent.answer import (
     ANSWER_KEY,
@@ -40,7 +39,8 @@ from bot.agent.answer import (
 from bot.agent.choice import blueprint_for
 from bot.blueprints import Blueprint
 from bot.commands.call import CommandCall
-from bot.errors import (
+from bot.core import strings
+from bot.core.errors import (
     BudgetExceeded,
     EmbeddingError,
     EmbeddingModelMismatch,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from bot import strings
 from bot.blueprints import Blueprint, BlueprintStore
 from bot.commands.parser import number
-from bot.errors import BlueprintError, UserError
+from bot.core import strings
+from bot.core.errors import BlueprintError, UserError
 from bot.sessions.store import Session
 from bot.workspaces.store import Workspace
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot import strings
 from bot.agent.choice import blueprint_for, parse_ref
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.workspaces.access import require_host, require_member, require_workspace
 
 

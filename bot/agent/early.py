@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.commands.parser import Addressing, Ask, Command, parse
+from bot.core.router import Message, RouterRules, route
 from bot.memory import Memory
 from bot.memory.embeddings import Vectors
-from bot.router import Message, RouterRules, route
 
 
 @dataclass(frozen=True, slots=True)

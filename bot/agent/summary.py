@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from bot.agent import prompt
 from bot.agent.ask import workspace_limits
 from bot.agent.choice import blueprint_for
-from bot.errors import BudgetExceeded, LLMUnavailable, RateLimited, UnknownModel
+from bot.core.errors import BudgetExceeded, LLMUnavailable, RateLimited, UnknownModel
 from bot.llm import CallContext, Message
 from bot.memory import MemoryInput
 from bot.sessions.rooms import summary_text

@@ -10,11 +10,11 @@ import re
 
 from ruamel.yaml import YAML
 
-from bot import strings
 from bot.agent.choice import parse_ref
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
-from bot.errors import PermissionDenied, UserError
+from bot.core import strings
+from bot.core.errors import PermissionDenied, UserError
 from bot.workspaces.access import require_host, require_workspace
 
 from . import parse_yaml

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from bot import strings
-from bot.errors import BlueprintError, UserError
+from bot.core import strings
+from bot.core.errors import BlueprintError, UserError
 from bot.llm.types import CallContext, ChatRequest, Limits, Message, ToolSchema
 
 CODE_PATTERN = r"^[a-z][a-z0-9_-]{1,31}$"

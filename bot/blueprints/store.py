@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import asyncpg
 
-from bot import strings
 from bot.blueprints.spec import (
     Blueprint,
     build,
@@ -34,7 +33,8 @@ from bot.blueprints.spec import (
     spec_dict,
     validate_resolved,
 )
-from bot.errors import BlueprintError
+from bot.core import strings
+from bot.core.errors import BlueprintError
 
 log = logging.getLogger(__name__)
 

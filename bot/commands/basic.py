@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot import strings
 from bot.commands.call import CommandCall
+from bot.core import strings
 
 
 async def ping(call: CommandCall) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.commands.parser import Command
-from bot.replies import Replier
+from bot.core.replies import Replier
 
 if TYPE_CHECKING:
     from bot.context import Context

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from bot import strings
 from bot.actions import commands as actions
 from bot.agent import ask
 from bot.agent import commands as agent
@@ -19,10 +18,11 @@ from bot.commands.call import CommandCall, CommandHandler
 from bot.commands.catalog import BY_NAME, COMMANDS, CommandSpec, subcommands
 from bot.commands.parser import Act, Ask, Command, Request, UnknownCommand
 from bot.composio import commands as composio
+from bot.core import strings
+from bot.core.replies import Replier
 from bot.data import commands as data
 from bot.data import deletion
 from bot.memory import commands as memory
-from bot.replies import Replier
 from bot.sessions import adoption
 from bot.sessions import commands as sessions
 from bot.tasklist import commands as tasklist

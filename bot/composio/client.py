@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from bot import strings
-from bot.config import ComposioConfig
-from bot.errors import ConfigError, ExternalToolUnavailable, UserError
+from bot.core import strings
+from bot.core.config import ComposioConfig
+from bot.core.errors import ConfigError, ExternalToolUnavailable, UserError
 
 if TYPE_CHECKING:
     from composio import Composio

@@ -8,12 +8,12 @@ to that person.
 
 from __future__ import annotations
 
-from bot import strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.composio.client import ComposioClient
 from bot.composio.tools import require_composio
-from bot.errors import PermissionDenied, UserError
+from bot.core import strings
+from bot.core.errors import PermissionDenied, UserError
 from bot.rooms.direct import direct_room
 
 

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot import strings
 from bot.composio.tools import Session, find_value, needs_accounts, open_session
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.tools.registry import Tool, ToolCall, ToolResult
 
 PINNED_VERSIONS: dict[str, str] = {

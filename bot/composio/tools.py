@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 from json_schema_to_pydantic import create_model
 from pydantic import BaseModel, ConfigDict
 
-from bot import strings
 from bot.composio.client import Account, ComposioClient, Execution, ToolSchema, brief
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.tools.context import ToolContext
 from bot.tools.registry import Tool, ToolCall, ToolResult
 

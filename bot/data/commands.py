@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from appservice.matrix import markdown_content
-from bot import strings
+from bot.core import strings
 from bot.commands.call import CommandCall
 from bot.data.portable import export_file
 from bot.rooms.direct import direct_room

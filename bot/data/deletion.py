@@ -28,13 +28,13 @@ import asyncpg
 
 from appservice.errors import HomeserverUnavailable, MatrixRequestError
 from appservice.matrix import JSON, markdown_content, pill
-from bot import strings
+from bot.core import strings
 from bot.actions.card import reaction_meaning
 from bot.commands.call import CommandCall
-from bot.db import LONG_COMMAND
-from bot.errors import UserError
+from bot.core.db import LONG_COMMAND
+from bot.core.errors import UserError
 from bot.letta.client import FAILURES as LETTA_FAILURES
-from bot.replies import Replier
+from bot.core.replies import Replier
 from bot.workspaces.access import current_role, require_host, require_workspace
 from bot.workspaces.store import Workspace
 

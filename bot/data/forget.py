@@ -31,8 +31,8 @@ from typing import Literal
 
 import asyncpg
 
-from bot import strings
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 
 How = Literal["pseudonym", "delete", "kept"]
 

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import asyncpg
 
-from bot.errors import DoryoError
+from bot.core.errors import DoryoError
 
 FORMAT = 1
 HEADER = "doryo_export"
@@ -100,7 +100,7 @@ async def export_lines(
     """(type, line without its newline) for each record, the header first. Runs in a
     repeatable-read transaction: one consistent picture of the workspace, however long it
     takes."""
-    from bot.db import schema_version
+    from bot.core.db import schema_version
 
     if not await conn.fetchval("SELECT 1 FROM workspaces WHERE id = $1", workspace_id):
         raise DoryoError(f"there is no workspace {workspace_id} (see `!ws` or the admin API)")
@@ -148,7 +148,7 @@ async def export_file(
 async def import_from(conn: asyncpg.Connection, lines: Iterable[str]) -> dict[str, int]:
     """Read an export into this database, in one transaction. Refused if the workspace is
     here already, or the file is not an export this version can read."""
-    from bot.db import schema_version
+    from bot.core.db import schema_version
 
     tables = {r.type: r.table for r in (*RECORDS, VECTORS)}
     counts: dict[str, int] = {}

@@ -14,8 +14,8 @@ import hashlib
 import logging
 from typing import Any
 
-from bot import strings
 from bot.blueprints import Blueprint
+from bot.core import strings
 from bot.letta.client import FAILURES, LettaClient
 from bot.letta.context import LettaContext
 from bot.letta.store import LettaAgent, LettaAgentStore

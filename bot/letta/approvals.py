@@ -21,15 +21,15 @@ import logging
 from typing import Any
 
 from appservice.errors import HomeserverUnavailable
-from bot import strings
 from bot.actions.store import Action
 from bot.agent.answer import Answer
-from bot.errors import LettaUnavailable
+from bot.core import strings
+from bot.core.errors import LettaUnavailable
+from bot.core.replies import Replier
 from bot.letta.client import LettaClient
 from bot.letta.context import LettaContext
 from bot.letta.store import Approval, LettaAgent, LettaApprovalStore
 from bot.letta.turn import AgentGone, Turn, Turns, returns_message, tool_return
-from bot.replies import Replier
 
 log = logging.getLogger(__name__)
 

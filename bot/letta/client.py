@@ -19,9 +19,9 @@ from letta_client import (
     LettaError,
 )
 
-from bot import strings
-from bot.config import LettaConfig
-from bot.errors import LettaUnavailable
+from bot.core import strings
+from bot.core.config import LettaConfig
+from bot.core.errors import LettaUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from bot import strings
 from bot.agent.answer import Answer
 from bot.blueprints import Blueprint
-from bot.config import LettaConfig
-from bot.errors import LettaUnavailable, UserError
+from bot.core import strings
+from bot.core.config import LettaConfig
+from bot.core.errors import LettaUnavailable, UserError
+from bot.core.replies import Replier
 from bot.letta.agents import LettaAgents
 from bot.letta.approvals import LettaApprovals
 from bot.letta.client import LettaClient
 from bot.letta.context import LettaContext
 from bot.letta.store import LettaAgentStore, LettaApprovalStore
 from bot.letta.turn import AgentGone, Turn, Turns, question_message
-from bot.replies import Replier
 from bot.sessions.store import Session
 from bot.workspaces.store import Workspace
 

@@ -28,11 +28,12 @@ from letta_client import NotFoundError
 from letta_client.types.agents.message_create_params import ClientTool
 from letta_client.types.agents.message_create_params import Message as MessageParam
 
-from bot import strings
 from bot.agent.answer import Answer, Source
 from bot.agent.prompt import display_name
 from bot.blueprints import Blueprint
-from bot.errors import LettaUnavailable, PermissionDenied, UserError
+from bot.core import strings
+from bot.core.errors import LettaUnavailable, PermissionDenied, UserError
+from bot.core.replies import Replier
 from bot.letta.client import FAILURES, LettaClient
 from bot.letta.context import LettaContext
 from bot.letta.store import Approval, LettaAgent, LettaApprovalStore
@@ -40,7 +41,6 @@ from bot.letta.stream import PendingCall, TurnState
 from bot.llm import CallContext
 from bot.llm.pricing import PricedProvider
 from bot.llm.usage import UsageRecord
-from bot.replies import Replier
 from bot.tools.permissions import allowed_tools
 from bot.tools.registry import Tool, ToolCall
 from bot.workspaces.access import require_proposer

@@ -15,14 +15,14 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.config import LlmConfig
-from bot.errors import BudgetExceeded, RateLimited
+from bot.core.config import LlmConfig
+from bot.core.errors import BudgetExceeded, RateLimited
+from bot.core.tasks import BackgroundTasks, outcome_seen
 from bot.llm.budget import BudgetLimits, Budgets, downgraded_message, refused_message
 from bot.llm.catalog import ModelCatalog, ModelRef
 from bot.llm.ratelimit import RateLimit, RateLimiter, Reservation, Scope, estimate_tokens
 from bot.llm.types import CallContext, ChatRequest, Limits
 from bot.llm.usage import UsageStore
-from bot.tasks import BackgroundTasks, outcome_seen
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from bot import strings
+from bot.core import strings
 from bot.llm.types import CallContext
 from bot.llm.usage import UsageStore, month_start, next_month_start
 

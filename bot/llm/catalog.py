@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import strings
-from bot.config import LlmConfig
-from bot.errors import ConfigError, UnknownModel
+from bot.core import strings
+from bot.core.config import LlmConfig
+from bot.core.errors import ConfigError, UnknownModel
 from bot.llm.pricing import Price
 
 

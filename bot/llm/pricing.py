@@ -17,7 +17,7 @@ from decimal import Decimal
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from bot.config import LlmPriceConfig
+from bot.core.config import LlmPriceConfig
 from bot.llm.types import Usage
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import anthropic
 import openai
 
-from bot.config import ProviderConfig
-from bot.errors import ProviderError, UserError
+from bot.core.config import ProviderConfig
+from bot.core.errors import ProviderError, UserError
 from bot.llm.gate import ProviderGate
 from bot.llm.types import Message, TextDelta, ToolCall, ToolCallDelta, ToolSchema, Usage
 

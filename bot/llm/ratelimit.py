@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot import strings
-from bot.errors import RateLimited
+from bot.core import strings
+from bot.core.errors import RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from decimal import Decimal
 import asyncpg
 from redis.asyncio import Redis
 
-from bot import strings
-from bot.config import Config, LlmConfig
-from bot.errors import LLMUnavailable, ProviderError, RateLimited
+from bot.core import strings
+from bot.core.config import Config, LlmConfig
+from bot.core.errors import LLMUnavailable, ProviderError, RateLimited
 from bot.llm.admission import Admission, Admitted
 from bot.llm.breaker import CircuitBreaker
 from bot.llm.catalog import ModelCatalog, ModelInfo, ModelRef

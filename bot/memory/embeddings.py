@@ -38,8 +38,8 @@ import openai
 from numpy.typing import NDArray
 
 from bot import embedding_worker
-from bot.config import Config
-from bot.errors import ConfigError, EmbeddingError
+from bot.core.config import Config
+from bot.core.errors import ConfigError, EmbeddingError
 
 log = logging.getLogger(__name__)
 

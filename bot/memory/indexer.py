@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from bot.config import MemoryConfig
-from bot.errors import EmbeddingError, EmbeddingModelMismatch
+from bot.core.config import MemoryConfig
+from bot.core.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory.embeddings import Embedder, Vectors
 from bot.memory.records import DeleteEvent, Insert, MemoryInput, NewItem, Replace, WriteOp
 from bot.memory.store import MemoryStore

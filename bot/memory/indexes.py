@@ -13,7 +13,7 @@ from typing import Literal
 
 import asyncpg
 
-from bot.db import LONG_COMMAND
+from bot.core.db import LONG_COMMAND
 from bot.memory.sql import (
     HNSW_EF_CONSTRUCTION,
     HNSW_M,

@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 
 import asyncpg
 
-from bot.errors import EmbeddingModelMismatch
+from bot.core.errors import EmbeddingModelMismatch
 from bot.memory.embeddings import Vectors
 
 MemoryKind = Literal["message", "summary", "fact", "document"]

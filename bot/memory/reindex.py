@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from bot.db import LONG_COMMAND
+from bot.core.db import LONG_COMMAND
 from bot.memory.embeddings import Embedder, Vectors
 from bot.memory.indexes import OWN_INDEX_LOCK, WorkspaceIndexes
 from bot.memory.sql import NEXT_VECTORS, VECTORS, hnsw_index_sql, vector_table_sql

@@ -24,8 +24,9 @@ from typing import Literal, TypeVar
 
 import asyncpg
 
-from bot.config import Config, MemoryConfig
-from bot.errors import EmbeddingError, EmbeddingModelMismatch
+from bot.core.config import Config, MemoryConfig
+from bot.core.errors import EmbeddingError, EmbeddingModelMismatch
+from bot.core.tasks import outcome_seen
 from bot.memory.embeddings import Embedder, Vectors, build_embedder
 from bot.memory.indexer import Indexer, to_new_items
 from bot.memory.indexes import OwnIndexes
@@ -42,7 +43,6 @@ from bot.memory.records import (
 from bot.memory.reindex import ReindexResult, reindex
 from bot.memory.store import MemoryStore
 from bot.memory.text import STOPWORDS, embedding_text, extractive_summary
-from bot.tasks import outcome_seen
 
 log = logging.getLogger(__name__)
 

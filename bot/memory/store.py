@@ -46,7 +46,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from bot.errors import EmbeddingModelMismatch
+from bot.core.errors import EmbeddingModelMismatch
 from bot.memory.embeddings import Vectors
 from bot.memory.indexes import WorkspaceIndexes
 from bot.memory.records import (

@@ -11,8 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from appservice.matrix import MatrixAPI
-from bot import strings
-from bot.tasks import stop
+from bot.core import strings
+from bot.core.tasks import stop
 
 DELAY = 0.3
 TYPING_MS = 60_000

@@ -11,7 +11,7 @@ import asyncpg
 
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
-from bot.config import Config
+from bot.core.config import Config
 from bot.rooms.store import RoomStore
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from bot.rooms.context import RoomsContext
 
 if TYPE_CHECKING:
-    from bot.replies import Replier
+    from bot.core.replies import Replier
 
 
 async def tell(ctx: RoomsContext, user_id: str, text: str, reply: Replier) -> None:

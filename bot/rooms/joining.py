@@ -9,12 +9,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from appservice.errors import MatrixRequestError
-from bot import power, strings
 from bot.commands.catalog import msc4332_content
+from bot.core import power, strings
 from bot.rooms.context import RoomsContext
 
 if TYPE_CHECKING:
-    from bot.replies import Replier
+    from bot.core.replies import Replier
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from appservice.errors import MatrixRequestError
-from bot import power, strings
 from bot.commands.call import CommandCall
-from bot.errors import UserError
+from bot.core import power, strings
+from bot.core.errors import UserError
+from bot.core.replies import Replier
 from bot.history.recorder import backfill
-from bot.replies import Replier
 from bot.rooms.direct import tell
 from bot.rooms.members import is_dm, read_members
 from bot.sessions.rooms import ask_host, room_link

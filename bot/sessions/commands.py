@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from appservice.errors import MatrixRequestError
-from bot import strings
 from bot.agent.summary import remember_summary, summarize
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.outputs import inline, page_number, page_of
 from bot.rooms.joining import publish_commands
 from bot.sessions.rooms import room_link, start_session

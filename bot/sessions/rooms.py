@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from bot import strings
+from bot.core import strings
 from bot.rooms.direct import direct_room
 from bot.sessions.store import Session
 from bot.workspaces.context import WorkspacesContext

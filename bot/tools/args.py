@@ -12,8 +12,8 @@ import re
 import shlex
 from typing import Any
 
-from bot import strings
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appservice.matrix import markdown_content, pill
-from bot import strings
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.outputs import inline
 from bot.rooms.direct import direct_room
 from bot.sessions.rooms import room_link, start_session

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from bot import strings
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.tools.permissions import allowed_tools
 from bot.workspaces.access import require_member, require_workspace
 

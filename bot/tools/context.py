@@ -9,10 +9,10 @@ from typing import Protocol
 
 from bot.blueprints import BlueprintStore
 from bot.composio.client import ComposioClient
+from bot.core.replies import SentEventStore
 from bot.followups.store import FollowupStore
 from bot.history.store import HistoryStore
 from bot.memory import Memory
-from bot.replies import SentEventStore
 from bot.tasklist.store import TaskStore
 from bot.workspaces.context import WorkspacesContext
 
@@ -23,7 +23,7 @@ class ToolContext(WorkspacesContext, Protocol):
 
     @property
     def sent(self) -> SentEventStore:
-        """What the bot sent, by transaction ID (bot.replies)."""
+        """What the bot sent, by transaction ID (bot.core.replies)."""
         ...
 
     @property

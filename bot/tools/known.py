@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 
 from bot.composio.recipes import recipe_tools
-from bot.config import Config
+from bot.core.config import Config
 from bot.tools.permissions import COMPOSIO_SLUG
 from bot.tools.registry import ToolRegistry
 

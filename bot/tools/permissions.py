@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 from bot.agent.choice import blueprint_for
-from bot.errors import UserError
+from bot.core.errors import UserError
 from bot.tools.context import ToolContext
 from bot.tools.registry import ToolRegistry
 from bot.workspaces.store import Workspace

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from bot import strings
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 from bot.tools.context import ToolContext
 
 if TYPE_CHECKING:

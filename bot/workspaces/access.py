@@ -12,9 +12,9 @@ import logging
 from typing import Any
 
 from appservice.errors import MatrixRequestError
-from bot import strings
-from bot.errors import PermissionDenied, UserError
-from bot.power import redact_level, user_level
+from bot.core import strings
+from bot.core.errors import PermissionDenied, UserError
+from bot.core.power import redact_level, user_level
 from bot.rooms.members import is_dm
 from bot.workspaces.context import WorkspacesContext
 from bot.workspaces.roles import Role, role_of

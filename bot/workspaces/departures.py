@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from appservice.errors import MatrixRequestError
-from bot import strings
+from bot.core import strings
 from bot.workspaces.store import Workspace
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bot import strings
-from bot.replies import Replier
+from bot.core import strings
+from bot.core.replies import Replier
 from bot.sessions import adoption
 from bot.sessions.rooms import space_child_content
 from bot.workspaces.departures import on_departure

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from bot import power
+from bot.core import power
 
 Role = Literal["host", "delegate", "member"]
 HOST_LEVEL = 100

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot import strings
 from bot.commands.parser import number
-from bot.errors import UserError
+from bot.core import strings
+from bot.core.errors import UserError
 
 
 class WorkspaceSettings(BaseModel):

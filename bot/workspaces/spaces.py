@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from appservice.errors import MatrixRequestError
-from bot import power, strings
-from bot.errors import UserError
-from bot.replies import Replier
+from bot.core import power, strings
+from bot.core.errors import UserError
+from bot.core.replies import Replier
 from bot.rooms.direct import tell
 from bot.workspaces.context import WorkspacesContext
 from bot.workspaces.roles import DELEGATE_LEVEL, HOST_LEVEL, choose_host, listed_users, roles

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from bot import db
-from bot.config import LlmConfig
+from bot.core import db
+from bot.core.config import LlmConfig
 from bot.llm import LLMRouter
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI

@@ -12,9 +12,9 @@ import pytest
 from appservice.errors import HomeserverUnavailable
 from bot.agent.answer import Answer as AnswerMessage
 from bot.app import Doryo
+from bot.core.replies import Replier
 from bot.history.cleanup import forget_conversation_with_bot, forget_redacted
 from bot.memory import MemoryInput
-from bot.replies import Replier
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer, Call, Error

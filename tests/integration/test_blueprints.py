@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot import db
 from bot.blueprints import SPEC_TOOLS, BlueprintStore, templates_dir
-from bot.errors import BlueprintError, RateLimited
+from bot.core import db
+from bot.core.errors import BlueprintError, RateLimited
 from bot.llm import CallContext, LLMRouter, Message, ToolSchema
 from tests.fakes.llm_script import Answer
 from tests.fakes.openai_server import FakeOpenAI

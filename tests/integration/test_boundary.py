@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.app import Doryo
-from bot.errors import UserError
+from bot.core.errors import UserError
 from tests.conftest import Homeserver
 from tests.integration.test_actions import react
 from tests.integration.test_e2e_addressing import joined_room

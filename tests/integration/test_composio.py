@@ -19,8 +19,8 @@ from bot.app import Doryo
 from bot.composio.client import ComposioClient
 from bot.composio.recipes import PINNED_VERSIONS
 from bot.composio.tools import composio_tools
-from bot.config import ComposioConfig, Config
-from bot.errors import ExternalToolUnavailable, UserError
+from bot.core.config import ComposioConfig, Config
+from bot.core.errors import ExternalToolUnavailable, UserError
 from bot.memory import LocalEmbedder
 from bot.tools.registry import ToolCall
 from tests.client import MatrixClient, replies_to

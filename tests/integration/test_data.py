@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from bot.app import Doryo
-from bot.config import Config, write_config
+from bot.core.config import Config, write_config
 from bot.data.forget import KEPT, USER_COLUMNS
 from bot.data.portable import LEFT_OUT, RECORDS, VECTORS
 from bot.memory import LocalEmbedder
@@ -156,7 +156,7 @@ async def test_every_workspace_table_is_exported_or_left_out_on_purpose(
     database_url: str,
 ) -> None:
     """A table added later with a workspace in it must be exported, or said why not."""
-    from bot import db
+    from bot.core import db
 
     pool = await db.connect(database_url, min_size=0, max_size=1)
     try:
@@ -194,7 +194,7 @@ async def user_columns(db: Any) -> set[tuple[str, str]]:
 async def test_every_column_with_a_user_id_is_forgotten_or_kept_on_purpose(
     database_url: str,
 ) -> None:
-    from bot import db
+    from bot.core import db
 
     pool = await db.connect(database_url, min_size=0, max_size=1)
     try:

@@ -14,7 +14,7 @@ import psutil
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.config import load_config
+from bot.core.config import load_config
 from synapse_dev.server import free_port
 from tests.client import MatrixClient
 from tests.poll import eventually

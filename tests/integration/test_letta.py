@@ -15,7 +15,7 @@ import pytest
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
-from bot.config import Config
+from bot.core.config import Config
 from bot.memory import LocalEmbedder
 from synapse_dev.server import free_port
 from tests.client import JSON, MatrixClient, replies_to

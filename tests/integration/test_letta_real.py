@@ -12,7 +12,7 @@ from letta_client import NotFoundError
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
-from bot.config import Config
+from bot.core.config import Config
 from bot.memory import LocalEmbedder
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer, Call

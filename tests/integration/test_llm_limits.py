@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from bot.errors import BudgetExceeded, RateLimited
+from bot.core.errors import BudgetExceeded, RateLimited
 from bot.llm import CallContext, ChatRequest, Limits, Message
 from bot.llm.ratelimit import RateLimit, RateLimiter, Scope
 from bot.llm.usage import month_start

@@ -11,7 +11,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from bot.errors import ConfigError, LLMUnavailable, UnknownModel
+from bot.core.errors import ConfigError, LLMUnavailable, UnknownModel
 from bot.llm import (
     CallContext,
     ChatRequest,

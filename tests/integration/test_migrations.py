@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot import db
-from bot.errors import MigrationError
+from bot.core import db
+from bot.core.errors import MigrationError
 
 
 async def test_fresh_database_gets_every_migration_once(database_url: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.app import Doryo
-from bot.replies import TXN_KEY, Replier
+from bot.core.replies import TXN_KEY, Replier
 from tests.conftest import Homeserver
 
 

@@ -21,8 +21,8 @@ from appservice.transactions import Transaction
 from bot import app as app_module
 from bot import catchup
 from bot.app import Doryo
-from bot.config import write_config
-from bot.errors import DatabaseError
+from bot.core.config import write_config
+from bot.core.errors import DatabaseError
 from tests.client import MatrixClient, replies_to
 from tests.conftest import Homeserver, make_config, running_bot, start_homeserver
 from tests.poll import eventually
@@ -247,7 +247,7 @@ async def test_bot_killed_mid_stream_resumes(
             "data_dir": str(tmp_path),
         },
     )
-    log_path = tmp_path / "bot.log"
+    log_path = tmp_path / "bot.core.log"
     process = await start_bot_process(config_path, log_path)
     try:
         await wait_ready(homeserver.as_port)

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from bot.app import Doryo
-from bot.config import Config
-from bot.dispatcher import UNSURE_RETRIES
+from bot.core.config import Config
+from bot.core.dispatcher import UNSURE_RETRIES
 from bot.memory import LocalEmbedder
 from tests.conftest import running_bot
 

@@ -22,7 +22,7 @@ import aiohttp
 
 from bot.actions.card import ACTION_KEY
 from bot.app import Doryo
-from bot.config import Config
+from bot.core.config import Config
 from bot.memory import LocalEmbedder
 from tests.client import MatrixClient, MatrixClientError, replies_to
 from tests.conftest import TEST_MODEL_ANSWER, Homeserver, running_bot

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from bot.blueprints.spec import build, check_spec, merge, parse_yaml, spec_dict, validate_resolved
-from bot.errors import BlueprintError, UnknownModel
+from bot.core.errors import BlueprintError, UnknownModel
 from bot.llm import CallContext, Limits, Message, ToolSchema
 
 

@@ -25,8 +25,8 @@ from bot.composio.recipes import (
     split_template,
 )
 from bot.composio.tools import args_model, find_value, links_in, runner_of, tool_from_schema
-from bot.config import config_from_overrides
-from bot.errors import ConfigError, UserError
+from bot.core.config import config_from_overrides
+from bot.core.errors import ConfigError, UserError
 from bot.tools.registry import Tool, ToolCall, ToolResult
 from bot.workspaces.settings import WorkspaceSettings, describe, updated
 from bot.workspaces.store import Workspace

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import example_path, generate_tokens, load_config
-from bot.errors import ConfigError
+from bot.core.config import example_path, generate_tokens, load_config
+from bot.core.errors import ConfigError
 
 TOKENS = "appservice:\n  as_token: aaaaaaaa\n  hs_token: hhhhhhhh\n"
 
@@ -123,7 +123,7 @@ def test_cli_registration_writes_tokens_and_file(tmp_path: Path) -> None:
 
 
 def test_the_redis_url_is_a_secret() -> None:
-    from bot.config import config_from_overrides
+    from bot.core.config import config_from_overrides
 
     config = config_from_overrides(
         {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot import dev
-from bot.errors import DoryoError
+from bot.core.errors import DoryoError
 
 
 async def test_a_second_dev_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

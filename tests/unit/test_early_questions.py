@@ -12,7 +12,7 @@ import pytest
 from bot.agent.early import question_of
 from bot.commands.catalog import NAMES
 from bot.commands.parser import Addressing
-from bot.router import RouterRules
+from bot.core.router import RouterRules
 
 BOT = "@doryo:example.org"
 RULES = RouterRules(

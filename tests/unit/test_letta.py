@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from bot import strings
 from bot.actions.store import Action
 from bot.blueprints.spec import build, check_spec, validate_resolved
-from bot.config import load_config
-from bot.errors import BlueprintError
+from bot.core import strings
+from bot.core.config import load_config
+from bot.core.errors import BlueprintError
 from bot.letta.approvals import outcome_message
 from bot.letta.store import Approval
 from bot.letta.stream import TurnState

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from bot.config import LlmConfig, example_path, load_config
-from bot.errors import ConfigError
+from bot.core.config import LlmConfig, example_path, load_config
+from bot.core.errors import ConfigError
 
 TOKENS = "appservice:\n  as_token: aaaaaaaa\n  hs_token: hhhhhhhh\n"
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from bot.errors import RateLimited
+from bot.core.errors import RateLimited
 from bot.llm.gate import ProviderGate
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.config import LlmPriceConfig
+from bot.core.config import LlmPriceConfig
 from bot.llm.pricing import Price, PricedProvider, Pricing
 from bot.llm.types import Usage
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.config import config_from_overrides
+from bot.core.config import config_from_overrides
 from bot.llm.redaction import Redactor, config_secrets
 from bot.llm.types import Message, ToolCall
 

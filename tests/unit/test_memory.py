@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.config import Config, config_from_overrides
-from bot.errors import ConfigError
+from bot.core.config import Config, config_from_overrides
+from bot.core.errors import ConfigError
 from bot.memory import LocalEmbedder, MemoryItem, OpenAIEmbedder, build_embedder
 from bot.memory.indexer import _Add, _Delete, _Update, _write_ops, to_new_items
 from bot.memory.records import Candidate, DeleteEvent, Insert, MemoryInput, Replace

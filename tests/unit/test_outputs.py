@@ -6,7 +6,7 @@ import pytest
 
 from appservice.matrix import render_markdown
 from bot.commands.parser import number
-from bot.errors import UserError
+from bot.core.errors import UserError
 from bot.outputs import content_size, inline, page_number, page_of, pages
 
 

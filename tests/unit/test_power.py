@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.power import CREATOR_POWER, can_send_state, creators, state_level, user_level
+from bot.core.power import CREATOR_POWER, can_send_state, creators, state_level, user_level
 
 BOT = "@doryo:x"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.router import (
+from bot.core.router import (
     BotInvited,
     BotMembership,
     Ignore,

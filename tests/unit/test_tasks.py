@@ -1,4 +1,4 @@
-"""bot/tasks.py: stopping a task of one's own never swallows the caller's cancellation, and a
+"""bot/core/tasks.py: stopping a task of one's own never swallows the caller's cancellation, and a
 task that fails is logged, not lost."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.tasks import stop
+from bot.core.tasks import stop
 
 
 async def test_a_stopped_task_ends_and_the_caller_goes_on() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot import db
-from bot.config import Config, config_from_overrides
+from bot.core import db
+from bot.core.config import Config, config_from_overrides
 from bot.memory import LocalEmbedder, Memory
 from tests.fakes.embeddings_server import FakeEmbeddings
 

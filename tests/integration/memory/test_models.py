@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from bot import embedding_worker
-from bot.errors import EmbeddingError, EmbeddingModelMismatch
+from bot.core.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.memory import Memory, MemoryInput, build_embedder
 from bot.memory.embeddings import LocalEmbedder, OpenAIEmbedder
 from bot.memory.reindex import ReindexStore

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from bot import app
-from bot.config import Config
+from bot.core.config import Config
 from bot.memory import LocalEmbedder, Memory, MemoryInput, OwnIndexes
 from bot.memory.indexes import OWN_INDEX_LOCK
 from bot.memory.sql import VECTORS, own_index_name, vector_settings, vector_sql

@@ -7,7 +7,7 @@ a crash, `resume` wakes every room that still has pending events; the bot also c
 then, which restarts a room whose worker died because the database was away.
 
 Handling an event twice is made harmless by the handler, not here: it is told the attempt number,
-and replies are sent once per event whatever the number of attempts (bot.replies).
+and replies are sent once per event whatever the number of attempts (bot.core.replies).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from appservice.errors import HomeserverUnavailable
-from bot.inbox import InboxEvent, InboxStore
-from bot.log import bind
-from bot.metrics import Metrics
-from bot.tasks import BackgroundTasks
+from bot.core.inbox import InboxEvent, InboxStore
+from bot.core.log import bind
+from bot.core.metrics import Metrics
+from bot.core.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 

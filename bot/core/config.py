@@ -40,7 +40,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from appservice.registration import registration
-from bot.errors import ConfigError
+from bot.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,7 @@ class Config(_Section):
 def example_path() -> Path:
     """config.example.yaml: the checkout's own, else the copy a wheel carries (through the
     bot/config.example.yaml symlink)."""
-    checkout = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    checkout = Path(__file__).resolve().parents[2] / "config.example.yaml"
     if checkout.is_file():
         return checkout
     return Path(str(resources.files("bot") / "config.example.yaml"))

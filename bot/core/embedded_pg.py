@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.errors import DatabaseError
+from bot.core.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 

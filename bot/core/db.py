@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 from pgvector.asyncpg import register_vector
 
-from bot.errors import DatabaseError, MigrationError
+from bot.core.errors import DatabaseError, MigrationError
 
 log = logging.getLogger(__name__)
 
