@@ -26,13 +26,13 @@ from appservice.presence import PresenceCache
 from appservice.transactions import JSON, TransactionReceiver
 from bot import admin, catchup, health
 from bot.actions.flow import Actions
-from bot.actions.store import ActionStore
+from bot.actions.store import Action, ActionStore
 from bot.agent import finished as finished_answers
 from bot.agent.early import EarlyQuestions
 from bot.blueprints import BlueprintStore, templates_dir
 from bot.composio.client import ComposioClient
 from bot.composio.recipes import recipe_tools
-from bot.context import Context
+from bot.context import Context, Services
 from bot.core import db
 from bot.core.config import Config
 from bot.core.dispatcher import Dispatcher
@@ -43,7 +43,7 @@ from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
 from bot.data import deletion
-from bot.events import EventHandler
+from bot.events import EventHandler, addressing, router_rules
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
 from bot.history.cleanup import NAME, forget_conversation_with_bot, forget_redacted
@@ -157,7 +157,12 @@ class Doryo:
         report = await blueprints.load_directory(templates_dir())
         log.info("blueprints: %s", report)
         memory = await self._open_memory(pool)
-        self.ctx = Context(
+        composio = None
+        if config.composio.api_key.get_secret_value():
+            composio = ComposioClient(config.composio)
+            for tool in recipe_tools():
+                tools.register(tool)
+        services = Services(
             config=config,
             db=pool,
             redis=redis,
@@ -179,19 +184,23 @@ class Doryo:
             blueprints=blueprints,
             memory=memory,
             tasks=self._tasks,
+            composio=composio,
         )
-        if config.composio.api_key.get_secret_value():
-            self.ctx.composio = ComposioClient(config.composio)
-            for tool in recipe_tools():
-                self.ctx.tools.register(tool)
+        # @act and Letta need each other: Letta proposes actions, and hears when they end. The
+        # actions tell Letta through this function, which finds Letta once it is made below.
+        letta: LettaService | None = None
+
+        async def settled(action: Action, summary: str | None) -> None:
+            if letta is not None:
+                await letta.approvals.settled(action, summary)
+
+        actions = Actions(services, ActionStore(pool), tools, on_settled=settled)
         if config.letta.enabled:
-            self.ctx.letta = LettaService(self.ctx, config.letta)
-        self.ctx.actions = Actions(
-            self.ctx,
-            ActionStore(pool),
-            self.ctx.tools,
-            on_settled=self.ctx.letta.approvals.settled if self.ctx.letta else None,
-        )
+            letta = LettaService(services, actions, config.letta)
+        early = None
+        if memory is not None and config.agent.memories:
+            early = EarlyQuestions(memory, router_rules(config), addressing(config))
+        self.ctx = Context.of(services, actions=actions, letta=letta, early_questions=early)
         self.inbox = self.ctx.inbox
         handler = EventHandler(self.ctx)
         self.dispatcher = Dispatcher(
@@ -201,8 +210,6 @@ class Doryo:
             max_parallel_rooms=config.bot.max_parallel_rooms,
         )
         self.catchup = catchup.CatchUp(self.ctx.matrix, self.inbox, self.dispatcher.wake)
-        if memory is not None and config.agent.memories:
-            self.ctx.early_questions = EarlyQuestions(memory, handler.rules, handler.addressing)
         self.sink = Inbox(
             self.inbox,
             self.dispatcher.wake,

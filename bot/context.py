@@ -1,13 +1,17 @@
 """The one object handed to everything that does I/O: config, pools, clients and stores.
 
-Built once by bot.app.Doryo; passed explicitly, never reached through a global.
+Built once, in one go, by bot.app.Doryo (`Services` first: what needs no other feature; then the
+features that need those — Actions, LettaService — and the finished `Context`). Immutable (its
+fields are set once; the objects in them keep their own state), passed explicitly, never reached
+through a global. Features take a protocol of what they use of it (bot.rooms.context,
+bot.workspaces.context, bot.tools.context, …), which it satisfies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +45,11 @@ if TYPE_CHECKING:
     from bot.letta.service import LettaService
 
 
-@dataclass
-class Context:
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    """What a feature may use that needs no other feature: the Context but for @act, Letta and
+    the early @ask questions (which are built on it)."""
+
     config: Config
     db: asyncpg.Pool
     redis: Redis
@@ -74,12 +81,6 @@ class Context:
     """Set when a reminder is added, so that the reminder loop looks again."""
     composio: ComposioClient | None = None
     """The Composio client; None when Composio is off (composio.api_key empty)."""
-    letta: LettaService | None = None
-    """Letta agents (bot.letta); None when Letta is off (letta.base_url empty)."""
-    early_questions: EarlyQuestions | None = None
-    """@ask questions whose embedding started as they arrived; None without memory."""
-    actions: Actions = field(init=False)
-    """Built once the context exists (it needs it)."""
 
     @property
     def bot_user_id(self) -> str:
@@ -91,3 +92,18 @@ class Context:
 
     def redis_key(self, *parts: str) -> str:
         return self.config.redis.key_prefix + ":".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context(Services):
+    actions: Actions
+    """@act: proposing, confirming and running actions (built on the Services)."""
+    letta: LettaService | None = None
+    """Letta agents (bot.letta); None when Letta is off (letta.base_url empty)."""
+    early_questions: EarlyQuestions | None = None
+    """@ask questions whose embedding started as they arrived; None without memory."""
+
+    @classmethod
+    def of(cls, services: Services, **features: Any) -> Context:
+        """The finished Context: the services and the features built on them."""
+        return cls(**{f.name: getattr(services, f.name) for f in fields(services)}, **features)

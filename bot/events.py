@@ -25,6 +25,7 @@ from bot.commands.dispatch import dispatch
 from bot.commands.parser import Act, Addressing, Ask, Request, parse
 from bot.context import Context
 from bot.core import strings
+from bot.core.config import Config
 from bot.core.dispatcher import RETRYABLE
 from bot.core.errors import UserError
 from bot.core.inbox import InboxEvent
@@ -51,22 +52,29 @@ from bot.workspaces.spaces import adopt_space, is_space
 log = logging.getLogger(__name__)
 
 
+def router_rules(config: Config) -> RouterRules:
+    return RouterRules(
+        bot_user_id=config.bot_user_id,
+        namespace=re.compile(config.user_namespace_regex),
+        ignore_users=tuple(re.compile(p) for p in config.bot.ignore_users),
+        max_command_age_ms=int(config.bot.max_command_age * 1000),
+    )
+
+
+def addressing(config: Config) -> Addressing:
+    """How commands are addressed in any room: a DM or a reply to the bot adds to it."""
+    return Addressing(
+        bot_user_id=config.bot_user_id,
+        bot_names=(config.appservice.bot_displayname,),
+        commands=NAMES,
+    )
+
+
 class EventHandler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        config = ctx.config
-        self.rules = RouterRules(
-            bot_user_id=ctx.bot_user_id,
-            namespace=ctx.namespace,
-            ignore_users=tuple(re.compile(p) for p in config.bot.ignore_users),
-            max_command_age_ms=int(config.bot.max_command_age * 1000),
-        )
-        self.addressing = Addressing(
-            bot_user_id=ctx.bot_user_id,
-            bot_names=(config.appservice.bot_displayname,),
-            commands=NAMES,
-        )
-        """How commands are addressed in any room: a DM or a reply to the bot adds to it."""
+        self.rules = router_rules(ctx.config)
+        self.addressing = addressing(ctx.config)
 
     async def handle(self, item: InboxEvent, attempt: int) -> None:
         event = item.event

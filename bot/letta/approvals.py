@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from appservice.errors import HomeserverUnavailable
+from bot.actions.flow import Actions
 from bot.actions.store import Action
 from bot.agent.answer import Answer
 from bot.core import strings
@@ -66,9 +67,15 @@ def outcome_message(action: Action, approval: Approval, summary: str | None) -> 
 
 class LettaApprovals:
     def __init__(
-        self, ctx: LettaContext, client: LettaClient, store: LettaApprovalStore, turns: Turns
+        self,
+        ctx: LettaContext,
+        actions: Actions,
+        client: LettaClient,
+        store: LettaApprovalStore,
+        turns: Turns,
     ) -> None:
         self.ctx = ctx
+        self.actions = actions
         self.client = client
         self.store = store
         self.turns = turns
@@ -85,7 +92,7 @@ class LettaApprovals:
     async def recover(self) -> None:
         """Outcomes decided while Doryo was stopping, or while Letta was away: send them now."""
         for action_id in await self.store.settled_unreported():
-            action = await self.ctx.actions.store.get(action_id)
+            action = await self.actions.store.get(action_id)
             if action is not None:
                 log.info("telling Letta how %s ended (not told before)", action.code)
                 await self.settled(action, None)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bot.actions.flow import Actions
 from bot.llm import LLMRouter
 from bot.tools.permissions import PermissionsContext
 
 
 class LettaContext(PermissionsContext, Protocol):
-    @property
-    def actions(self) -> Actions: ...
+    """A tool run's view, the tool registry, and the model router (a turn's usage is recorded
+    there). The actions Letta proposes come in apart: they are built beside it."""
 
     @property
     def llm(self) -> LLMRouter: ...

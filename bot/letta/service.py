@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bot.actions.flow import Actions
 from bot.agent.answer import Answer
 from bot.blueprints import Blueprint
 from bot.core import strings
@@ -23,13 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class LettaService:
-    def __init__(self, ctx: LettaContext, config: LettaConfig) -> None:
+    def __init__(self, ctx: LettaContext, actions: Actions, config: LettaConfig) -> None:
         self.ctx = ctx
         self.client = LettaClient(config)
         self.store = LettaApprovalStore(ctx.db)
         self.agents = LettaAgents(ctx, self.client, LettaAgentStore(ctx.db))
-        self.turns = Turns(ctx, self.client, self.store)
-        self.approvals = LettaApprovals(ctx, self.client, self.store, self.turns)
+        self.turns = Turns(ctx, actions, self.client, self.store)
+        self.approvals = LettaApprovals(ctx, actions, self.client, self.store, self.turns)
 
     async def close(self) -> None:
         await self.client.close()

@@ -28,6 +28,7 @@ from letta_client import NotFoundError
 from letta_client.types.agents.message_create_params import ClientTool
 from letta_client.types.agents.message_create_params import Message as MessageParam
 
+from bot.actions.flow import Actions
 from bot.agent.answer import Answer, Source
 from bot.agent.prompt import display_name
 from bot.blueprints import Blueprint
@@ -123,9 +124,14 @@ def _model_ref(handle: str) -> tuple[str, str]:
 
 class Turns:
     def __init__(
-        self, ctx: LettaContext, client: LettaClient, approvals: LettaApprovalStore
+        self,
+        ctx: LettaContext,
+        actions: Actions,
+        client: LettaClient,
+        approvals: LettaApprovalStore,
     ) -> None:
         self.ctx = ctx
+        self.actions = actions
         self.client = client
         self.approvals = approvals
 
@@ -334,7 +340,7 @@ class Turns:
             )
         )
         try:
-            action = await self.ctx.actions.propose(
+            action = await self.actions.propose(
                 turn.workspace,
                 turn.room_id,
                 tool.name,

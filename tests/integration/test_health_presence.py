@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import pytest
 
 from bot.app import Doryo
-from bot.rooms.activity import Activity
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.poll import eventually
@@ -71,13 +71,15 @@ async def test_presence_reaches_the_cache_within_a_second(
     assert bot.presence.is_online("@nobody:localhost") is None
 
 
-async def test_typing_and_status_while_working(homeserver: Homeserver, bot: Doryo) -> None:
+async def test_typing_and_status_while_working(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = await homeserver.user("alice")
     bot_id = bot.config.bot_user_id
     room = await alice.create_room(invite=[bot_id])
     await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
     # Show the activity at once (normally only after 0.3 s, so that quick answers don't flicker).
-    bot.ctx.activity = Activity(bot.ctx.matrix, delay=0)
+    monkeypatch.setattr(bot.ctx.activity, "_delay", 0)
     ping = await alice.send_text(room, "!ping")
     await alice.wait_for_reply(room, ping)
     await eventually(lambda: _typing_went_on_and_off(alice, room, bot_id), timeout=10)
