@@ -25,7 +25,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot import db  # noqa: E402
+from bot.core import db  # noqa: E402
 from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.data.portable import export_to  # noqa: E402
 

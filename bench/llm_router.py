@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot import db  # noqa: E402
+from bot.core import db  # noqa: E402
 from bot.core.config import LlmConfig  # noqa: E402
 from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.llm import CallContext, ChatRequest, LLMRouter, Message, TextDelta  # noqa: E402

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot import db  # noqa: E402
+from bot.core import db  # noqa: E402
 from bot.core.config import MemoryConfig  # noqa: E402
 from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
 from bot.memory import LocalEmbedder, Memory  # noqa: E402
