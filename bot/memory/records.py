@@ -40,25 +40,6 @@ class MemoryInput:
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryItem:
-    id: int
-    workspace_id: str
-    kind: MemoryKind
-    text: str
-    context: str | None
-    chunk: int
-    room_id: str | None
-    event_id: str | None
-    sender: str | None
-    author: str | None
-    agent: str | None
-    created_at: datetime
-    updated_at: datetime
-    metadata: Mapping[str, Any]
-    source_event_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class NewItem:
     """One row to write: an input (redacted, split) piece with its final text."""
 
@@ -75,6 +56,15 @@ class NewItem:
     created_at: datetime
     metadata: Mapping[str, Any]
     source_event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryItem(NewItem):
+    """A stored item: what was written, with the ID and the time the store gave it. Its fields
+    are the memory_items table's columns (ITEM_FIELDS), defined here once."""
+
+    id: int
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +151,7 @@ class ApplyResult:
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MemoryItem))
-"""A memory_items row's columns, in MemoryItem's order: what every read selects."""
+"""A memory_items row's columns (MemoryItem's fields): what every read selects."""
 ITEM_COLUMNS = ", ".join(f"i.{name}" for name in ITEM_FIELDS)
 """ITEM_FIELDS for a query that calls memory_items `i`."""
 NEW_ITEM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NewItem))

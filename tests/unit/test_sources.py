@@ -14,21 +14,21 @@ WHEN = datetime(2025, 12, 2, tzinfo=UTC)
 
 def hit(n: int, text: str, sender: str = "@dana:hs") -> MemoryHit:
     item = MemoryItem(
-        n,
-        "ws",
-        "message",
-        text,
-        None,
-        0,
-        "!r:hs",
-        f"$e{n}",
-        sender,
-        None,
-        None,
-        WHEN,
-        WHEN,
-        {},
-        (),
+        id=n,
+        workspace_id="ws",
+        kind="message",
+        text=text,
+        context=None,
+        chunk=0,
+        room_id="!r:hs",
+        event_id=f"$e{n}",
+        sender=sender,
+        author=None,
+        agent=None,
+        created_at=WHEN,
+        updated_at=WHEN,
+        metadata={},
+        source_event_ids=(),
     )
     return MemoryHit(item, 1.0 / n, n, n, 0.1)
 
