@@ -7,9 +7,9 @@ from bot.actions.instructions import propose_from_instruction
 from bot.actions.store import Action, parse_code
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.outputs import page_number, page_of
 from bot.core import strings
 from bot.core.errors import PermissionDenied, UserError
-from bot.outputs import page_number, page_of
 from bot.tools.args import looks_like_tool_call, parse_call
 from bot.tools.permissions import allowed_tools
 from bot.workspaces.access import (

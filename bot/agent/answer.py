@@ -24,10 +24,10 @@ from typing import Any
 from appservice.errors import MatrixRequestError
 from appservice.matrix import JSON, MatrixAPI, edit_content, markdown_content
 from bot.agent.prompt import display_name
+from bot.commands.outputs import inline
 from bot.core import strings
 from bot.core.replies import Replier
 from bot.core.tasks import outcome_seen
-from bot.outputs import inline
 
 log = logging.getLogger(__name__)
 

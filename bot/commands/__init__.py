@@ -1,1 +1,2 @@
-"""Commands: the catalog (data), the parser (pure) and the dispatcher with its handlers (I/O)."""
+"""Commands: the catalog (data), the parser (pure), what replies look like (outputs) and the
+dispatcher with its handlers (I/O)."""

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from appservice.errors import HomeserverUnavailable
 from appservice.matrix import markdown_content
+from bot.commands.outputs import inline
 from bot.core import strings
 from bot.followups.store import Followup
-from bot.outputs import inline
 from bot.rooms.direct import direct_room
 
 if TYPE_CHECKING:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from bot.agent.answer import event_link
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.outputs import inline
 from bot.commands.parser import number
 from bot.core import strings
 from bot.core.errors import EmbeddingModelMismatch, PermissionDenied, UserError
 from bot.data.forget import forget_in_workspace, workspaces_of
 from bot.memory.service import Memory
-from bot.outputs import inline
 from bot.workspaces.access import current_role, require_member, require_workspace
 
 RESULTS = 5

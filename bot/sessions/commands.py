@@ -6,9 +6,9 @@ from appservice.errors import MatrixRequestError
 from bot.agent.summary import remember_summary, summarize
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.outputs import inline, page_number, page_of
 from bot.core import strings
 from bot.core.errors import UserError
-from bot.outputs import inline, page_number, page_of
 from bot.rooms.joining import publish_commands
 from bot.sessions.rooms import room_link, start_session
 from bot.workspaces.access import require_host, require_member, require_workspace

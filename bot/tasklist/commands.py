@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.outputs import inline, page_number, page_of
 from bot.core import strings
 from bot.core.errors import UserError
-from bot.outputs import inline, page_number, page_of
 from bot.workspaces.access import require_member, require_workspace
 
 

@@ -13,9 +13,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appservice.matrix import markdown_content, pill
+from bot.commands.outputs import inline
 from bot.core import strings
 from bot.core.errors import UserError
-from bot.outputs import inline
 from bot.rooms.direct import direct_room
 from bot.sessions.rooms import room_link, start_session
 from bot.tools.registry import Tool, ToolCall, ToolResult

@@ -9,11 +9,11 @@ from appservice.errors import MatrixRequestError
 from appservice.matrix import pill
 from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
+from bot.commands.outputs import page_number, page_of
 from bot.commands.parser import number
 from bot.core import strings
 from bot.core.errors import PermissionDenied, UserError
 from bot.data.forget import forget_in_workspace
-from bot.outputs import page_number, page_of
 from bot.rooms.members import is_dm
 from bot.workspaces import invites, retention, settings
 from bot.workspaces.access import current_role, require_host, require_workspace

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from appservice.matrix import render_markdown
+from bot.commands.outputs import content_size, inline, page_number, page_of, pages
 from bot.commands.parser import number
 from bot.core.errors import UserError
-from bot.outputs import content_size, inline, page_number, page_of, pages
 
 
 def test_inline_text_cannot_add_lines_links_or_markup() -> None:
