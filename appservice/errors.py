@@ -19,3 +19,9 @@ class MatrixRequestError(MatrixError):
         self.errcode = errcode
         self.message = message
         super().__init__(f"{status} {errcode}: {message}")
+
+
+class EncryptionUnavailable(HomeserverUnavailable):
+    """An encrypted room's message cannot be sent or read yet (the bot's keys are still
+    loading, or the room's members could not be read): retrying may succeed. Never a reason to
+    send in the clear."""

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from markdown_it import MarkdownIt
@@ -28,6 +28,16 @@ from appservice.errors import HomeserverUnavailable, MatrixRequestError
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+
+ENCRYPTION_STATE: JSON = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+"""The initial state that makes a new room end-to-end encrypted (Megolm, as Element does)."""
+
+MESSAGE_TYPES = ["m.room.message", "m.room.encrypted"]
+"""A timeline filter for messages: in an encrypted room they are m.room.encrypted until read."""
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
     ["table", "strikethrough"]
@@ -129,8 +139,25 @@ def edit_content(event_id: str, new_content: JSON) -> JSON:
     return content
 
 
+class RoomCrypto(Protocol):
+    """End-to-end encryption as the transport needs it (bot/encryption/machine.py)."""
+
+    async def encrypt(self, room_id: str, event_type: str, content: JSON) -> tuple[str, JSON]:
+        """The event as it must be sent: encrypted in an encrypted room, unchanged elsewhere.
+        Raises HomeserverUnavailable (EncryptionUnavailable) rather than send in the clear."""
+        ...
+
+    async def decrypt(self, event: JSON, *, wait: float = 0) -> JSON:
+        """An m.room.encrypted event as its sender wrote it; raises if it cannot be read."""
+        ...
+
+
 class MatrixAPI:
-    """Client-server calls as one appservice user (the bot unless `as_user` says otherwise)."""
+    """Client-server calls as one appservice user (the bot unless `as_user` says otherwise).
+
+    With `crypto`, what is sent to an encrypted room is encrypted (room events; state events
+    and redactions cannot be), and the events read back (`get_event`, `messages`, `thread`)
+    are decrypted where the bot has their key."""
 
     def __init__(
         self,
@@ -141,10 +168,12 @@ class MatrixAPI:
         *,
         timeout: float = 10.0,
         masquerade: bool = False,
+        crypto: RoomCrypto | None = None,
     ) -> None:
         self.base_url = base_url
         self.user_id = user_id
         self.timeout = timeout
+        self.crypto = crypto
         self._as_token = as_token
         self._session = session
         self._http = HTTPAPI(
@@ -165,6 +194,7 @@ class MatrixAPI:
             self._session,
             timeout=self.timeout,
             masquerade=True,
+            crypto=self.crypto,
         )
 
     async def request(
@@ -213,7 +243,22 @@ class MatrixAPI:
         return await self.request(Method.GET, "/_matrix/client/versions", timeout=timeout)
 
     async def get_event(self, room_id: str, event_id: str) -> JSON:
-        return await self.request(Method.GET, Path.v3.rooms[room_id].event[event_id])
+        event = await self.request(Method.GET, Path.v3.rooms[room_id].event[event_id])
+        return (await self._readable([event]))[0]
+
+    async def _readable(self, events: list[JSON]) -> list[JSON]:
+        """Encrypted events decrypted where the bot has the key; the others as they came."""
+        if self.crypto is None:
+            return events
+        readable = []
+        for event in events:
+            if event.get("type") == "m.room.encrypted":
+                try:
+                    event = await self.crypto.decrypt(event)
+                except Exception as e:  # noqa: BLE001 — kept encrypted; the caller skips it
+                    log.debug("event %s stays encrypted: %s", event.get("event_id"), e)
+            readable.append(event)
+        return readable
 
     async def get_state_event(
         self, room_id: str, event_type: str, state_key: str = ""
@@ -250,7 +295,11 @@ class MatrixAPI:
             query["from"] = from_token
         if event_filter:
             query["filter"] = json.dumps(event_filter)
-        return await self.request(Method.GET, Path.v3.rooms[room_id].messages, query=query)
+        page = await self.request(Method.GET, Path.v3.rooms[room_id].messages, query=query)
+        chunk = page.get("chunk")
+        if isinstance(chunk, list):
+            page["chunk"] = await self._readable([e for e in chunk if isinstance(e, dict)])
+        return page
 
     async def thread(self, room_id: str, root: str, limit: int = 50) -> list[JSON]:
         """The thread's latest events (not the root), newest first."""
@@ -260,7 +309,8 @@ class MatrixAPI:
             query={"limit": str(limit), "dir": "b"},
         )
         chunk = result.get("chunk", [])
-        return [e for e in chunk if isinstance(e, dict)] if isinstance(chunk, list) else []
+        events = [e for e in chunk if isinstance(e, dict)] if isinstance(chunk, list) else []
+        return await self._readable(events)
 
     async def joined_members(self, room_id: str) -> dict[str, JSON]:
         result = await self.request(Method.GET, Path.v3.rooms[room_id].joined_members)
@@ -273,6 +323,8 @@ class MatrixAPI:
         self, room_id: str, event_type: str, content: Mapping[str, Any], txn_id: str | None = None
     ) -> str:
         """Send a room event. The same txn_id for the same user sends it once (retry-safe)."""
+        if self.crypto is not None:
+            event_type, content = await self.crypto.encrypt(room_id, event_type, dict(content))
         path = Path.v3.rooms[room_id].send[event_type][txn_id or new_txn_id()]
         result = await self.request(Method.PUT, path, content)
         return str(result["event_id"])
@@ -404,7 +456,9 @@ class MatrixAPI:
     # Account -----------------------------------------------------------------------------
 
     async def ensure_registered(self) -> None:
-        """Register this appservice user; an existing one is fine."""
+        """Register this appservice user; an existing one is fine. No device is made (a device
+        without keys would show in people's clients as one that cannot be trusted; the bot's
+        device, when encryption is on, is made on purpose: bot/encryption/machine.py)."""
         try:
             await self.request(
                 Method.POST,
@@ -412,6 +466,7 @@ class MatrixAPI:
                 {
                     "type": "m.login.application_service",
                     "username": self.user_id[1:].split(":")[0],
+                    "inhibit_login": True,
                 },
             )
         except MatrixRequestError as e:

@@ -25,6 +25,11 @@ def registration(
         # Presence, typing and receipts (MSC2409). Only this key: with the old unstable one as
         # well, Synapse sends each ephemeral event twice.
         "receive_ephemeral": True,
+        # End-to-end encryption: device lists and one-time key counts in transactions (MSC3202;
+        # to-device messages come with receive_ephemeral, MSC2409), and the bot's device made by
+        # the appservice without a login (MSC4190). Harmless while encryption is off.
+        "org.matrix.msc3202": True,
+        "io.element.msc4190": True,
         "namespaces": {
             "users": [{"exclusive": True, "regex": user_regex}],
             "aliases": [],

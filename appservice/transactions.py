@@ -30,6 +30,12 @@ class Transaction:
     """Well-formed room events, in the order the homeserver sent them."""
     ephemeral: list[JSON]
     """Presence, typing and receipts. Not persisted: they describe the present."""
+    crypto: JSON | None
+    """What end-to-end encryption needs (MSC2409, MSC3202): `to_device` (messages to the bot's
+    device, room keys among them), `device_lists` (`changed`, `left`), `otk_counts` and
+    `fallback_keys` (per user, per device). None when the transaction carries none. Persisted
+    with the events: a to-device message is sent once, and a lost room key is a message nobody
+    can ever read."""
     fingerprint: bytes
     """What makes a transaction a duplicate together with its ID (see `fingerprint`)."""
 
@@ -45,7 +51,9 @@ class TransactionSink(Protocol):
         """Called after a new transaction is stored, with its ephemeral events."""
 
 
-def fingerprint(event_ids: Sequence[str], ephemeral: Sequence[JSON]) -> bytes:
+def fingerprint(
+    event_ids: Sequence[str], ephemeral: Sequence[JSON], crypto: JSON | None = None
+) -> bytes:
     """Identify a transaction's content independently of how it was serialized.
 
     Synapse on SQLite reuses transaction IDs after a restart, so an ID alone does not make a
@@ -58,7 +66,57 @@ def fingerprint(event_ids: Sequence[str], ephemeral: Sequence[JSON]) -> bytes:
         digest.update(b"\n")
     digest.update(b"--\n")
     digest.update(json.dumps(list(ephemeral), sort_keys=True, separators=(",", ":")).encode())
+    if crypto and crypto.get("to_device"):
+        # A to-device message has no ID; its ciphertext is unique. Key counts and device lists
+        # are not in it: the homeserver reads them anew for each try.
+        digest.update(b"--\n")
+        digest.update(
+            json.dumps(crypto["to_device"], sort_keys=True, separators=(",", ":")).encode()
+        )
     return digest.digest()
+
+
+# Each part under its stable name first, then the unstable one Synapse uses today.
+_CRYPTO_KEYS = {
+    "to_device": ("to_device", "de.sorunome.msc2409.to_device"),
+    "device_lists": ("device_lists", "org.matrix.msc3202.device_lists"),
+    "otk_counts": ("device_one_time_keys_count", "org.matrix.msc3202.device_one_time_keys_count"),
+    "fallback_keys": (
+        "device_unused_fallback_key_types",
+        "org.matrix.msc3202.device_unused_fallback_key_types",
+    ),
+}
+
+
+def crypto_part(body: JSON) -> JSON | None:
+    """The transaction's encryption traffic, each part of the type it must have (anything else
+    is dropped: a bad part must not cost the transaction)."""
+    found: JSON = {}
+    for name, keys in _CRYPTO_KEYS.items():
+        value = next((body[k] for k in keys if k in body), None)
+        if name == "to_device":
+            messages = [
+                m
+                for m in (value if isinstance(value, list) else [])
+                if isinstance(m, dict)
+                and isinstance(m.get("type"), str)
+                and isinstance(m.get("sender"), str)
+                and isinstance(m.get("content"), dict)
+            ]
+            if messages:
+                found[name] = messages
+        elif name == "device_lists":
+            if isinstance(value, dict):
+                lists = {
+                    k: [u for u in value.get(k) or [] if isinstance(u, str)]
+                    for k in ("changed", "left")
+                    if isinstance(value.get(k), list)
+                }
+                if any(lists.values()):
+                    found[name] = lists
+        elif isinstance(value, dict) and value:
+            found[name] = value
+    return found or None
 
 
 def is_well_formed(event: Any) -> bool:
@@ -177,11 +235,15 @@ class TransactionReceiver:
                 self._events.labels("malformed").inc()
         ephemeral = [e for e in raw_ephemeral if isinstance(e, dict) and "type" in e]
         self._events.labels("ephemeral").inc(len(ephemeral))
+        crypto = crypto_part(body)
+        if crypto and crypto.get("to_device"):
+            self._events.labels("to_device").inc(len(crypto["to_device"]))
         return Transaction(
             txn_id=txn_id,
             events=events,
             ephemeral=ephemeral,
-            fingerprint=fingerprint([e["event_id"] for e in events], ephemeral),
+            crypto=crypto,
+            fingerprint=fingerprint([e["event_id"] for e in events], ephemeral, crypto),
         )
 
     async def handle_ping(self, request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from mautrix.api import Method, Path
+from mautrix.errors import MatrixError as MautrixError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -43,6 +44,7 @@ from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
 from bot.data import deletion
+from bot.encryption.machine import Encryption
 from bot.events import EventHandler, addressing, router_rules
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
@@ -96,6 +98,7 @@ class Doryo:
         """Loops that run until stopped, and start-up work not worth waiting for at stop."""
         self._runner: web.AppRunner | None = None
         self._embedded_pg: Any = None
+        self._database_url = ""
         self.began: datetime
         """Database time at start: actions running since before it were cut short."""
         self.ctx: Context
@@ -109,6 +112,7 @@ class Doryo:
         url = self.config.database.url
         if url == "embedded":
             url, self._embedded_pg = await start_embedded(self.config.data_dir / "postgres")
+        self._database_url = url
         return await db.connect(
             url,
             min_size=self.config.database.min_connections,
@@ -139,12 +143,16 @@ class Doryo:
             await pool.close()
             raise
         http = aiohttp.ClientSession(headers={"User-Agent": "Doryo/0.1"})
+        encryption = None
+        if config.encryption.enabled:
+            encryption = Encryption(config, pool, http, self._database_url)
         matrix = MatrixAPI(
             config.homeserver.address,
             config.appservice.as_token.get_secret_value(),
             config.bot_user_id,
             http,
             timeout=config.homeserver.request_timeout,
+            crypto=encryption,
         )
         tools = ToolRegistry(builtin_tools())
         router = LLMRouter.from_config(config, redis=redis, db=pool)
@@ -185,6 +193,7 @@ class Doryo:
             memory=memory,
             tasks=self._tasks,
             composio=composio,
+            encryption=encryption,
         )
         # @act and Letta need each other: Letta proposes actions, and hears when they end. The
         # actions tell Letta through this function, which finds Letta once it is made below.
@@ -215,6 +224,7 @@ class Doryo:
             self.dispatcher.wake,
             self._on_ephemeral,
             on_journaled=self.ctx.early_questions.see if self.ctx.early_questions else None,
+            crypto=encryption,
         )
         self.receiver = TransactionReceiver(
             config.appservice.hs_token.get_secret_value(), self.sink, self.metrics.registry
@@ -327,6 +337,8 @@ class Doryo:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30)
+        if self.ctx.encryption is not None and not await self._start_encryption():
+            return
         self.connected.set()
         log.info(
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
@@ -340,6 +352,35 @@ class Doryo:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
         self._loops.spawn(self.catchup.watch(), "catch up after homeserver outages")
+
+    async def _start_encryption(self) -> bool:
+        """The bot's device, ready to encrypt and decrypt; False if it cannot be (the process
+        gives up: a homeserver without what encryption needs is a configuration error)."""
+        assert self.ctx.encryption is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.ctx.encryption.start()
+                break
+            except ConfigError as e:
+                log.error("encryption: %s", e)
+                self.failure = e
+                self.gave_up.set()
+                return False
+            except (
+                HomeserverUnavailable,
+                MautrixError,
+                aiohttp.ClientError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+            ) as e:
+                log.warning("encryption: setting up the device failed (%s); retrying", e)
+                await self.ctx.encryption.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+        await self.sink.take_in_crypto()  # what arrived while the device was not ready
+        return True
 
     async def _set_up_bot_user(self) -> None:
         matrix = self.ctx.matrix
@@ -357,6 +398,7 @@ class Doryo:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 await self.sink.unpack()
+                await self.sink.take_in_crypto()
                 await self.dispatcher.resume()
                 expired = await self.ctx.actions.expire_due()
                 if expired:
@@ -406,6 +448,8 @@ class Doryo:
         await self._tasks.cancel_all()
         if self.connected.is_set():
             await self.ctx.matrix.set_presence_no_fail("offline")
+        if self.ctx.encryption is not None:
+            await self.ctx.encryption.stop()
         await self._close_clients()
 
     async def _close_clients(self) -> None:

@@ -29,6 +29,7 @@ from bot.core.inbox import InboxStore
 from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
+from bot.encryption.machine import Encryption
 from bot.followups.store import FollowupStore
 from bot.history.store import HistoryStore
 from bot.llm import LLMRouter
@@ -81,6 +82,8 @@ class Services:
     """Set when a reminder is added, so that the reminder loop looks again."""
     composio: ComposioClient | None = None
     """The Composio client; None when Composio is off (composio.api_key empty)."""
+    encryption: Encryption | None = None
+    """The bot's device for encrypted rooms; None when encryption.enabled is false."""
 
     @property
     def bot_user_id(self) -> str:

@@ -116,11 +116,21 @@ def _prepare_config(data_dir: Path, redis_url: str) -> Path:
             "as_token": previous.appservice.as_token.get_secret_value(),
             "hs_token": previous.appservice.hs_token.get_secret_value(),
         }
+        # Kept: a new one would make the bot's stored keys unreadable.
+        pickle_key = previous.encryption.pickle_key.get_secret_value()
+        seed = previous.encryption.cross_signing_seed.get_secret_value()
     else:
         hs_port, as_port = free_port(8008), free_port(29333)
         tokens = {"as_token": secrets.token_urlsafe(32), "hs_token": secrets.token_urlsafe(32)}
+        pickle_key = seed = ""
     overrides = _dev_overrides(data_dir, hs_port, as_port, redis_url)
     overrides["appservice"].update(tokens)
+    # Element encrypts private rooms by default: so does the development bot.
+    overrides["encryption"] = {
+        "enabled": True,
+        "pickle_key": pickle_key or secrets.token_urlsafe(32),
+        "cross_signing_seed": seed or secrets.token_urlsafe(32),
+    }
     write_config(path, overrides)
     return path
 

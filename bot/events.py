@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from appservice.errors import MatrixRequestError
+from appservice.matrix import JSON
 from bot.commands.catalog import NAMES
 from bot.commands.dispatch import dispatch
 from bot.commands.parser import Act, Addressing, Ask, Request, parse
@@ -42,6 +43,8 @@ from bot.core.router import (
     route,
 )
 from bot.data import deletion
+from bot.encryption import undecryptable
+from bot.encryption.machine import Encryption
 from bot.history import recorder as history
 from bot.rooms.joining import greet, join_invited, publish_commands
 from bot.rooms.members import display_name, is_dm, read_members
@@ -79,15 +82,14 @@ class EventHandler:
     async def handle(self, item: InboxEvent, attempt: int) -> None:
         event = item.event
         room_id = item.room_id
+        reply = self._replier(item, event, attempt)
+        if event.get("type") == "m.room.encrypted":
+            readable = await self._decrypted(event, reply)
+            if readable is None:
+                return
+            event = readable
+            reply = self._replier(item, event, attempt)
         decision = route(event, self.rules, now_ms=time.time_ns() // 1_000_000)
-        reply = Replier(
-            self.ctx.matrix,
-            self.ctx.sent,
-            room_id,
-            item.event_id,
-            retried=attempt > 1,
-            content=event.get("content") if isinstance(event.get("content"), dict) else None,
-        )
         # Someone waits for an answer to these; a message's request is answered in _run.
         waiting = isinstance(decision, Reaction | BotInvited)
         try:
@@ -104,6 +106,34 @@ class EventHandler:
             if waiting:
                 await self._tell_failure(type(decision).__name__, event, reply)
             raise
+
+    def _replier(self, item: InboxEvent, event: Mapping[str, Any], attempt: int) -> Replier:
+        content = event.get("content")
+        return Replier(
+            self.ctx.matrix,
+            self.ctx.sent,
+            item.room_id,
+            item.event_id,
+            retried=attempt > 1,
+            content=content if isinstance(content, dict) else None,
+        )
+
+    async def _decrypted(self, event: dict[str, Any], reply: Replier) -> dict[str, Any] | None:
+        """An encrypted event as its sender wrote it; None if it cannot be read (its sender is
+        told once: bot.encryption.undecryptable)."""
+        ctx = self.ctx
+        if ctx.encryption is None:
+            log.info("an encrypted event in %s: encryption is off", event.get("room_id"))
+            return None
+        return await undecryptable.decrypted(
+            ctx.encryption,
+            ctx.db,
+            event,
+            reply,
+            key_wait=ctx.config.encryption.key_wait,
+            namespace=ctx.namespace,
+            max_age_ms=self.rules.max_command_age_ms,
+        )
 
     async def _tell_failure(self, what: str, event: Mapping[str, Any], reply: Replier) -> None:
         """A bug while someone waits: a short notice with a reference to find it in the log
@@ -158,10 +188,12 @@ class EventHandler:
             await on_space_event(ctx, workspace, event, reply)
             return
         user = event.get("state_key")
+        content = event.get("content")
+        content = content if isinstance(content, dict) else {}
+        if ctx.encryption is not None:
+            await self._follow_encryption(ctx.encryption, room_id, event, content)
         if event.get("type") == "m.room.member" and isinstance(user, str):
             if user != ctx.bot_user_id and not ctx.namespace.match(user):
-                content = event.get("content")
-                content = content if isinstance(content, dict) else {}
                 await ctx.rooms.set_members(
                     room_id,
                     {user: str(content.get("membership"))},
@@ -170,6 +202,22 @@ class EventHandler:
         session = await ctx.sessions.get(room_id)
         if session is not None:
             await history.record(ctx, session, event)
+
+    async def _follow_encryption(
+        self, encryption: Encryption, room_id: str, event: Mapping[str, Any], content: JSON
+    ) -> None:
+        """A room turned encrypted (kept for good); a membership change there (the next message
+        gets a new key, for the people in the room then)."""
+        kind, user = event.get("type"), event.get("state_key")
+        if kind == "m.room.encryption" and user == "" and content.get("algorithm"):
+            await encryption.rooms.record(room_id, content)
+        elif kind == "m.room.member" and isinstance(user, str):
+            unsigned = event.get("unsigned")
+            before = unsigned.get("prev_content") if isinstance(unsigned, dict) else None
+            was = before.get("membership") if isinstance(before, dict) else None
+            await encryption.member_changed(
+                room_id, user, str(was or "leave"), str(content.get("membership"))
+            )
 
     async def _joined(self, room_id: str, inviter: str, reply: Replier) -> None:
         """Just joined: a space may become a workspace, a room a session (if a workspace listed

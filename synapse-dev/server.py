@@ -29,6 +29,15 @@ log = logging.getLogger(__name__)
 _TEMPLATES = Path(__file__).parent
 
 
+_ENCRYPTION_EXTENSIONS = """\
+# End-to-end encryption for appservices (docs/encryption.md): to-device messages (MSC2409),
+# device lists and one-time key counts (MSC3202) in transactions.
+experimental_features:
+  msc2409_to_device_messages_enabled: true
+  msc3202_transaction_extensions: true
+"""
+
+
 def free_port(preferred: int | None = None) -> int:
     """`preferred` if nothing listens there on 127.0.0.1, else a port the OS picks."""
     if preferred:
@@ -53,13 +62,20 @@ class SynapseServer:
         server_name: str = "localhost",
         in_memory: bool = False,
         log_level: str = "WARNING",
+        extra_config: dict[str, Any] | None = None,
+        encryption_extensions: bool = True,
     ) -> None:
+        """`extra_config`: top-level homeserver.yaml keys added to the template's (tests: e.g.
+        encryption_enabled_by_default_for_room_type). `encryption_extensions`: send the
+        appservice what end-to-end encryption needs (off only to test a homeserver without)."""
         self.data_dir = data_dir.resolve()
         self.registration = registration
         self.port = port or free_port()
         self.server_name = server_name
         self.in_memory = in_memory
         self.log_level = log_level
+        self.extra_config = extra_config or {}
+        self.encryption_extensions = encryption_extensions
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -104,6 +120,7 @@ class SynapseServer:
             "database": ":memory:" if self.in_memory else str(self.data_dir / "homeserver.db"),
             "registration": str(registration_path),
             "log_level": self.log_level,
+            "experimental_features": _ENCRYPTION_EXTENSIONS if self.encryption_extensions else "",
             **self._secrets(),
         }
         for name, target in (
@@ -112,6 +129,10 @@ class SynapseServer:
         ):
             template = Template((_TEMPLATES / name).read_text(encoding="utf-8"))
             target.write_text(template.substitute(values), encoding="utf-8")
+        if self.extra_config:
+            with self.config_path.open("a", encoding="utf-8") as config:
+                for key, value in self.extra_config.items():
+                    config.write(f"{key}: {json.dumps(value)}\n")  # JSON is YAML
         return self.config_path
 
     async def start(self, timeout: float = 60) -> None:

@@ -139,13 +139,17 @@ def appservice_registration(as_port: int, as_token: str, hs_token: str) -> dict[
     return config.registration()
 
 
-async def start_homeserver(data_dir: Path, *, in_memory: bool = True) -> Homeserver:
+async def start_homeserver(
+    data_dir: Path, *, in_memory: bool = True, **synapse_options: Any
+) -> Homeserver:
+    """`synapse_options`: SynapseServer's (extra_config, encryption_extensions)."""
     as_port = free_port()
     as_token, hs_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     synapse = SynapseServer(
         data_dir,
         registration=appservice_registration(as_port, as_token, hs_token),
         in_memory=in_memory,
+        **synapse_options,
     )
     await synapse.start()
     return Homeserver(synapse, as_port, as_token, hs_token)

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from appservice.errors import HomeserverUnavailable, MatrixRequestError
+from appservice.matrix import MESSAGE_TYPES
 from bot.agent import finished, prompt
 from bot.agent.answer import (
     ANSWER_KEY,
@@ -136,12 +137,14 @@ async def recent_lines(ctx: Context, room_id: str, question_event: str) -> list[
             if m.body and m.event_id != question_event and not m.is_command and m.kind != "system"
         ]
     page = await ctx.matrix.messages(
-        room_id, limit=RECENT_MESSAGES, event_filter={"types": ["m.room.message"]}
+        room_id, limit=RECENT_MESSAGES, event_filter={"types": MESSAGE_TYPES}
     )
     lines = []
     for event in reversed(page.get("chunk", [])):
         content = event.get("content", {})
         body = content.get("body")
+        if event.get("type") != "m.room.message":
+            continue  # one the bot could not decrypt, or an encrypted reaction
         if not isinstance(body, str) or event.get("event_id") == question_event:
             continue
         if content.get("msgtype") == "m.notice" or body.startswith(("!", "/")):

@@ -35,19 +35,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def help_text() -> str:
+def help_text(*, encryption: bool = False) -> str:
     """Every command people can run, one a line, each with who may run it: a group (`!ws …`)
     is shown as its subcommands, whose roles differ."""
     lines = [strings.HELP_HEADER]
     lines += [_help_line(c) for c in COMMANDS if not subcommands(c.name)]
-    lines += ["", strings.HELP_FOOTER]
+    footer = strings.HELP_ENCRYPTED if encryption else strings.HELP_NOT_ENCRYPTED
+    lines += ["", f"{strings.HELP_FOOTER} {footer}"]
     return "\n".join(lines)
 
 
 async def help_command(call: CommandCall) -> None:
     wanted = " ".join(call.command.args).lower().lstrip("!@/")
     if not wanted:
-        await call.reply.send_notice(help_text())
+        await call.reply.send_notice(help_text(encryption=call.ctx.encryption is not None))
         return
     command = BY_NAME.get(wanted)
     if command is None:

@@ -34,6 +34,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -448,6 +449,29 @@ class LettaConfig(_Section):
         return _check_url(value) if value else value
 
 
+class EncryptionConfig(_Section):
+    enabled: bool = False
+    pickle_key: SecretStr = SecretStr("")
+    """Encrypts the bot's Olm and Megolm keys at rest in the database."""
+    cross_signing_seed: SecretStr = SecretStr("")
+    """The bot's cross-signing keys are derived from it; empty: its device is not
+    cross-signed."""
+    key_wait: float = Field(default=10, ge=0, le=300)
+    """Seconds a message waits for its room key before its sender is told it cannot be read."""
+
+    @model_validator(mode="after")
+    def _pickle_key_when_enabled(self) -> EncryptionConfig:
+        if self.enabled and len(self.pickle_key.get_secret_value()) < 16:
+            raise ValueError(
+                "pickle_key: at least 16 characters when encryption is enabled (it encrypts "
+                "the bot's keys at rest; set it once and keep it)"
+            )
+        seed = self.cross_signing_seed.get_secret_value()
+        if seed and len(seed) < 32:
+            raise ValueError("cross_signing_seed: at least 32 characters, or empty")
+        return self
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -467,6 +491,7 @@ class Config(_Section):
     memory: MemoryConfig = MemoryConfig()
     composio: ComposioConfig
     letta: LettaConfig
+    encryption: EncryptionConfig = EncryptionConfig()
     logging: LoggingConfig
     data_dir: Path
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -35,8 +35,8 @@ class InboxEvent:
 
 
 _JOURNAL_TRANSACTION = """
-INSERT INTO appservice_transactions (txn_id, fingerprint, event_count, events)
-VALUES ($1, $2, $3, $4)
+INSERT INTO appservice_transactions (txn_id, fingerprint, event_count, events, crypto)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT DO NOTHING
 RETURNING seq
 """
@@ -77,7 +77,7 @@ _BAD_CONTENT = (
 UNPACK_BATCH = 100
 
 
-def events_json(events: Sequence[JSON]) -> str:
+def events_json(events: Sequence[JSON] | JSON) -> str:
     """The events as one JSON text PostgreSQL can turn into jsonb.
 
     jsonb has no NUL character (`\\u0000` is refused), and the homeserver's canonical JSON
@@ -85,7 +85,7 @@ def events_json(events: Sequence[JSON]) -> str:
     """
     text = json.dumps(events, ensure_ascii=False)
     if "\\u0000" in text:
-        text = json.dumps(_without_nul(list(events)), ensure_ascii=False)
+        text = json.dumps(_without_nul(events), ensure_ascii=False)
     return text
 
 
@@ -111,8 +111,25 @@ class InboxStore:
             txn.fingerprint,
             len(txn.events),
             events_json(txn.events) if txn.events else None,
+            events_json(txn.crypto) if txn.crypto else None,
         )
         return seq is not None
+
+    async def crypto_parts(self, limit: int = 100) -> list[tuple[int, JSON]]:
+        """Journaled encryption parts the bot's device has not taken in yet, oldest first."""
+        rows = await self._pool.fetch(
+            """
+            SELECT seq, crypto FROM appservice_transactions
+            WHERE crypto IS NOT NULL ORDER BY seq LIMIT $1
+            """,
+            limit,
+        )
+        return [(int(row["seq"]), json.loads(row["crypto"])) for row in rows]
+
+    async def crypto_taken(self, seq: int) -> None:
+        await self._pool.execute(
+            "UPDATE appservice_transactions SET crypto = NULL WHERE seq = $1", seq
+        )
 
     async def unpack(self) -> list[str]:
         """Move journaled events into the inbox, oldest transaction first, skipping event IDs
@@ -290,16 +307,31 @@ class InboxStore:
             await conn.execute(
                 """
                 DELETE FROM appservice_transactions
-                WHERE events IS NULL AND received_at < now() - $1::interval
+                WHERE events IS NULL AND crypto IS NULL AND received_at < now() - $1::interval
                 """,
                 older_than,
             )
         return int(events.split()[-1])
 
 
+class CryptoSink(Protocol):
+    """The bot's device (bot/encryption/machine.py), as the inbox feeds it."""
+
+    ready: asyncio.Event
+
+    def saw(self, crypto: JSON) -> None:
+        """A new transaction's encryption part, journaled (must not block)."""
+
+    def saw_room_event(self, event: JSON) -> None:
+        """A new transaction's room event, journaled (must not block)."""
+
+    async def take_in(self, crypto: JSON) -> None:
+        """A journaled encryption part, in order; raising leaves it in the journal."""
+
+
 class Inbox:
     """The appservice's TransactionSink: journals, answers, then unpacks and wakes the rooms
-    that got events."""
+    that got events; feeds the bot's device what transactions carry for encryption."""
 
     def __init__(
         self,
@@ -307,6 +339,7 @@ class Inbox:
         wake: Callable[[Sequence[str]], None],
         on_ephemeral: Callable[[Sequence[JSON]], Awaitable[Any]],
         on_journaled: Callable[[Sequence[JSON]], None] | None = None,
+        crypto: CryptoSink | None = None,
     ) -> None:
         """`on_journaled`: shown a new transaction's events once they are safe, as the
         homeserver gets its answer and before they are unpacked. It must not block."""
@@ -314,12 +347,23 @@ class Inbox:
         self._wake = wake
         self._on_ephemeral = on_ephemeral
         self._on_journaled = on_journaled
+        self._crypto = crypto
         self._unpacking = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self._again = False
+        self._taking_in = asyncio.Lock()
+        self._crypto_task: asyncio.Task[None] | None = None
+        self._crypto_again = False
 
     async def store_transaction(self, txn: Transaction) -> bool:
         is_new = await self._store.store_transaction(txn)
+        if is_new and self._crypto is not None:
+            # Before the 200: a room turned encrypted is encrypted for every reply from now on.
+            for event in txn.events:
+                self._crypto.saw_room_event(event)
+            if txn.crypto:
+                self._crypto.saw(txn.crypto)
+                self.take_in_crypto_soon()
         if not is_new:
             log.info("transaction %s was already stored; answering 200 again", txn.txn_id)
         elif txn.events:
@@ -338,6 +382,42 @@ class Inbox:
 
     async def handle_ephemeral(self, events: Sequence[JSON]) -> None:
         await self._on_ephemeral(events)
+
+    async def take_in_crypto(self) -> None:
+        """Hand the journaled encryption parts to the bot's device, oldest first, each removed
+        from the journal once taken in. Nothing while the device is not ready: they wait."""
+        if self._crypto is None:
+            return
+        async with self._taking_in:
+            while self._crypto.ready.is_set():
+                parts = await self._store.crypto_parts()
+                for seq, part in parts:
+                    await self._crypto.take_in(part)
+                    await self._store.crypto_taken(seq)
+                if len(parts) < 100:
+                    return
+
+    def take_in_crypto_soon(self) -> None:
+        if self._crypto_task is None or self._crypto_task.done():
+            self._crypto_task = asyncio.create_task(
+                self._take_in_in_background(), name="inbox: encryption parts"
+            )
+        else:
+            self._crypto_again = True
+
+    async def _take_in_in_background(self) -> None:
+        self._crypto_again = True
+        while self._crypto_again:
+            self._crypto_again = False
+            try:
+                await self.take_in_crypto()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+                # Safe in the journal: the next transaction or the maintenance takes it in.
+                log.warning("could not take in the journaled encryption parts yet: %s", e)
+                return
+            except Exception:
+                log.exception("taking in the journaled encryption parts failed")
+                return
 
     async def unpack(self) -> None:
         """Unpack whatever the journal holds and wake the rooms that got events."""
@@ -376,3 +456,5 @@ class Inbox:
         while self._background is not None and not self._background.done():
             # wait(), not gather(): a caller that gives up (a timeout) must not cancel the unpack.
             await asyncio.wait({self._background})
+        while self._crypto_task is not None and not self._crypto_task.done():
+            await asyncio.wait({self._crypto_task})

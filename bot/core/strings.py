@@ -24,8 +24,12 @@ HELP_LINE = "- `{usage}` — {summary}{who}"
 HELP_WHO = " _({who})_"
 HELP_FOOTER = (
     "Mention me or reply to me to ask a question without `@ask`; in a thread where I answered, "
-    "just go on. `!help COMMAND` shows one command. Rooms with me are not end-to-end encrypted "
-    "— I cannot read encrypted rooms yet — so Element's warning about it is expected."
+    "just go on. `!help COMMAND` shows one command."
+)
+HELP_ENCRYPTED = "I read and write in end-to-end encrypted rooms too."
+HELP_NOT_ENCRYPTED = (
+    "End-to-end encryption is off on this Doryo: I cannot read encrypted rooms, so Element's "
+    "warning in rooms with me is expected."
 )
 HELP_COMMAND = "`{usage}` — {summary}. Who: {who}."
 PAGE_NEXT = "_Page {page} of {pages}_ — `{command} {next}` shows the next."
@@ -45,6 +49,10 @@ EMPTY_ASK = "Ask me something after `@ask`, for example `@ask what did we decide
 STALE_COMMAND = (
     "I was offline when you sent this {age} ago, so I did not run it. Send it again if it still "
     "matters."
+)
+UNDECRYPTABLE = (
+    "{user}, I could not read your encrypted message: its key never reached me (your app had "
+    "not shared it with me, or it was sent before I joined). Please send it again."
 )
 INTERNAL_ERROR = (
     "Something went wrong on my side while handling that (reference `{ref}`). It is logged; "
@@ -179,6 +187,10 @@ DELETE_FAREWELL = (
 FORGOT_ME = (
     "Done: in {count} workspace(s), the text of {messages} messages and {memories} memories "
     "of yours are deleted. What you say from now on is remembered as before."
+)
+SETTING_ENCRYPTION_OFF = (
+    "I cannot encrypt sessions here: encryption is off in my configuration "
+    "(`encryption.enabled`). Ask whoever runs Doryo to turn it on."
 )
 SETTINGS_FOOTER = "Change one with `!ws settings KEY VALUE`."
 RETENTION_LAST_RUN = (

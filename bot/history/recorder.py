@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from appservice.matrix import MESSAGE_TYPES
 from bot.agent.answer import ANSWER_KEY, without_sources
 from bot.commands.catalog import NAMES
 from bot.commands.parser import Addressing, Command, UnknownCommand, parse
@@ -217,7 +218,7 @@ async def backfill(ctx: Context, session: Session, *, before: datetime) -> int:
             room_id,
             limit=BACKFILL_PAGE,
             from_token=token,
-            event_filter={"types": ["m.room.message"]},
+            event_filter={"types": MESSAGE_TYPES},
         )
         chunk = [
             e

@@ -11,6 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from appservice.matrix import ENCRYPTION_STATE
 from bot.core import strings
 from bot.rooms.direct import direct_room
 from bot.sessions.store import Session
@@ -45,6 +46,7 @@ async def start_session(
         for m in members
         if m.role in ("host", "delegate") and m.membership in ("join", "invite")
     }
+    encrypted = workspace.settings.encrypted and ctx.config.encryption.enabled
     name = topic or strings.SESSION_DEFAULT_NAME.format(date=datetime.now(UTC).strftime("%b %d"))
     room_id = await ctx.matrix.create_room(
         {
@@ -69,6 +71,7 @@ async def start_session(
                 },
                 {"type": "m.room.history_visibility", "content": {"history_visibility": "shared"}},
                 {"type": "m.room.guest_access", "content": {"guest_access": "forbidden"}},
+                *([ENCRYPTION_STATE] if encrypted else []),
             ],
         }
     )

@@ -310,6 +310,8 @@ async def ws_settings(call: CommandCall) -> None:
         if len(args) < 2:
             raise _usage("ws settings")
         current = settings.updated(current, args[0], " ".join(args[1:]))
+        if current.encrypted and not ctx.config.encryption.enabled:
+            raise UserError(strings.SETTING_ENCRYPTION_OFF)
         await ctx.workspaces.set_settings(workspace.id, current)
     lines = [strings.SETTINGS_HEADER.format(name=workspace.name)]
     lines += [

@@ -30,6 +30,8 @@ class WorkspaceSettings(BaseModel):
     """Whose linked Composio account runs the actions: the host's or the requester's."""
     remove_from_sessions: bool = True
     """Someone who leaves the space (or is kicked or banned) is removed from its sessions too."""
+    encrypted: bool = False
+    """Sessions started from now on are end-to-end encrypted (needs encryption.enabled)."""
 
 
 # What people type → the field, with a description for !ws settings.
@@ -50,6 +52,7 @@ KEYS: dict[str, tuple[str, str]] = {
         "remove_from_sessions",
         "who leaves the space leaves its sessions too: on or off",
     ),
+    "encrypted": ("encrypted", "new sessions end-to-end encrypted: on or off"),
 }
 _ALIASES = {
     "memory_retention": "retention",
@@ -60,7 +63,7 @@ _ALIASES = {
 
 def _value(field: str, raw: str) -> Any:
     text = raw.strip().lower()
-    if field in ("threads", "remove_from_sessions"):
+    if field in ("threads", "remove_from_sessions", "encrypted"):
         if text in ("on", "yes", "true", "1"):
             return True
         if text in ("off", "no", "false", "0"):

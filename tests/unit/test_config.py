@@ -141,3 +141,26 @@ def test_the_redis_url_is_a_secret() -> None:
                 "redis": {"url": "http://cache.internal"},
             }
         )
+
+
+def test_encryption_needs_a_pickle_key_and_a_long_enough_seed() -> None:
+    import pytest as _pytest
+
+    from bot.core.config import EncryptionConfig
+
+    assert not EncryptionConfig().enabled
+    with _pytest.raises(ValueError, match="pickle_key"):
+        EncryptionConfig(enabled=True)
+    with _pytest.raises(ValueError, match="cross_signing_seed"):
+        EncryptionConfig(enabled=True, pickle_key="k" * 16, cross_signing_seed="short")
+    assert EncryptionConfig(enabled=True, pickle_key="k" * 16).key_wait == 10
+
+
+def test_cross_signing_keys_follow_the_seed() -> None:
+    from bot.encryption.machine import cross_signing_seeds
+
+    one = cross_signing_seeds("s" * 32)
+    assert one == cross_signing_seeds("s" * 32)  # the same keys on any machine
+    assert one != cross_signing_seeds("t" * 32)
+    assert len({one.master_key, one.self_signing_key, one.user_signing_key}) == 3
+    assert all(len(seed) == 32 for seed in one)
