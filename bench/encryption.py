@@ -1,6 +1,7 @@
-"""The cost of end-to-end encryption: `!ping` round trip and `@ask` time to first token, in an
-encrypted DM and a plain one, alternating, in the same run, with the same client (matrix-nio with
-encryption on, as Element is: it encrypts and decrypts on its side too).
+"""The cost of end-to-end encryption: `!ping` round trip and `@ask` time to first token, in
+an encrypted session and a plain one of the same workspace, alternating, in the same run, with
+the same client (matrix-nio with encryption on, as Element is: it encrypts and decrypts on its
+side too).
 
 Two views: end to end (the person's send → the bot's message seen and decrypted in their sync),
 and the bot's own part (the event's arrival in the inbox → the bot's message on the homeserver,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 import time
@@ -63,18 +65,34 @@ async def round_trip(
     return total, bot_part
 
 
+async def command(user: EncryptedUser, room_id: str, text: str, bot_id: str, db: Any) -> str:
+    event_id = await user.send(room_id, text)
+    answer = await user.until(lambda _: answer_to(user, room_id, event_id, bot_id), timeout=60)
+    return str(answer.body)
+
+
 async def main(rounds: int) -> None:
     async with stack(encryption=ENCRYPTION) as s:
         s.model.default = Answer("The benchmark model answers briefly.")
         bot_id = s.config.bot_user_id
         with tempfile.TemporaryDirectory(prefix="doryo-bench-nio-") as store:
             alice = await EncryptedUser.register(s.hs.synapse, Path(store), "alice")
+            # A workspace (made in an encrypted DM) with a plain session and an encrypted one:
+            # @ask answers in sessions only.
+            dm = await alice.create_room(is_direct=True, invite=[bot_id])
+            await alice.wait_joined(dm, bot_id)
             rooms = {}
+            await command(alice, dm, "!ws create Bench", bot_id, s.doryo.ctx.db)
+            workspace = (await s.doryo.ctx.workspaces.of_member(alice.user_id))[0]
+            await alice.client.join(workspace.space_id)
             for kind in ("plain", "encrypted"):
-                room_id = await alice.create_room(
-                    encrypted=kind == "encrypted", is_direct=True, invite=[bot_id]
-                )
-                await alice.wait_joined(room_id, bot_id)
+                if kind == "encrypted":
+                    await command(alice, dm, "!ws settings encrypted on", bot_id, s.doryo.ctx.db)
+                answer = await command(alice, dm, f"!session start {kind}", bot_id, s.doryo.ctx.db)
+                room_id = re.search(r"matrix\.to/#/(![^?\s)]+)", answer)[1]  # type: ignore[index]
+                await alice.client.join(room_id)
+                await alice.step()
+                assert alice.client.rooms[room_id].encrypted == (kind == "encrypted")
                 rooms[kind] = room_id
             results: dict[tuple[str, str], list[tuple[float, float]]] = {}
             for n in range(rounds + 3):
@@ -87,7 +105,7 @@ async def main(rounds: int) -> None:
                 await s.doryo.idle(30)
             await alice.close()
 
-        print(f"Encrypted vs plain DM, {rounds} rounds each, alternating")
+        print(f"Encrypted vs plain session, {rounds} rounds each, alternating")
         for what, label in (("ping", "!ping round trip"), ("ask", "@ask to first answer")):
             for view, index in (("end to end", 0), ("the bot's part", 1)):
                 plain = [t[index] for t in results[(what, "plain")]]

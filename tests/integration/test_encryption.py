@@ -13,6 +13,7 @@ import olm
 import pytest
 from mautrix.api import Method
 from mautrix.api import Path as ApiPath
+from mautrix.types import RoomID
 from nio import RoomMessageNotice, RoomMessageText
 
 from bot.actions.card import ACTION_KEY
@@ -160,19 +161,22 @@ def latest_content(user: EncryptedUser, room_id: str, event_id: str) -> dict[str
     return content
 
 
-async def encrypted_team(alice: EncryptedUser, bot: Doryo) -> tuple[str, str, str]:
+async def encrypted_team(
+    alice: EncryptedUser, bot: Doryo, *, encrypted: bool = True
+) -> tuple[str, str, str]:
     """(DM, workspace ID, session) — a workspace made in an encrypted DM, its sessions
-    encrypted by its setting, alice its host and in its first session."""
+    encrypted by its setting (or not), alice its host and in its first session."""
     bot_id = bot.config.bot_user_id
     dm = await encrypted_dm(alice, bot)
     assert "is ready" in await command(alice, dm, "!ws create Rocket", bot_id)
     workspace = (await bot.ctx.workspaces.of_member(alice.user_id))[0]
     await alice.client.join(workspace.space_id)
-    assert "encrypted" in await command(alice, dm, "!ws settings encrypted on", bot_id)
+    if encrypted:
+        assert "encrypted" in await command(alice, dm, "!ws settings encrypted on", bot_id)
     session = link_target(await command(alice, dm, "!session start Kickoff", bot_id))
     await alice.client.join(session)
     await alice.step()
-    assert alice.client.rooms[session].encrypted
+    assert alice.client.rooms[session].encrypted == encrypted
     return dm, workspace.id, session
 
 
@@ -499,3 +503,89 @@ async def test_one_who_left_never_gets_the_next_key(
         assert not [s for s in sessions if s.id == session_id], "bob got the key after leaving"
     finally:
         await bob.close()
+
+
+async def test_a_room_turned_encrypted_mid_answer_gets_the_rest_encrypted(
+    alice: EncryptedUser, encrypted_bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    bot = encrypted_bot
+    bot_id = bot.config.bot_user_id
+    assert bot.ctx.encryption is not None
+    _, _, room_id = await encrypted_team(alice, bot, encrypted=False)
+    words = " ".join(f"word{n}" for n in range(40))
+    model_server.script(Answer(words, chunk_delay=0.1))
+    question = await alice.send(room_id, "@ask tell me forty words")
+    await alice.until(lambda _: answer_from_thread_or_reply(alice, room_id, question, bot_id))
+    # Mid-answer, the room turns encrypted (as Element's room settings do it).
+    await alice.client.room_put_state(
+        room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}
+    )
+    encryption = bot.ctx.encryption
+    await eventually(lambda: encryption.rooms.is_encrypted(RoomID(room_id)), timeout=10)
+    answer = answer_from_thread_or_reply(alice, room_id, question, bot_id)
+    await alice.until(
+        lambda _: (
+            latest_content(alice, room_id, answer.event_id).get(ANSWER_KEY, {}).get("status")
+            == "done"
+        ),
+        timeout=60,
+    )
+    timeline = list(reversed(await alice.raw_messages(room_id, limit=200)))
+    turned = next(i for i, e in enumerate(timeline) if e["type"] == "m.room.encryption")
+    after = [e for e in timeline[turned:] if e["sender"] == bot_id and "state_key" not in e]
+    assert after, "the answer ended before the room turned encrypted"
+    # Once the bot has seen the state event, nothing of it goes out in the clear again.
+    first_encrypted = next(i for i, e in enumerate(after) if e["type"] == "m.room.encrypted")
+    assert all(e["type"] == "m.room.encrypted" for e in after[first_encrypted:])
+    assert after[-1]["type"] == "m.room.encrypted"  # the final, done edit included
+    assert "Pong" in await command(alice, room_id, "!ping", bot_id)
+    raw = await alice.raw_messages(room_id, limit=5)
+    assert bot_events_in_clear(raw, bot_id) == []
+
+
+def answer_from_thread_or_reply(
+    user: EncryptedUser, room_id: str, event_id: str, sender: str
+) -> Any:
+    for event in user.in_room(room_id):
+        relates = relation(event)
+        if event.sender == sender and (
+            (relates.get("m.in_reply_to") or {}).get("event_id") == event_id
+            or (relates.get("rel_type") == "m.thread" and relates.get("event_id") == event_id)
+        ):
+            return event
+    return None
+
+
+async def test_edits_and_redactions_of_encrypted_messages_follow_into_memory(
+    alice: EncryptedUser, encrypted_bot: Doryo
+) -> None:
+    bot = encrypted_bot
+    _, workspace_id, session = await encrypted_team(alice, bot)
+    fact = await alice.send(session, FACT)
+    other = await alice.send(session, "Also: the office plants need water on Fridays.")
+    await indexed(bot, fact, other)
+    memory = bot.ctx.memory
+    assert memory is not None
+
+    # An edit, encrypted like the message (its m.relates_to outside the ciphertext).
+    edit = await alice.send(
+        session,
+        "* The launch date moved to April 2.",
+        **{
+            "m.new_content": {"msgtype": "m.text", "body": "The launch date moved to April 2."},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": fact},
+        },
+    )
+    await indexed(bot, edit)
+    hits = await memory.search(workspace_id, "launch date", k=5)
+    texts = [h.item.text for h in hits if h.item.event_id == fact]
+    assert texts and all("April 2" in t for t in texts)
+
+    # A redaction (never encrypted) deletes what memory holds of it.
+    await alice.client.room_redact(session, fact)
+    marker = await alice.send(session, "after the redaction")
+    await indexed(bot, marker)
+    hits = await memory.search(workspace_id, "launch date", k=5)
+    assert fact not in [h.item.event_id for h in hits]
+    stored = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", fact)
+    assert not stored
