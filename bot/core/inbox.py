@@ -314,6 +314,42 @@ class InboxStore:
         return int(events.split()[-1])
 
 
+class _Rerun:
+    """`work` run in the background, and once more if asked for while it runs (it may have read
+    the journal already). What it does not get to stays in the journal: a failure is logged and
+    left to the next transaction or the bot's maintenance."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        self._work = work
+        self._what = what
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def soon(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"inbox: {self._what}")
+        else:
+            self._again = True
+
+    async def _run(self) -> None:
+        self._again = True
+        while self._again:
+            self._again = False
+            try:
+                await self._work()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+                log.warning("could not %s yet: %s", self._what, e)
+                return
+            except Exception:
+                log.exception("could not %s", self._what)
+                return
+
+    async def settled(self) -> None:
+        while self._task is not None and not self._task.done():
+            # wait(), not gather(): a caller that gives up (a timeout) must not cancel the work.
+            await asyncio.wait({self._task})
+
+
 class CryptoSink(Protocol):
     """The bot's device (bot/encryption/machine.py), as the inbox feeds it."""
 
@@ -349,11 +385,10 @@ class Inbox:
         self._on_journaled = on_journaled
         self._crypto = crypto
         self._unpacking = asyncio.Lock()
-        self._background: asyncio.Task[None] | None = None
-        self._again = False
         self._taking_in = asyncio.Lock()
-        self._crypto_task: asyncio.Task[None] | None = None
-        self._crypto_again = False
+        # Not awaited by the transaction's handler: the homeserver has its 200 meanwhile.
+        self._unpacker = _Rerun(self.unpack, "unpack the transaction journal")
+        self._taker = _Rerun(self.take_in_crypto, "take in the journaled encryption parts")
 
     async def store_transaction(self, txn: Transaction) -> bool:
         is_new = await self._store.store_transaction(txn)
@@ -367,7 +402,7 @@ class Inbox:
         if not is_new:
             log.info("transaction %s was already stored; answering 200 again", txn.txn_id)
         elif txn.events:
-            self._unpack_soon()
+            self._unpacker.soon()
             if self._on_journaled is not None:
                 # Next round of the loop: the homeserver's 200 goes out first.
                 asyncio.get_running_loop().call_soon(self._show_journaled, txn)
@@ -398,26 +433,7 @@ class Inbox:
                     return
 
     def take_in_crypto_soon(self) -> None:
-        if self._crypto_task is None or self._crypto_task.done():
-            self._crypto_task = asyncio.create_task(
-                self._take_in_in_background(), name="inbox: encryption parts"
-            )
-        else:
-            self._crypto_again = True
-
-    async def _take_in_in_background(self) -> None:
-        self._crypto_again = True
-        while self._crypto_again:
-            self._crypto_again = False
-            try:
-                await self.take_in_crypto()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
-                # Safe in the journal: the next transaction or the maintenance takes it in.
-                log.warning("could not take in the journaled encryption parts yet: %s", e)
-                return
-            except Exception:
-                log.exception("taking in the journaled encryption parts failed")
-                return
+        self._taker.soon()
 
     async def unpack(self) -> None:
         """Unpack whatever the journal holds and wake the rooms that got events."""
@@ -426,35 +442,8 @@ class Inbox:
         if rooms:
             self._wake(rooms)
 
-    def _unpack_soon(self) -> None:
-        # Not awaited by the transaction's handler: the homeserver has its 200 meanwhile.
-        if self._background is None or self._background.done():
-            self._background = asyncio.create_task(
-                self._unpack_in_background(), name="inbox unpack"
-            )
-        else:
-            self._again = True  # the running unpack may have read the journal already
-
-    async def _unpack_in_background(self) -> None:
-        self._again = True
-        while self._again:
-            self._again = False
-            try:
-                await self.unpack()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
-                # The events are safe in the journal: the next transaction or the bot's
-                # maintenance unpacks them.
-                log.warning("could not unpack the transaction journal yet: %s", e)
-                return
-            except Exception:
-                log.exception("unpacking the transaction journal failed")
-                return
-
     async def settled(self) -> None:
         """Wait until the background unpack is done: at stop (what it would not get to is
         done at the next start), and for tests and benchmarks."""
-        while self._background is not None and not self._background.done():
-            # wait(), not gather(): a caller that gives up (a timeout) must not cancel the unpack.
-            await asyncio.wait({self._background})
-        while self._crypto_task is not None and not self._crypto_task.done():
-            await asyncio.wait({self._crypto_task})
+        await self._unpacker.settled()
+        await self._taker.settled()
