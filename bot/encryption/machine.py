@@ -32,11 +32,15 @@ from mautrix.client import Client
 from mautrix.crypto import OlmMachine, PgCryptoStore
 from mautrix.crypto.cross_signing_key import CrossSigningSeeds
 from mautrix.errors import (
-    DecryptionError,
+    CryptoError,
+    DecryptedPayloadError,
+    DuplicateMessageIndex,
     EncryptionError,
     MatrixRequestError,
     MatrixResponseError,
+    MismatchingRoomError,
     SessionNotFound,
+    VerificationError,
 )
 from mautrix.types import JSON as MautrixJSON
 from mautrix.types import (
@@ -47,6 +51,7 @@ from mautrix.types import (
     EncryptedEvent,
     EventType,
     RoomID,
+    SerializerError,
     UserID,
 )
 from mautrix.util.async_db import Database
@@ -95,6 +100,13 @@ def cross_signing_seeds(seed: str) -> CrossSigningSeeds:
     for usage in ("master", "self_signing", "user_signing"):
         derived.append(hmac.new(prk, f"{usage}\x01".encode(), hashlib.sha256).digest())
     return CrossSigningSeeds(*derived)
+
+
+NEVER_ENCRYPTED = frozenset({"m.room.redaction", "m.room.encrypted"})
+
+
+class NotAccepted(Exception):
+    """A decrypted event of a kind that is never encrypted (a forgery): dropped, unanswered."""
 
 
 class Undecryptable(Exception):
@@ -433,20 +445,52 @@ class Encryption:
             raise Undecryptable("", "the encrypted event is malformed") from None
         session_id = str(getattr(encrypted.content, "session_id", "") or "")
         try:
-            decrypted = await machine.decrypt_megolm_event(encrypted)
+            decrypted = await self._decrypt_waiting(machine, encrypted, session_id, wait)
+        except Undecryptable:
+            raise
+        except (
+            DuplicateMessageIndex,
+            VerificationError,
+            DecryptedPayloadError,
+            MismatchingRoomError,
+            SerializerError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as e:
+            # Decrypted, and wrong: a replayed ciphertext, a key that does not match its
+            # sender's device, a payload made for another room or that does not parse.
+            raise NotAccepted(f"{type(e).__name__} from {event.get('sender')}: {e}") from None
+        except CryptoError as e:
+            # The key is withheld, or the one the bot has does not open this message.
+            raise Undecryptable(session_id, f"{type(e).__name__}: {e}") from None
+        kind = str(decrypted.type)
+        if (
+            kind in NEVER_ENCRYPTED
+            or kind.startswith(("m.room.", "m.space."))
+            and kind not in ("m.room.message",)
+        ):
+            # State events and redactions are never encrypted (the spec): inside a ciphertext
+            # such a type is a forgery meant to look like one. Nothing acts on it.
+            raise NotAccepted(f"an encrypted {kind} from {event.get('sender')}")
+        plain = dict(event)
+        plain["type"] = kind
+        plain["content"] = decrypted.content.serialize()
+        plain["org.doryo.encrypted"] = True
+        return plain
+
+    @staticmethod
+    async def _decrypt_waiting(
+        machine: OlmMachine, encrypted: EncryptedEvent, session_id: str, wait: float
+    ) -> Any:
+        try:
+            return await machine.decrypt_megolm_event(encrypted)
         except SessionNotFound:
             if wait <= 0 or not await machine.wait_for_session(
                 RoomID(encrypted.room_id), encrypted.content.session_id, timeout=wait
             ):
                 raise Undecryptable(session_id, "the room key has not arrived") from None
-            decrypted = await machine.decrypt_megolm_event(encrypted)
-        except (DecryptionError, EncryptionError) as e:
-            raise Undecryptable(session_id, f"{type(e).__name__}: {e}") from None
-        plain = dict(event)
-        plain["type"] = str(decrypted.type)
-        plain["content"] = decrypted.content.serialize()
-        plain["org.doryo.encrypted"] = True
-        return plain
+        return await machine.decrypt_megolm_event(encrypted)
 
     async def request_key(self, event: JSON) -> None:
         """Ask the sender's devices for the key of a message the bot cannot read."""

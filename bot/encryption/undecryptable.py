@@ -18,7 +18,7 @@ import asyncpg
 from appservice.matrix import pill
 from bot.core import strings
 from bot.core.replies import Replier
-from bot.encryption.machine import Encryption, Undecryptable
+from bot.encryption.machine import Encryption, NotAccepted, Undecryptable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ async def decrypted(
         return await encryption.decrypt(event, wait=min(FIRST_WAIT, key_wait))
     except Undecryptable:
         pass
+    except NotAccepted as e:
+        log.warning("encryption: dropped %s: %s", event.get("event_id"), e)
+        return None
     await encryption.request_key(event)
     try:
         return await encryption.decrypt(event, wait=key_wait)

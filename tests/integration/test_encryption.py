@@ -589,3 +589,29 @@ async def test_edits_and_redactions_of_encrypted_messages_follow_into_memory(
     assert fact not in [h.item.event_id for h in hits]
     stored = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", fact)
     assert not stored
+
+
+async def test_an_encrypted_redaction_is_a_forgery_and_changes_nothing(
+    alice: EncryptedUser, encrypted_bot: Doryo
+) -> None:
+    """Redactions and state events are never encrypted: one inside a ciphertext is made to
+    look like what it is not, and the bot acts on none (nor answers it)."""
+    bot = encrypted_bot
+    bot_id = bot.config.bot_user_id
+    _, workspace_id, session = await encrypted_team(alice, bot)
+    fact = await alice.send(session, FACT)
+    await indexed(bot, fact)
+    for kind, content in (
+        ("m.room.redaction", {"redacts": fact}),
+        ("m.room.member", {"membership": "leave"}),
+    ):
+        await alice.client.room_send(session, kind, content, ignore_unverified_devices=True)
+    marker = await alice.send(session, "after the forgeries")
+    await indexed(bot, marker)
+    assert bot.ctx.memory is not None
+    hits = await bot.ctx.memory.search(workspace_id, "launch date", k=5)
+    assert fact in [h.item.event_id for h in hits]
+    stored = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", fact)
+    assert stored == FACT
+    await alice.step()
+    assert not [e for e in notices_from(alice, bot_id) if "could not read" in e.body]
