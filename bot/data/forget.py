@@ -51,6 +51,8 @@ USER_COLUMNS: dict[str, Table] = {
     "workspace_members": Table(_OWN, {"user_id": "delete"}),
     "direct_workspace": Table(_OWN, {"user_id": "delete"}),
     "room_members": Table(_SESSION_ROOMS, {"user_id": "delete"}),
+    # Who was told a message of theirs could not be decrypted: theirs alone.
+    "undecryptable_notices": Table(_SESSION_ROOMS, {"sender": "delete"}),
     "action_notices": Table(
         "action_id IN (SELECT id FROM actions WHERE workspace_id = $1)", {"user_id": "delete"}
     ),
