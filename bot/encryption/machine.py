@@ -92,6 +92,26 @@ MISSING_KEY_COUNTS = (
 )
 
 
+class _Ordinary(logging.Filter):
+    """mautrix.crypto warns, for every message, about people who have not set up
+    cross-signing and about a key count it has nothing to add to: ordinary on any homeserver,
+    so debug lines here rather than a warning per message."""
+
+    PREFIXES = (
+        "Didn't find cross-signing key",
+        "Device ",  # "… isn't cross-signed"
+        "No one-time keys nor device keys",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith(self.PREFIXES):
+            if str(record.msg).startswith("Device ") and "cross-signed" not in str(record.msg):
+                return True
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def cross_signing_seeds(seed: str) -> CrossSigningSeeds:
     """The bot's three cross-signing keys, derived from the configured seed (HKDF-SHA256): the
     same seed makes the same keys on any machine, so nothing but the config needs a backup."""
@@ -127,6 +147,9 @@ class Encryption:
     ) -> None:
         self.config = config
         self._pool = pool
+        crypto_log = logging.getLogger("mau.crypto")
+        if not any(isinstance(f, _Ordinary) for f in crypto_log.filters):
+            crypto_log.addFilter(_Ordinary())
         self._database_url = database_url
         self.ready = asyncio.Event()
         """Set once the device's keys are loaded and the homeserver is known to deliver what
