@@ -25,7 +25,7 @@ from appservice.errors import HomeserverUnavailable, MatrixError, MatrixRequestE
 from appservice.matrix import MatrixAPI
 from appservice.presence import PresenceCache
 from appservice.transactions import JSON, TransactionReceiver
-from bot import admin, catchup, health
+from bot import admin, health, missed_events
 from bot.actions.flow import Actions
 from bot.actions.store import Action, ActionStore
 from bot.agent import finished as finished_answers
@@ -49,6 +49,7 @@ from bot.events import EventHandler, addressing, router_rules
 from bot.followups import scheduler as followups
 from bot.followups.store import FollowupStore
 from bot.history.cleanup import NAME, forget_conversation_with_bot, forget_redacted
+from bot.history.read_markers import ReadMarker, ReadMarkerStore, receipts_in
 from bot.history.store import HistoryStore
 from bot.letta.service import LettaService
 from bot.llm import LLMRouter
@@ -182,6 +183,7 @@ class Doryo:
             workspaces=WorkspaceStore(pool),
             sessions=SessionStore(pool),
             history=HistoryStore(pool),
+            read_markers=ReadMarkerStore(pool),
             activity=Activity(matrix),
             inbox=InboxStore(pool),
             tools=tools,
@@ -218,7 +220,7 @@ class Doryo:
             self.metrics,
             max_parallel_rooms=config.bot.max_parallel_rooms,
         )
-        self.catchup = catchup.CatchUp(self.ctx.matrix, self.inbox, self.dispatcher.wake)
+        self.missed = missed_events.MissedEvents(self.ctx.matrix, self.inbox, self.dispatcher.wake)
         self.sink = Inbox(
             self.inbox,
             self.dispatcher.wake,
@@ -314,9 +316,15 @@ class Doryo:
             log.error("the embedding model could not be loaded: %s", e)
 
     async def _on_ephemeral(self, events: Sequence[JSON]) -> None:
+        receipts: list[ReadMarker] = []
         for event in events:
             if event.get("type") == "m.presence":
                 await self.presence.update(event)
+            elif event.get("type") == "m.receipt":
+                receipts += receipts_in(event)
+        # Only people's: the bot's own receipts and its agents' say nothing of anyone's reading.
+        people = [r for r in receipts if not self.ctx.namespace.match(r.user_id)]
+        await self.ctx.read_markers.record(people)
 
     async def _connect_homeserver(self) -> None:
         """Set up the bot user and ask for the backlog, retrying until the homeserver answers."""
@@ -351,7 +359,7 @@ class Doryo:
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
-        self._loops.spawn(self.catchup.watch(), "catch up after homeserver outages")
+        self._loops.spawn(self.missed.watch(), "catch up after homeserver outages")
 
     async def _start_encryption(self) -> bool:
         """The bot's device, ready to encrypt and decrypt; False if it cannot be (the process
@@ -414,7 +422,7 @@ class Doryo:
                 if pruned:
                     log.info("pruned %d handled events older than %s", pruned, INBOX_RETENTION)
                 # Last: the homeserver away (its pages) must not hold up the pruning.
-                await self.catchup.recent_rooms(catchup.ROUTINE)
+                await self.missed.recent_rooms(missed_events.ROUTINE)
             except (asyncpg.PostgresError, OSError, DatabaseError, MatrixError) as e:
                 log.warning("maintenance skipped: %s", e)
 

@@ -31,6 +31,7 @@ from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
 from bot.encryption.machine import Encryption
 from bot.followups.store import FollowupStore
+from bot.history.read_markers import ReadMarkerStore
 from bot.history.store import HistoryStore
 from bot.llm import LLMRouter
 from bot.memory import Memory
@@ -64,6 +65,8 @@ class Services:
     workspaces: WorkspaceStore
     sessions: SessionStore
     history: HistoryStore
+    read_markers: ReadMarkerStore
+    """Where each person last read each room (their read receipts)."""
     activity: Activity
     """Typing and presence status while the bot works."""
     inbox: InboxStore

@@ -303,6 +303,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (_arg("blueprint", "A blueprint code"), _arg("version", "The version", "integer")),
     ),
     CommandSpec(
+        "catchup",
+        "!catchup [WINDOW]",
+        "What others said since you last read (or in WINDOW: 2h, 3d, today, since yesterday); "
+        "in a DM: across your sessions",
+        "member",
+        (_arg("window", "2h, 3d, today or since yesterday"),),
+    ),
+    CommandSpec(
         "usage",
         "!usage [7d|30d]",
         "LLM calls, tokens and cost in this workspace",

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from bot.actions import commands as actions
-from bot.agent import ask
+from bot.agent import ask, catchup
 from bot.agent import commands as agent
 from bot.blueprints import commands as blueprints
 from bot.commands import basic
@@ -91,6 +91,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "agent": agent.agent,
     "agent use": agent.agent_use,
     "usage": agent.usage,
+    "catchup": catchup.catchup,
     "blueprint": blueprints.blueprint_group,
     "blueprint list": blueprints.blueprint_list,
     "blueprint show": blueprints.blueprint_show,

@@ -195,7 +195,7 @@ class InboxStore:
         return value if isinstance(value, datetime) else None
 
     async def add_missed(self, events: Sequence[JSON]) -> list[str]:
-        """Store events the homeserver never pushed (found by bot.catchup), skipping any that
+        """Store events the homeserver never pushed (found by bot.missed_events), skipping any that
         arrived meanwhile. Returns the rooms that got new events."""
         rows = await self._pool.fetch(
             """

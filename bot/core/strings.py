@@ -628,3 +628,28 @@ SETTING_INVALID = "`{raw}` is not a valid {name}: {reason}."
 
 # `doryo forget` (the command line)
 NO_WORKSPACE_ID = "There is no workspace {workspace}."
+
+
+# Catch-up (bot/agent/catchup.py).
+CATCHUP_USAGE = (
+    "Usage: `!catchup` (since you last read), or `!catchup WINDOW`: `30m`, `2h`, `3d`, `today`, "
+    "`since yesterday` (at most 90 days)."
+)
+CATCHUP_WHERE = (
+    "`!catchup` works in a session (what you missed there) or in our direct chat (across "
+    "your sessions)."
+)
+CATCHUP_NOTHING = "Nothing new from others here since {since}."
+CATCHUP_NOTHING_ANYWHERE = "Nothing new from others in your sessions since {since}."
+CATCHUP_SINCE_READ = "you last read here ({time} UTC)"
+CATCHUP_SINCE_READ_ANYWHERE = "you last read them"
+CATCHUP_SINCE_OWN = "your last message here"
+CATCHUP_SINCE_START = "the session began (I have no read marker of yours here)"
+CATCHUP_TODAY = "the start of today (UTC)"
+CATCHUP_YESTERDAY = "the start of yesterday (UTC)"
+CATCHUP_LAST = "{amount} {unit} ago"
+CATCHUP_HEADER = "**Catch-up — [{topic}]({link})**: {count} messages since {since}."
+CATCHUP_DM_HEADER = "**Catch-up** across {sessions} of your sessions, busiest first."
+CATCHUP_MORE = "_…and {more} more sessions with news: run `!catchup` in each._"
+CATCHUP_NO_MODEL = "No model answered, so here are the messages that matter most:"
+CATCHUP_LINE = "- **{name}**: {text} — [link]({link})"

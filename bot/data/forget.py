@@ -53,6 +53,7 @@ USER_COLUMNS: dict[str, Table] = {
     "room_members": Table(_SESSION_ROOMS, {"user_id": "delete"}),
     # Who was told a message of theirs could not be decrypted: theirs alone.
     "undecryptable_notices": Table(_SESSION_ROOMS, {"sender": "delete"}),
+    "read_markers": Table(_SESSION_ROOMS, {"user_id": "delete"}),
     "action_notices": Table(
         "action_id IN (SELECT id FROM actions WHERE workspace_id = $1)", {"user_id": "delete"}
     ),

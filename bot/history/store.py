@@ -116,6 +116,60 @@ class HistoryStore:
         )
         return [StoredMessage(**dict(row)) for row in rows]
 
+    async def read_up_to(
+        self, room_id: str, user_id: str, marker_event: str | None
+    ) -> tuple[int, bool]:
+        """The last seq this person has seen here — their read marker's message, or their own
+        latest message (one who writes has read what came before; a command to the bot, like
+        `!catchup` itself, says nothing of it), whichever is later — and whether the marker's
+        event is a message of the history (a receipt may be on a reaction or a state event:
+        then its time says more). A marker on the person's own message is the homeserver's
+        implicit receipt for what they sent, not their reading: it counts as no marker."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT (SELECT seq FROM messages WHERE room_id = $1 AND event_id = $3
+                    AND sender <> $2) AS marked,
+                   (SELECT max(seq) FROM messages WHERE room_id = $1 AND sender = $2
+                    AND NOT is_command) AS own,
+                   EXISTS (SELECT FROM messages WHERE room_id = $1 AND event_id = $3
+                           AND sender = $2) AS implicit
+            """,
+            room_id,
+            user_id,
+            marker_event,
+        )
+        assert row is not None
+        return max(row["marked"] or 0, row["own"] or 0), row["marked"] is not None or row[
+            "implicit"
+        ]
+
+    async def since(
+        self,
+        room_id: str,
+        *,
+        after_seq: int = 0,
+        after: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[StoredMessage]:
+        """Messages after a seq and (if given) sent after a time, oldest first, at most
+        `limit` (the latest ones)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT * FROM (
+                SELECT seq, event_id, sender, kind, body, sent_at, edited_at,
+                       redacted_at IS NOT NULL AS redacted, is_command
+                FROM messages
+                WHERE room_id = $1 AND seq > $2 AND ($3::timestamptz IS NULL OR sent_at > $3)
+                ORDER BY seq DESC LIMIT $4
+            ) last ORDER BY seq
+            """,
+            room_id,
+            after_seq,
+            after,
+            limit,
+        )
+        return [StoredMessage(**dict(row)) for row in rows]
+
     async def recent(self, room_id: str, limit: int) -> list[StoredMessage]:
         """The last `limit` messages, oldest first."""
         rows = await self._pool.fetch(

@@ -150,6 +150,18 @@ class RoomStore:
         )
         return str(room_id) if room_id is not None else None
 
+    async def joined_by(self, user_id: str, room_ids: list[str]) -> set[str]:
+        """Which of these rooms this person is in (by the rooms' member events)."""
+        rows = await self._pool.fetch(
+            """
+            SELECT room_id FROM room_members
+            WHERE user_id = $1 AND membership = 'join' AND room_id = any($2::text[])
+            """,
+            user_id,
+            room_ids,
+        )
+        return {row["room_id"] for row in rows}
+
     async def joined(self) -> list[str]:
         rows = await self._pool.fetch("SELECT room_id FROM rooms WHERE membership = 'join'")
         return [row["room_id"] for row in rows]

@@ -19,7 +19,7 @@ import pytest
 
 from appservice.transactions import Transaction
 from bot import app as app_module
-from bot import catchup
+from bot import missed_events
 from bot.app import Doryo
 from bot.core.config import write_config
 from bot.core.errors import DatabaseError
@@ -146,9 +146,9 @@ async def test_event_never_pushed_is_caught_up(
     await wait_for_replies(alice, room, [after], timeout=30, bot_db=bot.ctx.db)
     assert await bot.inbox.known([lost]) == set()
 
-    assert await bot.catchup.recent_rooms(catchup.ROUTINE) == 1
+    assert await bot.missed.recent_rooms(missed_events.ROUTINE) == 1
     await wait_for_replies(alice, room, [lost, after], timeout=30, bot_db=bot.ctx.db)
-    assert await bot.catchup.recent_rooms(catchup.ROUTINE) == 0  # found once
+    assert await bot.missed.recent_rooms(missed_events.ROUTINE) == 0  # found once
     assert_one_reply_each(alice, room, [lost, after], bot_id)
 
 

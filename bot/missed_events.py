@@ -36,7 +36,7 @@ PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 5.0
 
 
-class CatchUp:
+class MissedEvents:
     def __init__(
         self, matrix: MatrixAPI, inbox: InboxStore, wake: Callable[[Sequence[str]], None]
     ) -> None:
