@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 500
 """Unread messages read at most per session (the latest ones)."""
-DM_SESSIONS = 8
+DM_SESSIONS = 5
 """Sessions covered at most by a catch-up in the DM."""
 SHOWN_WITHOUT_MODEL = 8
-SECTION_CHARS = 4000
+SECTION_CHARS = 2500
 """A section's summary is cut there: the whole notice must fit one event."""
 
 _WINDOW = re.compile(r"^(\d{1,4})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)$")
