@@ -22,7 +22,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import aiohttp
@@ -137,10 +136,6 @@ class Undecryptable(Exception):
         self.session_id = session_id
 
 
-Members = Callable[[str], Awaitable[list[str]]]
-"""The people a room's key goes to: those joined or invited, read from the room's state."""
-
-
 class Encryption:
     def __init__(
         self, config: Config, pool: asyncpg.Pool, http: aiohttp.ClientSession, database_url: str
@@ -205,6 +200,9 @@ class Encryption:
             await self.machine.share_keys()
             log.info("encryption: made device %s for %s", self.client.device_id, self.user_id)
         elif not self.machine.account.shared or not await self._keys_on_server():
+            # Never shared, or the device was deleted on the homeserver (made again above,
+            # without keys): its identity keys go up again with new one-time keys.
+            self.machine.account.shared = False
             await self.machine.share_keys()
         else:
             log.info("encryption: device %s of %s loaded", self.client.device_id, self.user_id)

@@ -615,3 +615,22 @@ async def test_an_encrypted_redaction_is_a_forgery_and_changes_nothing(
     assert stored == FACT
     await alice.step()
     assert not [e for e in notices_from(alice, bot_id) if "could not read" in e.body]
+
+
+async def test_a_device_deleted_on_the_homeserver_gets_its_keys_back_at_the_next_start(
+    alice: EncryptedUser, encrypted_config: Callable[..., Config], local_embedder: LocalEmbedder
+) -> None:
+    """An admin deletes the bot's device (its keys go with it): the next start makes it again
+    under the same ID and uploads its identity keys, instead of running a keyless device."""
+    config = encrypted_config()
+    bot_id = config.bot_user_id
+    async with running_bot(config, local_embedder) as bot:
+        assert bot.ctx.encryption is not None
+        device = bot.ctx.encryption.device_id
+        await bot.ctx.encryption.client.api.request(Method.DELETE, ApiPath.v3.devices[device])
+    async with running_bot(config, local_embedder) as bot:
+        assert bot.ctx.encryption is not None and bot.ctx.encryption.device_id == device
+        keys = await alice.query_keys(bot_id)
+        assert device in keys["device_keys"][bot_id]
+        room_id = await encrypted_dm(alice, bot)
+        assert "Pong" in await command(alice, room_id, "!ping", bot_id)
