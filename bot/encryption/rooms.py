@@ -84,8 +84,12 @@ class RoomEncryption(StateStore):
                 await self._pool.execute(
                     "UPDATE rooms SET encryption_checked = true WHERE room_id = $1", room_id
                 )
-        # A state event seen meanwhile wins: encryption is never turned off.
-        return self._known.setdefault(room_id, found) or found
+        # Encryption is never turned off: whichever of this read and a state event seen
+        # meanwhile says "encrypted" wins.
+        if found is not None:
+            self._known[room_id] = found
+            return found
+        return self._known.setdefault(room_id, None)
 
     async def is_encrypted(self, room_id: RoomID) -> bool:
         return await self.content(room_id) is not None
