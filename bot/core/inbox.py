@@ -10,6 +10,7 @@ runs again at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -391,6 +392,10 @@ class Inbox:
         self._taker = _Rerun(self.take_in_crypto, "take in the journaled encryption parts")
 
     async def store_transaction(self, txn: Transaction) -> bool:
+        if self._crypto is None and txn.crypto is not None:
+            # Encryption off: nothing would ever take this part in (device-list changes come
+            # whenever the registration asks for them).
+            txn = dataclasses.replace(txn, crypto=None)
         is_new = await self._store.store_transaction(txn)
         if is_new and self._crypto is not None:
             # Before the 200: a room turned encrypted is encrypted for every reply from now on.

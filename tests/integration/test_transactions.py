@@ -283,3 +283,24 @@ async def test_a_database_glitch_mid_event_is_retried_a_bug_is_not_forever(bot: 
     assert [r["state"] for r in rows] == ["done", "failed"]
     assert calls[glitchy] == 3
     assert calls[broken] == UNSURE_RETRIES + 1
+
+
+async def test_encryption_parts_are_not_journaled_when_encryption_is_off(bot: Doryo) -> None:
+    """The registration asks for device lists (MSC3202) whether encryption is on or not: with
+    it off, nothing would take them in, and the journal would keep them for ever."""
+    assert bot.ctx.encryption is None
+    event = room_event(1)
+    txn = uuid.uuid4().hex
+    body = {
+        "events": [event],
+        "org.matrix.msc3202.device_lists": {"changed": ["@someone:localhost"]},
+        "de.sorunome.msc2409.to_device": [
+            {"type": "m.room.encrypted", "sender": "@someone:localhost", "content": {}}
+        ],
+    }
+    assert (await put(bot, txn, body))[0] == 200
+    assert len(await stored(bot, event["event_id"])) == 1
+    kept = await bot.ctx.db.fetchval(
+        "SELECT crypto FROM appservice_transactions WHERE txn_id = $1", txn
+    )
+    assert kept is None
