@@ -118,3 +118,27 @@ async def test_catchup_in_the_dm_covers_every_session_busiest_first(
         other, lambda e: "works in a session" in e.get("content", {}).get("body", "")
     )
     assert reply
+
+
+async def test_a_member_removed_from_the_space_catches_up_on_nothing(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    """Kicked from the space but left in the session (the setting off): the room's past after
+    the kick is not theirs to have summarised — in the session nor from the DM."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    await command(team.alice, session, "!ws settings remove_from_sessions off")
+    bob_dm = await bob.create_room(
+        invite=[bot.config.bot_user_id], is_direct=True, preset="trusted_private_chat"
+    )
+    await bob.wait_for(bob_dm, lambda e: e["sender"] == bot.config.bot_user_id)
+    await team.alice.request(
+        "POST", f"/v3/rooms/{quote(team.space)}/kick", {"user_id": bob.user_id}
+    )
+    await bot.idle(20)
+    await team.alice.send_text(session, "The vault code is 7431")
+    await bot.idle(20)
+    model_server.script(Answer("- The vault code [1]."))
+
+    assert "Only members" in await command(bob, session, "!catchup")
+    assert "Nothing new" in await command(bob, bob_dm, "!catchup")
+    assert not chat_prompts(model_server), "a removed member's catch-up reached the model"
