@@ -25,3 +25,12 @@ class EncryptionUnavailable(HomeserverUnavailable):
     """An encrypted room's message cannot be sent or read yet (the bot's keys are still
     loading, or the room's members could not be read): retrying may succeed. Never a reason to
     send in the clear."""
+
+
+class MediaTooLarge(MatrixError):
+    """A file of the media repository is larger than the caller takes."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"the file is {size} bytes or more, over the limit of {limit}")

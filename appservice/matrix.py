@@ -23,7 +23,7 @@ from mautrix.errors import MatrixConnectionError
 from mautrix.errors import MatrixRequestError as MautrixRequestError
 from mautrix.types import UserID
 
-from appservice.errors import HomeserverUnavailable, MatrixRequestError
+from appservice.errors import HomeserverUnavailable, MatrixRequestError, MediaTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ ENCRYPTION_STATE: JSON = {
 
 MESSAGE_TYPES = ["m.room.message", "m.room.encrypted"]
 """A timeline filter for messages: in an encrypted room they are m.room.encrypted until read."""
+
+_MXC = re.compile(r"^mxc://([A-Za-z0-9.:\[\]-]{1,255})/([A-Za-z0-9_-]{1,255})$")
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
     ["table", "strikethrough"]
@@ -346,6 +348,53 @@ class MatrixAPI:
             timeout=max(self.timeout, 120),
         )
         return str(result["content_uri"])
+
+    async def download(self, mxc: str, *, max_bytes: int, timeout: float = 120) -> bytes:
+        """A file of the media repository, through authenticated media (/_matrix/client/v1,
+        which Synapse requires for new media), read up to `max_bytes` (MediaTooLarge past it:
+        the size the sender's client announced is not trusted)."""
+        match = _MXC.match(mxc)
+        if match is None:
+            raise MatrixRequestError(400, "M_INVALID_PARAM", f"not an mxc:// URI: {mxc[:80]!r}")
+        server, media_id = match.groups()
+        url = f"{self.base_url}/_matrix/client/v1/media/download/{server}/{media_id}"
+        what = f"download {mxc}"
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                self._session.get(
+                    url,
+                    headers={"Authorization": f"Bearer {self._as_token}"},
+                    params={"allow_redirect": "true"},
+                ) as response,
+            ):
+                if response.status >= 500 or response.status == 429:
+                    raise HomeserverUnavailable(f"{what}: HTTP {response.status}")
+                if response.status != 200:
+                    try:
+                        error = await response.json(content_type=None)
+                    except (ValueError, aiohttp.ClientError):
+                        error = {}
+                    error = error if isinstance(error, dict) else {}
+                    raise MatrixRequestError(
+                        response.status,
+                        str(error.get("errcode", "M_UNKNOWN")),
+                        str(error.get("error", "")),
+                    )
+                if (response.content_length or 0) > max_bytes:
+                    raise MediaTooLarge(response.content_length or 0, max_bytes)
+                chunks = []
+                total = 0
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise MediaTooLarge(total, max_bytes)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except TimeoutError:
+            raise HomeserverUnavailable(f"{what}: timed out") from None
+        except aiohttp.ClientError as e:
+            raise HomeserverUnavailable(f"{what}: {e}") from None
 
     async def send_text(
         self, room_id: str, body: str, *, txn_id: str | None = None, **kwargs: Any

@@ -44,6 +44,8 @@ from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
 from bot.data import deletion
+from bot.documents.reader import DocumentReader
+from bot.documents.store import DocumentStore
 from bot.encryption.machine import Encryption
 from bot.events import EventHandler, addressing, router_rules
 from bot.followups import scheduler as followups
@@ -211,7 +213,10 @@ class Doryo:
         early = None
         if memory is not None and config.agent.memories:
             early = EarlyQuestions(memory, router_rules(config), addressing(config))
-        self.ctx = Context.of(services, actions=actions, letta=letta, early_questions=early)
+        documents = DocumentReader(services, DocumentStore(pool))
+        self.ctx = Context.of(
+            services, actions=actions, letta=letta, early_questions=early, documents=documents
+        )
         self.inbox = self.ctx.inbox
         handler = EventHandler(self.ctx)
         self.dispatcher = Dispatcher(
@@ -359,6 +364,8 @@ class Doryo:
         if self.ctx.letta is not None:
             self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
         self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
+        if self.ctx.memory is not None:
+            self._loops.spawn(self.ctx.documents.run(), "documents")
         self._loops.spawn(self.missed.watch(), "catch up after homeserver outages")
 
     async def _start_encryption(self) -> bool:

@@ -29,6 +29,7 @@ from bot.core.inbox import InboxStore
 from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
+from bot.documents.reader import DocumentReader
 from bot.encryption.machine import Encryption
 from bot.followups.store import FollowupStore
 from bot.history.read_markers import ReadMarkerStore
@@ -108,6 +109,8 @@ class Context(Services):
     """Letta agents (bot.letta); None when Letta is off (letta.base_url empty)."""
     early_questions: EarlyQuestions | None = None
     """@ask questions whose embedding started as they arrived; None without memory."""
+    documents: DocumentReader
+    """Files shared in sessions, read into memory in the background (bot.documents)."""
 
     @classmethod
     def of(cls, services: Services, **features: Any) -> Context:

@@ -100,6 +100,43 @@ class MatrixClient:
         content = {"msgtype": "m.text", "body": body, **extra}
         return await self.send(room_id, "m.room.message", content, retry_for=retry_for)
 
+    async def upload(self, data: bytes, filename: str, content_type: str) -> str:
+        """A file in the media repository; its mxc:// URI."""
+        url = f"{self.homeserver}/_matrix/media/v3/upload"
+        async with self._session.post(
+            url,
+            data=data,
+            params={"filename": filename},
+            headers={"Content-Type": content_type},
+        ) as response:
+            body = await response.json(content_type=None)
+            if response.status >= 400:
+                raise MatrixClientError(response.status, body)
+            return str(body["content_uri"])
+
+    async def send_file(
+        self,
+        room_id: str,
+        filename: str,
+        data: bytes,
+        mimetype: str,
+        *,
+        size: int | None = None,
+        **extra: Any,
+    ) -> str:
+        """Post a file as Element does: uploaded, then an m.file with its name, type and size
+        (`size`: what the message claims, if not the truth)."""
+        url = await self.upload(data, filename, mimetype)
+        content = {
+            "msgtype": "m.file",
+            "body": filename,
+            "filename": filename,
+            "url": url,
+            "info": {"mimetype": mimetype, "size": len(data) if size is None else size},
+            **extra,
+        }
+        return await self.send(room_id, "m.room.message", content)
+
     async def set_presence(self, presence: str, status_msg: str | None = None) -> None:
         body: JSON = {"presence": presence}
         if status_msg is not None:

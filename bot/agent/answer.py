@@ -48,9 +48,12 @@ class Source:
     sender: str | None = None
     said_at: datetime | None = None
     text: str | None = None
+    place: str | None = None
+    """A document's name and place in it ("spec.pdf, p. 4")."""
 
     def line(self, default_room: str, domain: str) -> str:
-        """`- [2] dana, 2 Dec: “We launch on March 3rd…”`, the number linking to the event."""
+        """`- [2] dana, 2 Dec: “We launch on March 3rd…”`, the number linking to the event;
+        a document's piece: `- [3] spec.pdf, p. 4 — dana, 2 Dec: “…”`."""
         link = event_link(self.room_id or default_room, self.event_id, domain)
         parts = []
         if self.sender:
@@ -62,6 +65,8 @@ class Source:
                 )
             )
         about = ", ".join(parts)
+        if self.place:
+            about = f"**{inline(self.place, 90)}**" + (f" — {about}" if about else "")
         quote = f"“{inline(self.text, 90)}”" if self.text else ""
         return f"- [[{self.number}]]({link}) {about}{': ' if about and quote else ''}{quote}"
 

@@ -40,6 +40,7 @@ from bot.agent.answer import (
 from bot.agent.choice import blueprint_for
 from bot.blueprints import Blueprint
 from bot.commands.call import CommandCall
+from bot.commands.outputs import inline
 from bot.core import strings
 from bot.core.errors import (
     BudgetExceeded,
@@ -285,7 +286,13 @@ def source(number: int, hit: MemoryHit) -> Source | None:
     if not item.event_id:
         return None
     return Source(
-        number, item.room_id or "", item.event_id, item.sender, item.created_at, item.text
+        number,
+        item.room_id or "",
+        item.event_id,
+        item.sender,
+        item.created_at,
+        item.text,
+        place=item.place,
     )
 
 
@@ -323,7 +330,8 @@ def memory_only_text(reason: str, hits: Sequence[MemoryHit], domain: str) -> str
             else ""
         )
         text = item.text if len(item.text) < 300 else item.text[:297] + "…"
-        lines.append(f"{n}. {text} _({who}{item.created_at:%Y-%m-%d})_{link}")
+        where = f"{inline(item.place, 90)}, " if item.place else ""
+        lines.append(f"{n}. {text} _({where}{who}{item.created_at:%Y-%m-%d})_{link}")
     return "\n".join(lines)
 
 
@@ -416,6 +424,7 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
                     h.item.room_id,
                     h.item.event_id,
                     *_before_and_after(h, around),
+                    place=h.item.place,
                 )
                 for h in hits
             ],

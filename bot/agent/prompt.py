@@ -45,6 +45,8 @@ class Memory:
     """What people said just before it in its session (a message's context: what "it" or
     "today" refers to, the question it answers)."""
     after: tuple[Line, ...] = ()
+    place: str | None = None
+    """A document's piece: the file's name and where in it (its sender's words, quoted)."""
 
 
 def display_name(user_id: str) -> str:
@@ -125,7 +127,10 @@ def build(
         for n, memory in enumerate(memories, start=1):
             who = f"{name[memory.sender]}, " if memory.sender else ""
             when = memory.created_at.strftime("%Y-%m-%d")
-            parts.append(f"[{n}] ({memory.kind}, {who}{when}) «{quoted(memory.text)}»")
+            label = f"{memory.kind}, {who}"
+            if memory.place:
+                label = f"document «{quoted(memory.place)}», shared by {who or 'someone, '}"
+            parts.append(f"[{n}] ({label}{when}) «{quoted(memory.text)}»")
             for label, around in (("just before it", memory.before), ("just after", memory.after)):
                 for line in around:
                     text = quoted(line.text)

@@ -196,10 +196,17 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec(
         "forget",
-        "!forget ID  ·  !forget me",
-        "Remove a memory item; or everything you said, in every workspace",
+        "!forget ID  ·  !forget dN  ·  !forget me",
+        "Remove a memory item, or a document (dN, from !docs); or everything you said, in "
+        "every workspace",
         "host or author; anyone for themselves",
-        (_arg("id", "The memory item's ID, or me"),),
+        (_arg("id", "The memory item's ID, a document's dN, or me"),),
+    ),
+    CommandSpec(
+        "docs",
+        "!docs",
+        "Documents shared in the workspace's sessions and read into its memory",
+        "member",
     ),
     CommandSpec(
         "memory",

@@ -22,6 +22,7 @@ from bot.core import strings
 from bot.core.replies import Replier
 from bot.data import commands as data
 from bot.data import deletion
+from bot.documents import commands as documents
 from bot.memory import commands as memory
 from bot.sessions import adoption
 from bot.sessions import commands as sessions
@@ -92,6 +93,7 @@ HANDLERS: dict[str, CommandHandler] = {
     "agent use": agent.agent_use,
     "usage": agent.usage,
     "catchup": catchup.catchup,
+    "docs": documents.docs,
     "blueprint": blueprints.blueprint_group,
     "blueprint list": blueprints.blueprint_list,
     "blueprint show": blueprints.blueprint_show,

@@ -367,6 +367,21 @@ class MemoryConfig(_Section):
     exact_search_below: int = Field(default=4_000, ge=0, le=10_000_000)
     fulltext_max_matches: int = Field(default=200, ge=1, le=1_000_000)
     fulltext_min_match: float = Field(default=0.5, ge=0, le=1)
+    fetch_links: bool = False
+    """Read the web pages people's messages link to into memory (bot.documents.links)."""
+
+
+class DocumentsConfig(_Section):
+    enabled: bool = True
+    max_bytes: int = Field(default=25_000_000, ge=1_000, le=2_000_000_000)
+    max_pages: int = Field(default=500, ge=1, le=100_000)
+    max_chars: int = Field(default=2_000_000, ge=1_000, le=200_000_000)
+    read_timeout: float = Field(default=120, gt=0, le=3600)
+    progress_pages: int = Field(default=20, ge=1, le=100_000)
+    link_max_bytes: int = Field(default=2_000_000, ge=1_000, le=100_000_000)
+    link_timeout: float = Field(default=10, gt=0, le=120)
+    unsafe_links_to_loopback: bool = False
+    """For tests only: links to 127.0.0.1 are fetched (never private or other addresses)."""
 
 
 _TOOLKIT = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -489,6 +504,7 @@ class Config(_Section):
     llm: LlmConfig
     embeddings: EmbeddingsConfig
     memory: MemoryConfig = MemoryConfig()
+    documents: DocumentsConfig = DocumentsConfig()
     composio: ComposioConfig
     letta: LettaConfig
     encryption: EncryptionConfig = EncryptionConfig()

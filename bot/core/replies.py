@@ -107,8 +107,11 @@ class Replier:
         *,
         retried: bool = False,
         content: JSON | None = None,
+        purpose: str = "",
     ) -> None:
-        """`content`: the answered event's, when at hand (its thread, without asking)."""
+        """`content`: the answered event's, when at hand (its thread, without asking).
+        `purpose`: what else answers the same event apart from its handling (the reading of
+        a shared file): its messages get transaction IDs of their own."""
         self.matrix = matrix
         self.room_id = room_id
         self.event_id = event_id
@@ -119,7 +122,8 @@ class Replier:
             _remember_root(room_id, event_id, root)
         self._sent = sent
         self._retried = retried
-        self._digest = hashlib.sha256(event_id.encode()).hexdigest()[:24]
+        key = f"{purpose}:{event_id}" if purpose else event_id
+        self._digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self._count = 0
 
     def next_txn_id(self) -> str:

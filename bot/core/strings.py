@@ -653,3 +653,50 @@ CATCHUP_DM_HEADER = "**Catch-up** across {sessions} of your sessions, busiest fi
 CATCHUP_MORE = "_…and {more} more sessions with news: run `!catchup` in each._"
 CATCHUP_NO_MODEL = "No model answered, so here are the messages that matter most:"
 CATCHUP_LINE = "- **{name}**: {text} — [link]({link})"
+
+# Documents (bot.documents)
+DOC_READING = "📄 Reading **{name}** — {done}/{total} {unit}…"
+DOC_READ = "📄 Read **{name}**{pages}: {pieces} in memory{extra}."
+DOC_READ_PAGES = " ({pages} pages)"
+DOC_READ_REPLACED = ", replacing the earlier version"
+DOC_READ_EMPTY_PAGES = "; {empty} of {pages} pages had no text (scanned?) and were left out"
+DOC_SKIPPED = "📄 I did not read **{name}**: {reason}"
+DOC_WHY_UNSUPPORTED = (
+    "I read PDF, Word (.docx), Markdown, text, CSV, HTML and code files, not {what}."
+)
+DOC_WHY_BINARY = "it is not a text file."
+DOC_WHY_BROKEN = "the file is damaged or not what its name says ({error})."
+DOC_WHY_PROTECTED = "it is password-protected. Share a copy without a password to have it read."
+DOC_WHY_TOO_BIG = "it is {size}, over the {limit} limit for documents (`documents.max_bytes`)."
+DOC_WHY_TOO_MANY_PAGES = (
+    "it has {pages} pages, over the {limit}-page limit for documents (`documents.max_pages`)."
+)
+DOC_WHY_TOO_MUCH_TEXT = (
+    "it holds {chars:,} characters of text, over the {limit:,} limit (`documents.max_chars`)."
+)
+DOC_WHY_UNPACKED = "it unpacks to more than a document should; it may be a zip bomb."
+DOC_WHY_MEMORY = "reading it took more memory than a document should."
+DOC_WHY_NO_TEXT = (
+    "it has no text to read — it looks like a scan or only images. Share a version with text "
+    "(or run it through OCR)."
+)
+DOC_WHY_SLOW = "reading it took longer than {seconds:g} s (`documents.read_timeout`)."
+DOC_WHY_UNDECRYPTABLE = "its encrypted file could not be decrypted with the key in its message."
+DOC_WHY_GONE = "the homeserver no longer has the file ({error})."
+DOC_WHY_NOT_MEMBER = "only members of the workspace **{workspace}** add documents to its memory."
+DOC_WHY_ATTEMPTS = "reading it failed {attempts} times; the log says why."
+DOCS_HEADER = "**Documents of {name}** ({count}), newest first:"
+DOCS_LINE = "- `{id}` [{doc}]({link}) — {who}, {when}: {state}"
+DOCS_STATE_DONE = "{pieces} pieces"
+DOCS_STATE_DONE_PAGES = "{pages} pages, {pieces} pieces"
+DOCS_STATE_WAITING = "waiting to be read"
+DOCS_STATE_READING = "being read"
+DOCS_STATE_SKIPPED = "not read: {reason}"
+DOCS_NONE = (
+    "No documents in **{name}** yet. Share a file (PDF, Word, Markdown, text, CSV, HTML, code) "
+    "in a session and I will read it."
+)
+DOCS_MORE = "…and {more} more."
+DOCS_FORGET_HINT = "`!forget ID` (host) removes one from memory."
+DOC_FORGOTTEN = "Forgot the document **{name}** ({pieces} pieces)."
+DOC_UNKNOWN = "There is no document `{id}` in this workspace: `!docs` lists them."

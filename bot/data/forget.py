@@ -59,6 +59,8 @@ USER_COLUMNS: dict[str, Table] = {
     ),
     "followups": Table(_OWN, {"created_by": "delete", "recipient": "delete"}),
     "memory_items": Table(_OWN, {"sender": "delete", "author": "delete"}),
+    # The files they shared: the pieces went with memory_items (their sender).
+    "documents": Table(_OWN, {"sender": "delete"}),
     # The text goes (below); the row stays with a pseudonym.
     "messages": Table(_SESSION_ROOMS, {"sender": "pseudonym"}),
     "sessions": Table(

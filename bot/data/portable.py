@@ -50,6 +50,7 @@ RECORDS: tuple[Record, ...] = (
     Record("session", "sessions", _OWN),
     Record("message", "messages", _SESSION_ROOMS),
     Record("memory", "memory_items", _OWN),
+    Record("document", "documents", _OWN),
     Record("action", "actions", _OWN),
     Record("tool_run", "tool_runs", _OWN),
     Record("task", "tasks", _OWN),

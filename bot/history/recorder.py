@@ -90,6 +90,8 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
     if kind == "user" and not to_the_bot(content, ctx):
         if not await _answers_the_bot(ctx, session, content):
             await _remember(ctx, session, event, body)
+        if ctx.memory is not None:
+            await ctx.documents.shared(session, event)
     elif kind == "agent":
         answer = content.get(ANSWER_KEY)
         if isinstance(answer, Mapping) and answer.get("status") == "done":
@@ -115,6 +117,7 @@ async def _redact(ctx: Context, session: Session, event: Mapping[str, Any], targ
         return
     if await ctx.history.redact(target):
         log.debug("history: %s redacted", target)
+    await ctx.documents.forget(session.workspace_id, target)
     if ctx.memory is not None:
         await ctx.memory.indexer.delete_event(session.workspace_id, target)
 

@@ -50,6 +50,9 @@ async def forget(call: CommandCall) -> None:
         await forget_me(call, confirmed=words[1:] == ["confirm"])
         return
     raw = call.command.text.strip().lstrip("#")
+    if raw[:1].lower() == "d" and (document_id := number(raw[1:])) is not None:
+        await _forget_document(call, raw, document_id)
+        return
     if (item_id := number(raw)) is None:
         raise UserError(strings.USAGE.format(usage=BY_NAME["forget"].usage))
     memory = _memory(call)
@@ -57,6 +60,12 @@ async def forget(call: CommandCall) -> None:
     item = await memory.get(workspace.id, item_id)
     if item is None:
         raise UserError(strings.NO_SUCH_MEMORY.format(id=raw))
+    if item.kind == "document" and item.event_id is not None:
+        # A piece of a document: the document goes, as with !forget dN.
+        document = await call.ctx.documents.store.get(workspace.id, item.event_id)
+        if document is not None:
+            await _forget_document(call, f"d{document.id}", document.id)
+            return
     if (
         item.author != call.sender
         and await current_role(call.ctx, workspace, call.sender) != "host"
@@ -64,6 +73,25 @@ async def forget(call: CommandCall) -> None:
         raise PermissionDenied(strings.FORGET_WHO.format(host=workspace.host))
     await memory.forget(workspace.id, item.id)
     await call.reply.send_notice(strings.FORGOTTEN.format(id=item.id))
+
+
+async def _forget_document(call: CommandCall, raw: str, document_id: int) -> None:
+    """A shared document's pieces and record (the file's message stays in the room): the
+    host's or its sharer's to do."""
+    workspace = await require_workspace(call.ctx, call.room_id, call.sender)
+    documents = call.ctx.documents
+    document = await documents.store.by_id(workspace.id, document_id)
+    if document is None:
+        raise UserError(strings.DOC_UNKNOWN.format(id=inline(raw, 20)))
+    if (
+        document.sender != call.sender
+        and await current_role(call.ctx, workspace, call.sender) != "host"
+    ):
+        raise PermissionDenied(strings.FORGET_WHO.format(host=workspace.host))
+    await documents.forget(workspace.id, document.event_id)
+    await call.reply.send_notice(
+        strings.DOC_FORGOTTEN.format(name=inline(document.name, 80), pieces=document.pieces)
+    )
 
 
 async def forget_me(call: CommandCall, *, confirmed: bool) -> None:
@@ -129,7 +157,7 @@ async def search(call: CommandCall) -> None:
         lines.append(
             strings.MEMORY_RESULT.format(
                 id=item.id,
-                kind=item.kind,
+                kind=f"{item.kind}: {inline(item.place, 90)}" if item.place else item.kind,
                 text=inline(item.text, 300),
                 when=item.created_at.strftime("%Y-%m-%d"),
                 link=link,

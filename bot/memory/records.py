@@ -66,6 +66,17 @@ class MemoryItem(NewItem):
     id: int
     updated_at: datetime
 
+    @property
+    def place(self) -> str | None:
+        """A document's piece: the file's name and where in it ("spec.pdf, p. 4")."""
+        if self.kind != "document":
+            return None
+        name = self.metadata.get("document")
+        where = self.metadata.get("place")
+        if not isinstance(name, str):
+            return self.context
+        return f"{name}, {where}" if isinstance(where, str) and where else name
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:

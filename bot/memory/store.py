@@ -167,45 +167,60 @@ class MemoryStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def apply(self, ops: Sequence[WriteOp], *, model: str, dims: int) -> ApplyResult:
-        """Apply writes in order, in one transaction. Vectors are only written when `model`
-        is the recorded one; otherwise the items are stored to be embedded later and
+    async def apply(
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        model: str,
+        dims: int,
+        conn: asyncpg.Connection | None = None,
+    ) -> ApplyResult:
+        """Apply writes in order, in one transaction (the caller's, on `conn`, when given: its
+        other writes and these commit together). Vectors are only written when `model` is the
+        recorded one; otherwise the items are stored to be embedded later and
         `result.mismatch` says why."""
+        if conn is not None:
+            return await self._apply(conn, ops, model=model, dims=dims)
+        async with self._pool.acquire() as own, own.transaction():
+            return await self._apply(own, ops, model=model, dims=dims)
+
+    async def _apply(
+        self, conn: asyncpg.Connection, ops: Sequence[WriteOp], *, model: str, dims: int
+    ) -> ApplyResult:
         result = ApplyResult()
-        async with self._pool.acquire() as conn, conn.transaction():
-            # FOR SHARE: a reindex swapping the vectors table waits for this write, or this
-            # write waits for the swap and then sees the new model (see reindex_swap).
-            record = await read_model(conn, lock="FOR SHARE")
-            result.mismatch = model_mismatch(record, model, dims)
-            with_vectors = record is not None and result.mismatch is None
-            for op in ops:
-                if isinstance(op, Insert):
-                    vectors = op.vectors if with_vectors else None
-                    items = await self._insert(conn, op.items, vectors)
-                    result.inserted += items
-                    if vectors is None:
-                        result.unembedded += len(items)
-                elif isinstance(op, Replace):
-                    vectors = op.vectors if with_vectors else None
-                    items = await self._replace(conn, op, vectors)
-                    result.replaced += len(items)
-                    if vectors is None:
-                        result.unembedded += len(items)
-                elif isinstance(op, DeleteEvent):
-                    result.deleted += await self._delete_event(conn, op.workspace_id, op.event_id)
-                else:
-                    # The items, and the other pieces of their source.
-                    status = await conn.execute(
-                        """
-                        DELETE FROM memory_items m USING memory_items s
-                        WHERE s.workspace_id = $1 AND s.id = ANY($2::bigint[])
-                              AND m.workspace_id = $1
-                              AND (m.id = s.id OR (m.event_id = s.event_id AND m.kind = s.kind))
-                        """,
-                        op.workspace_id,
-                        list(op.ids),
-                    )
-                    result.deleted += int(status.split()[-1])
+        # FOR SHARE: a reindex swapping the vectors table waits for this write, or this
+        # write waits for the swap and then sees the new model (see reindex_swap).
+        record = await read_model(conn, lock="FOR SHARE")
+        result.mismatch = model_mismatch(record, model, dims)
+        with_vectors = record is not None and result.mismatch is None
+        for op in ops:
+            if isinstance(op, Insert):
+                vectors = op.vectors if with_vectors else None
+                items = await self._insert(conn, op.items, vectors)
+                result.inserted += items
+                if vectors is None:
+                    result.unembedded += len(items)
+            elif isinstance(op, Replace):
+                vectors = op.vectors if with_vectors else None
+                items = await self._replace(conn, op, vectors)
+                result.replaced += len(items)
+                if vectors is None:
+                    result.unembedded += len(items)
+            elif isinstance(op, DeleteEvent):
+                result.deleted += await self._delete_event(conn, op.workspace_id, op.event_id)
+            else:
+                # The items, and the other pieces of their source.
+                status = await conn.execute(
+                    """
+                    DELETE FROM memory_items m USING memory_items s
+                    WHERE s.workspace_id = $1 AND s.id = ANY($2::bigint[])
+                          AND m.workspace_id = $1
+                          AND (m.id = s.id OR (m.event_id = s.event_id AND m.kind = s.kind))
+                    """,
+                    op.workspace_id,
+                    list(op.ids),
+                )
+                result.deleted += int(status.split()[-1])
         return result
 
     async def _insert(

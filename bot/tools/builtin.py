@@ -207,7 +207,7 @@ async def search_docs(call: ToolCall, args: SearchDocsArgs) -> ToolResult:
     lines = [
         strings.SEARCH_HIT.format(
             n=n,
-            kind=h.item.kind,
+            kind=f"document {h.item.place}" if h.item.place else h.item.kind,
             text=h.item.text[:500],
             when=h.item.created_at.strftime("%Y-%m-%d"),
         )
