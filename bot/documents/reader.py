@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import asyncpg
 import numpy as np
@@ -45,6 +46,7 @@ from bot.core.config import Config
 from bot.core.errors import EmbeddingError, UserError
 from bot.core.replies import Replier, SentEventStore
 from bot.documents.extract import FORMAT_NAMES, Extracted, Section, Unreadable
+from bot.documents.links import LinkRefused, fetch, first_link
 from bot.documents.store import MAX_ATTEMPTS, Document, DocumentStore
 from bot.memory.embeddings import Vectors
 from bot.memory.indexer import prepare_text
@@ -91,6 +93,13 @@ def file_name(content: Mapping[str, Any]) -> str:
         stem, dot, ext = name.rpartition(".")
         name = (stem[: NAME_CHARS - len(ext) - 2] + "…" + dot + ext) if dot else name[:NAME_CHARS]
     return name or "file"
+
+
+def link_name(url: str) -> str:
+    """A link as `!docs` and citations show it: host and path, without the query."""
+    parts = urlsplit(url)
+    name = "".join(c for c in f"{parts.hostname or ''}{parts.path}".rstrip("/") if c.isprintable())
+    return name[:NAME_CHARS] or "link"
 
 
 def _info(content: Mapping[str, Any]) -> tuple[str | None, int | None]:
@@ -283,6 +292,38 @@ class DocumentReader:
         if not isinstance(source.get("url"), str):
             return False
         mimetype, size = _info(content)
+        kept = ("url", "file", "info", "m.relates_to", "filename", "body")
+        return await self._queue(
+            session,
+            event,
+            name=file_name(content),
+            mimetype=mimetype,
+            size=size,
+            content={k: content[k] for k in kept if k in content},
+        )
+
+    async def linked(self, session: Session, event: Mapping[str, Any], text: str) -> bool:
+        """A message of a session that links to a web page (memory.fetch_links): queue the
+        page of its first link. True if queued."""
+        if not self._ctx.config.memory.fetch_links:
+            return False
+        url = first_link(text)
+        if url is None:
+            return False
+        return await self._queue(
+            session, event, name=link_name(url), mimetype=None, size=None, content={"link": url}
+        )
+
+    async def _queue(
+        self,
+        session: Session,
+        event: Mapping[str, Any],
+        *,
+        name: str,
+        mimetype: str | None,
+        size: int | None,
+        content: Mapping[str, Any],
+    ) -> bool:
         ts = event.get("origin_server_ts")
         added = await self.store.add(
             workspace_id=session.workspace_id,
@@ -292,14 +333,10 @@ class DocumentReader:
             shared_at=datetime.fromtimestamp(ts / 1000, UTC)
             if isinstance(ts, int)
             else datetime.now(UTC),
-            name=file_name(content),
+            name=name,
             mimetype=mimetype,
             size=size,
-            content={
-                k: content[k]
-                for k in ("url", "file", "info", "m.relates_to", "filename", "body")
-                if k in content
-            },
+            content=content,
         )
         if added:
             self._wake.set()
@@ -385,18 +422,25 @@ class DocumentReader:
         if memory is None:
             raise EmbeddingError("the workspace memory is not open")
         settings = ctx.config.documents
+        link = document.content.get("link")
         try:
-            data = await self._download(document)
+            if isinstance(link, str):
+                data, parse_as, mimetype = await self._fetch(link)
+            else:
+                data, parse_as, mimetype = await self._download(document), name, document.mimetype
             extracted = await extract_apart(
                 data,
-                name,
-                document.mimetype,
+                parse_as,
+                mimetype,
                 max_pages=settings.max_pages,
                 max_chars=settings.max_chars,
                 timeout=settings.read_timeout,
             )
         except Unreadable as e:
-            await self._skip(document, progress, reason(e, ctx.config))
+            await self._skip(document, progress, reason(e, ctx.config), tell=link is None)
+            return
+        except LinkRefused as e:
+            await self._skip(document, progress, f"{e}.", tell=False)
             return
         pieces = [
             (section, piece)
@@ -477,6 +521,12 @@ class DocumentReader:
                 )
             )
 
+    async def _fetch(self, url: str) -> tuple[bytes, str, str | None]:
+        """A linked page: its bytes, a name to parse it by, its type (as the site said)."""
+        page = await fetch(url, self._ctx.config.documents)
+        path_name = PurePosixPath(urlsplit(page.url).path).name
+        return page.data, path_name or "page", page.mimetype
+
     async def _download(self, document: Document) -> bytes:
         settings = self._ctx.config.documents
         if document.size is not None and document.size > settings.max_bytes:
@@ -550,8 +600,15 @@ class DocumentReader:
                 chosen[old.event_id] = old
         return list(chosen.values())
 
-    async def _skip(self, document: Document, progress: _Progress, why: str) -> None:
+    async def _skip(
+        self, document: Document, progress: _Progress, why: str, *, tell: bool = True
+    ) -> None:
+        """Not read, for `why`; the room is told (`tell`: a file; a link that could not be
+        read is only listed by !docs: a link to a picture or a login page is no news)."""
         if not await self.store.skip(document.workspace_id, document.event_id, why):
             return
         log.info("documents: %s not read: %s", document.name, why)
-        await progress.post(strings.DOC_SKIPPED.format(name=inline(document.name, 80), reason=why))
+        if tell:
+            await progress.post(
+                strings.DOC_SKIPPED.format(name=inline(document.name, 80), reason=why)
+            )

@@ -91,7 +91,8 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
         if not await _answers_the_bot(ctx, session, content):
             await _remember(ctx, session, event, body)
         if ctx.memory is not None:
-            await ctx.documents.shared(session, event)
+            if not await ctx.documents.shared(session, event):
+                await ctx.documents.linked(session, event, body)
     elif kind == "agent":
         answer = content.get(ANSWER_KEY)
         if isinstance(answer, Mapping) and answer.get("status") == "done":

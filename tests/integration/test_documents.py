@@ -243,3 +243,92 @@ async def test_forget_takes_a_document_and_only_its_sharer_or_the_host_may(
         == 0
     )
     assert "no document `d" in await command(team.alice, session, f"!forget d{document.id}")
+
+
+async def test_a_reading_cut_short_is_finished_at_the_next_start_under_one_notice(
+    homeserver: Homeserver, bot_config: Any, local_embedder: Any, database_url: str
+) -> None:
+    from bot.core import db
+
+    config = bot_config(documents={"progress_pages": 2})
+    async with running_bot(config, local_embedder) as bot:
+        team = await new_team(homeserver, bot)
+        session = await start_session(team, "Long")
+        pages = [f"Chapter {n}. " + filler(120, n) for n in range(3)]
+        event = await team.alice.send_file(session, "long.pdf", pdf(pages), PDF)
+        first = await read(bot, session, event)
+        assert first.status == "done" and first.notice_event_id is not None
+        assert "Read **long.pdf** (3 pages)" in await notice_about(team.alice, session, event)
+    # What a crash after the notice and before the pieces were stored leaves behind.
+    pool = await db.connect(database_url, min_size=0, max_size=1)
+    try:
+        await pool.execute("UPDATE documents SET status = 'reading' WHERE event_id = $1", event)
+        await pool.execute(
+            "DELETE FROM memory_items WHERE event_id = $1 AND kind = 'document'", event
+        )
+    finally:
+        await pool.close()
+    async with running_bot(config, local_embedder) as bot:
+        again = await read(bot, session, event)
+        assert (again.status, again.attempts, again.pieces) == ("done", 2, 3)
+        assert again.notice_event_id == first.notice_event_id
+        await team.alice.sync_once()
+        notices = [e for e in team.alice.timeline[session] if replies_to(e) == event]
+        assert len(notices) == 1, notices
+
+
+async def test_links_are_read_only_when_turned_on_and_only_from_allowed_addresses(
+    homeserver: Homeserver, bot_config: Any, local_embedder: Any, model_server: FakeOpenAI
+) -> None:
+    from aiohttp import web
+
+    async def venue(_: web.Request) -> web.Response:
+        body = "<html><h1>Offsite</h1><p>The offsite is at Quinta da Pacheca, 12 May.</p></html>"
+        return web.Response(text=body, content_type="text/html")
+
+    async def to_private(_: web.Request) -> web.Response:
+        raise web.HTTPFound("http://192.168.1.1/router")
+
+    app = web.Application()
+    app.router.add_get("/offsite", venue)
+    app.router.add_get("/go", to_private)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        # Off (the default): a link is a message like any other, nothing is fetched.
+        async with running_bot(bot_config(), local_embedder) as bot:
+            team = await new_team(homeserver, bot)
+            session = await start_session(team, "Links")
+            event = await team.alice.send_text(session, f"see http://127.0.0.1:{port}/offsite")
+            await bot.idle(30)
+            await bot.ctx.documents.idle(30)
+            assert await bot.ctx.documents.store.get("", event) is None
+            assert await bot.ctx.db.fetchval("SELECT count(*) FROM documents") == 0
+        config = bot_config(
+            memory={"fetch_links": True}, documents={"unsafe_links_to_loopback": True}
+        )
+        async with running_bot(config, local_embedder) as bot:
+            page = await team.alice.send_text(
+                session, f"Details of the offsite: http://127.0.0.1:{port}/offsite."
+            )
+            assert (await read(bot, session, page)).status == "done"
+            private = await team.alice.send_text(session, f"and http://127.0.0.1:{port}/go")
+            refused = await read(bot, session, private)
+            assert refused.status == "skipped"
+            assert refused.reason == "192.168.1.1 is not a public address."
+            model_server.script(Answer("At Quinta da Pacheca [1] [2] [3]."))
+            question = await team.alice.send_text(session, "@ask Where is the offsite?")
+            _, answer = await final_answer(team.alice, session, question)
+            assert "127.0.0.1/offsite, Offsite" in answer["body"], answer["body"]
+            assert "Quinta da Pacheca" in chat_prompts(model_server)[-1]
+            # A link that was not read is listed, not announced.
+            await team.alice.sync_once()
+            assert not [e for e in team.alice.timeline[session] if replies_to(e) == private]
+            assert "192.168.1.1 is not a public address" in await command(
+                team.alice, session, "!docs"
+            )
+    finally:
+        await runner.cleanup()

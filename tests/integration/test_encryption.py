@@ -634,3 +634,69 @@ async def test_a_device_deleted_on_the_homeserver_gets_its_keys_back_at_the_next
         assert device in keys["device_keys"][bot_id]
         room_id = await encrypted_dm(alice, bot)
         assert "Pong" in await command(alice, room_id, "!ping", bot_id)
+
+
+async def upload_as(user: EncryptedUser, data: bytes) -> str:
+    """Ciphertext in the media repository, as Element uploads an encrypted room's file."""
+    import aiohttp
+
+    url = f"{user.homeserver}/_matrix/media/v3/upload"
+    headers = {
+        "Authorization": f"Bearer {user.client.access_token}",
+        "Content-Type": "application/octet-stream",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=data, headers=headers) as response,
+    ):
+        body = await response.json()
+        assert response.status == 200, body
+    return str(body["content_uri"])
+
+
+async def test_a_file_in_an_encrypted_session_is_decrypted_and_read(
+    alice: EncryptedUser, encrypted_bot: Doryo
+) -> None:
+    from nio.crypto.attachments import encrypt_attachment
+
+    from tests.documents import pdf
+    from tests.integration.test_documents import read
+
+    bot = encrypted_bot
+    _, _, session = await encrypted_team(alice, bot)
+    data = pdf(["The encrypted plan says: we launch on June 9."])
+    ciphertext, keys = encrypt_attachment(data)
+    assert b"June 9" not in ciphertext
+    mxc = await upload_as(alice, ciphertext)
+
+    async def share(name: str, file: dict[str, Any]) -> str:
+        return await alice.send(
+            session,
+            name,
+            msgtype="m.file",
+            filename=name,
+            info={"mimetype": "application/pdf", "size": len(data)},
+            file={**file, "url": mxc, "mimetype": "application/pdf"},
+        )
+
+    plan = await share("plan.pdf", keys)
+    assert (await read(bot, session, plan)).status == "done"
+    texts = await bot.ctx.db.fetch(
+        "SELECT text FROM memory_items WHERE event_id = $1 AND kind = 'document'", plan
+    )
+    assert [r["text"] for r in texts] == ["The encrypted plan says: we launch on June 9."]
+
+    # A file whose hash does not match what was uploaded (tampered with on the way) is not
+    # read; its sharer is told, in the encrypted room.
+    forged = await share(
+        "forged.pdf", {**keys, "hashes": {"sha256": keys["hashes"]["sha256"][::-1]}}
+    )
+    document = await read(bot, session, forged)
+    assert document.status == "skipped" and "could not be decrypted" in (document.reason or "")
+    await alice.until(
+        lambda _: any(
+            "could not be decrypted" in str(getattr(e, "body", "")) for e in alice.in_room(session)
+        )
+    )
+    raw = await alice.raw_messages(session, limit=50)
+    assert bot_events_in_clear(raw, bot.config.bot_user_id) == []
