@@ -50,6 +50,33 @@ async def received_at(stack_db: Any, event_id: str) -> float:
     return float(value)
 
 
+async def overhead(s: Any, person: Any, room: str, text: str) -> tuple[float, float]:
+    """One @ask: (ms from its arrival to the model's request, ms from the model's last token to
+    the answer's final form on the homeserver)."""
+    model = s.model
+    question = await person.send_text(room, text)
+    before = len(model.windows)
+    answer, final = await final_answer(person, room, question)
+    # The answer ends done in its last edit, or, posted whole, in itself.
+    done = [
+        e
+        for e in [answer, *person.timeline[room]]
+        if e["event_id"] == answer["event_id"]
+        or e.get("content", {}).get("m.relates_to", {}).get("event_id") == answer["event_id"]
+    ]
+    done_at = [
+        e["origin_server_ts"]
+        for e in done
+        if e["content"].get("m.new_content", e["content"]).get(ANSWER_KEY, {}).get("status")
+        == "done"
+    ]
+    if not done_at:
+        raise SystemExit(f"the answer did not end done: {final}")
+    got = await received_at(s.doryo.ctx.db, question)
+    model_start, model_end = model.windows[before][0], model.windows[-1][1]
+    return (model_start - got) * 1000, (max(done_at) / 1000 - model_end) * 1000
+
+
 async def main(rounds: int, first_token: float) -> None:
     # Limits high enough for the run, but on: their check in Redis is part of every @ask.
     limits = {"requests_per_minute": 100_000, "tokens_per_minute": 100_000_000}
@@ -81,35 +108,10 @@ async def main(rounds: int, first_token: float) -> None:
                     * 1000
                 )
 
-            question = await team.alice.send_text(
-                room, f"@ask which runner built component {n % 17}?"
+            before_model, after_model = await overhead(
+                s, team.alice, room, f"@ask which runner built component {n % 17}?"
             )
-            before = len(model.windows)
-            answer, final = await final_answer(team.alice, room, question)
-            # The answer ends done in its last edit, or, posted whole, in itself.
-            done = [
-                e
-                for e in [answer, *team.alice.timeline[room]]
-                if e["event_id"] == answer["event_id"]
-                or e.get("content", {}).get("m.relates_to", {}).get("event_id")
-                == answer["event_id"]
-            ]
-            done_at = [
-                e["origin_server_ts"]
-                for e in done
-                if e["content"]
-                .get("m.new_content", e["content"])
-                .get(ANSWER_KEY, {})
-                .get("status")
-                == "done"
-            ]
-            if not done_at:
-                raise SystemExit(f"the answer did not end done: {final}")
-            got = await received_at(s.doryo.ctx.db, question)
-            model_start, model_end = model.windows[before][0], model.windows[-1][1]
             if n >= 3:
-                before_model = (model_start - got) * 1000
-                after_model = (max(done_at) / 1000 - model_end) * 1000
                 ask.append(before_model + after_model)
                 parts.append((before_model, after_model))
         print(
