@@ -23,6 +23,7 @@ MAX_ATTEMPTS readings the file is skipped, and the room told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -241,7 +242,14 @@ class _Progress:
         self._last = 0.0
 
     async def post(self, markdown: str) -> None:
-        """The notice's first form, or (posted before) its edit."""
+        """The notice's first form, or (posted before) its edit. A notice the homeserver
+        refuses (the bot may not post there any more) is logged; the reading goes on."""
+        try:
+            await self._post(markdown)
+        except MatrixRequestError as e:
+            log.warning("documents: notice about %s not posted: %s", self._name, e)
+
+    async def _post(self, markdown: str) -> None:
         if self.event_id is not None:
             await self.edit(markdown, force=True)
             return
@@ -383,6 +391,14 @@ class DocumentReader:
                 log.warning("documents: reading %s paused (%s); trying again", document.name, e)
                 await self._requeue(document)
                 await asyncio.sleep(_RETRY_PAUSE)
+            except asyncio.CancelledError:
+                # Stopping is no failure: the reading starts again at the next start, its
+                # attempt not counted.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self.store.requeue(document.workspace_id, document.event_id, count=False)
+                    )
+                raise
             except Exception:
                 log.exception("documents: reading %s failed", document.name)
                 await self._requeue(document)  # skipped once MAX_ATTEMPTS readings failed

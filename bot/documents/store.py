@@ -117,13 +117,18 @@ class DocumentStore:
             )
         )
 
-    async def requeue(self, workspace_id: str, event_id: str) -> None:
-        """An outage stopped the reading: try again later (attempts counts it)."""
+    async def requeue(self, workspace_id: str, event_id: str, *, count: bool = True) -> None:
+        """An outage stopped the reading: try again later (attempts counts it, unless not
+        `count`: the process was stopping)."""
         await self._pool.execute(
-            "UPDATE documents SET status = 'queued', updated_at = now() "
-            "WHERE workspace_id = $1 AND event_id = $2 AND status = 'reading'",
+            """
+            UPDATE documents SET status = 'queued', updated_at = now(),
+                                 attempts = attempts - CASE WHEN $3 THEN 0 ELSE 1 END
+            WHERE workspace_id = $1 AND event_id = $2 AND status = 'reading'
+            """,
             workspace_id,
             event_id,
+            count,
         )
 
     async def set_notice(self, workspace_id: str, event_id: str, notice: str) -> None:

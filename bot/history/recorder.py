@@ -53,6 +53,20 @@ def _replaced(content: Mapping[str, Any]) -> str | None:
     return None
 
 
+MEDIA_TYPES = ("m.image", "m.video", "m.audio")
+
+
+def says_something(content: Mapping[str, Any]) -> bool:
+    """Whether a message's body is words someone wrote: a picture's, video's or sound's body is
+    its caption only when a `filename` other than it is given (MSC2530); otherwise it is just
+    the file's name ("IMG_2041.jpg"), nothing worth remembering. A file's name is kept: "Dana
+    shared budget.xlsx" answers "who has the budget?"."""
+    if content.get("msgtype") not in MEDIA_TYPES:
+        return True
+    filename = content.get("filename")
+    return isinstance(filename, str) and bool(filename) and filename != content.get("body")
+
+
 def _redacted(event: Mapping[str, Any]) -> str | None:
     if event.get("type") != "m.room.redaction":
         return None
@@ -88,7 +102,7 @@ async def record(ctx: Context, session: Session, event: Mapping[str, Any]) -> No
         is_command=is_command,
     )
     if kind == "user" and not to_the_bot(content, ctx):
-        if not await _answers_the_bot(ctx, session, content):
+        if not await _answers_the_bot(ctx, session, content) and says_something(content):
             await _remember(ctx, session, event, body)
         if ctx.memory is not None:
             if not await ctx.documents.shared(session, event):
@@ -249,6 +263,7 @@ async def backfill(ctx: Context, session: Session, *, before: datetime) -> int:
         )
         if seq is not None:
             stored += 1
-            if kind == "user" and not to_the_bot(event["content"], ctx):
+            content = event["content"]
+            if kind == "user" and not to_the_bot(content, ctx) and says_something(content):
                 await _remember(ctx, session, event, body)
     return stored

@@ -332,3 +332,30 @@ async def test_links_are_read_only_when_turned_on_and_only_from_allowed_addresse
             )
     finally:
         await runner.cleanup()
+
+
+async def test_a_pictures_caption_is_remembered_and_its_file_name_is_not(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    team = await new_team(homeserver, bot)
+    session = await start_session(team, "Photos")
+    mxc = await team.alice.upload(b"\x89PNG\r\n\x1a\n" + bytes(64), "board.png", "image/png")
+    image = {"msgtype": "m.image", "url": mxc, "info": {"mimetype": "image/png", "size": 72}}
+    captioned = await team.alice.send(
+        session,
+        "m.room.message",
+        {**image, "body": "The whiteboard: launch moved to June 3", "filename": "board.png"},
+    )
+    bare = await team.alice.send(session, "m.room.message", {**image, "body": "IMG_2041.png"})
+    await bot.idle(30)
+    assert bot.ctx.memory is not None
+    await bot.ctx.memory.indexer.flush(30)
+    rows = await bot.ctx.db.fetch(
+        "SELECT event_id, text, kind FROM memory_items WHERE event_id = ANY($1::text[])",
+        [captioned, bare],
+    )
+    assert [(r["event_id"], r["text"], r["kind"]) for r in rows] == [
+        (captioned, "The whiteboard: launch moved to June 3", "message")
+    ]
+    # Neither is a document: a picture's pixels are not read, and nobody is told otherwise.
+    assert await bot.ctx.db.fetchval("SELECT count(*) FROM documents") == 0
