@@ -37,6 +37,11 @@ ENCRYPTION_STATE: JSON = {
 """The initial state that makes a new room end-to-end encrypted (Megolm, as Element does)."""
 
 MESSAGE_TYPES = ["m.room.message", "m.room.encrypted"]
+
+OWN_ROOM_KEY = "org.doryo.own_room"
+NUDGE_TYPE = "org.doryo.nudge"
+NUDGE_WAIT = 2.5
+"""Seconds from the event that starts Synapse's retries to its first retry (2 s), and a bit."""
 """A timeline filter for messages: in an encrypted room they are m.room.encrypted until read."""
 
 _MXC = re.compile(r"^mxc://([A-Za-z0-9.:\[\]-]{1,255})/([A-Za-z0-9_-]{1,255})$")
@@ -525,6 +530,44 @@ class MatrixAPI:
     async def set_displayname(self, displayname: str) -> None:
         path = Path.v3.profile[self.user_id].displayname
         await self.request(Method.PUT, path, {"displayname": displayname})
+
+    async def nudge_appservice(self, appservice_id: str) -> None:
+        """Make the homeserver deliver to this appservice again now.
+
+        Synapse keeps an appservice it could not reach marked down, across its own restarts,
+        and drops to-device messages for it meanwhile; it starts retrying only when an event
+        for the appservice comes, and then after a backoff. This sends one — in a room of the
+        bot's own, nobody else in it, made once and remembered in its account data — waits for
+        the first retry's delay and asks for a ping, which retries at once."""
+        room_id = await self._own_room()
+        # A state event: never encrypted, even where the homeserver encrypts every room (and
+        # the bot's keys may not be ready: waking the delivery is how they get ready).
+        await self.send_state(room_id, NUDGE_TYPE, {"at": int(time.time() * 1000)})
+        await asyncio.sleep(NUDGE_WAIT)
+        await self.ping_appservice(appservice_id)
+
+    async def _own_room(self) -> str:
+        path = Path.v3.user[self.user_id].account_data[OWN_ROOM_KEY]
+        try:
+            room_id = (await self.request(Method.GET, path)).get("room_id")
+            if (
+                isinstance(room_id, str)
+                and await self.get_state_event(room_id, "m.room.create") is not None
+            ):
+                return room_id  # and still in it
+        except MatrixRequestError as e:
+            if e.status not in (403, 404):
+                raise
+        room_id = await self.create_room(
+            {
+                "preset": "private_chat",
+                "name": "Doryo (internal)",
+                "topic": "The bot's own room: it wakes the homeserver's delivery here.",
+                "creation_content": {"m.federate": False},
+            }
+        )
+        await self.request(Method.PUT, path, {"room_id": room_id})
+        return room_id
 
     async def ping_appservice(self, appservice_id: str) -> float:
         """Ask the homeserver to ping us back; it also retries pending transactions at once.

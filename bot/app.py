@@ -375,7 +375,7 @@ class Doryo:
         delay = 0.5
         while True:
             try:
-                await self.ctx.encryption.start()
+                await self.ctx.encryption.start(nudge=self._nudge_delivery)
                 break
             except ConfigError as e:
                 log.error("encryption: %s", e)
@@ -396,6 +396,9 @@ class Doryo:
             delay = min(delay * 2, 30)
         await self.sink.take_in_crypto()  # what arrived while the device was not ready
         return True
+
+    async def _nudge_delivery(self) -> None:
+        await self.ctx.matrix.nudge_appservice(self.config.appservice.id)
 
     async def _set_up_bot_user(self) -> None:
         matrix = self.ctx.matrix

@@ -697,6 +697,6 @@ DOCS_NONE = (
     "in a session and I will read it."
 )
 DOCS_MORE = "…and {more} more."
-DOCS_FORGET_HINT = "`!forget ID` (host) removes one from memory."
+DOCS_FORGET_HINT = "`!forget dN` (the host, or whoever shared it) removes one from memory."
 DOC_FORGOTTEN = "Forgot the document **{name}** ({pieces} pieces)."
 DOC_UNKNOWN = "There is no document `{id}` in this workspace: `!docs` lists them."

@@ -49,6 +49,8 @@ async def docs(call: CommandCall) -> None:
                 state=state(document),
             )
         )
+    # A blank line first: a line right after a list item would continue that item.
+    lines.append("")
     if total > LISTED:
         lines.append(strings.DOCS_MORE.format(more=total - LISTED))
     lines.append(strings.DOCS_FORGET_HINT)

@@ -22,6 +22,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import aiohttp
@@ -55,7 +56,7 @@ from mautrix.types import (
 )
 from mautrix.util.async_db import Database
 
-from appservice.errors import EncryptionUnavailable
+from appservice.errors import EncryptionUnavailable, MatrixError
 from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.encryption.rooms import RoomEncryption, StateUnknown
@@ -174,9 +175,11 @@ class Encryption:
 
     # Start and stop --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, nudge: Callable[[], Awaitable[None]] | None = None) -> None:
         """Load or make the device and its keys, then check that the homeserver delivers
-        to-device messages and key counts. Raises ConfigError naming what is missing."""
+        to-device messages and key counts. Raises ConfigError naming what is missing.
+        `nudge`: makes the homeserver retry its delivery to the appservice (it may still hold
+        the bot for down: MatrixAPI.nudge_appservice), tried once before giving up."""
         await self._take_ownership()
         self._db = Database.create(
             self._database_url,
@@ -207,7 +210,7 @@ class Encryption:
         else:
             log.info("encryption: device %s of %s loaded", self.client.device_id, self.user_id)
         await self._cross_sign()
-        await self._check_delivery()
+        await self._check_delivery(nudge)
         self.ready.set()
 
     async def _take_ownership(self) -> None:
@@ -284,12 +287,13 @@ class Encryption:
         keys = response.device_keys.get(self.user_id, {}).get(self.client.device_id)
         return keys is not None and len(keys.keys) > 0
 
-    async def _check_delivery(self) -> None:
+    async def _check_delivery(self, nudge: Callable[[], Awaitable[None]] | None) -> None:
         self._ping_nonce = secrets.token_hex(8)
         self._ping_arrived.clear()
         deadline = time.monotonic() + PING_WAIT
         # Sent again every few seconds: Synapse drops to-device messages for an appservice it
-        # has marked down (as after a restart), until its retries find it up again.
+        # has marked down (as after a restart), until its retries find it up again — which,
+        # after its own restart, wait for an event for the appservice: the nudge.
         while not self._ping_arrived.is_set():
             if time.monotonic() > deadline:
                 raise ConfigError(MISSING_TO_DEVICE)
@@ -301,6 +305,14 @@ class Encryption:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(PING_RESEND):
                     await self._ping_arrived.wait()
+            if not self._ping_arrived.is_set() and nudge is not None:
+                log.info("encryption: no to-device delivery yet; waking the homeserver's retries")
+                try:
+                    await nudge()
+                except MatrixError as e:
+                    log.warning("encryption: waking the homeserver's delivery failed: %s", e)
+                nudge = None
+                deadline = max(deadline, time.monotonic() + PING_WAIT)
         try:
             # The homeserver reports the counts of a device that has keys, with the next
             # transaction at the latest (the ping's own, usually).

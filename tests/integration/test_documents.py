@@ -38,8 +38,8 @@ async def read(bot: Doryo, room: str, event_id: str, timeout: float = 60) -> Doc
     return await eventually(over, timeout=timeout)
 
 
-async def notice_about(person: MatrixClient, room: str, event_id: str) -> str:
-    """The bot's notice about a file (after its latest edit)."""
+async def notice_about(person: MatrixClient, room: str, event_id: str, expect: str = "") -> str:
+    """The bot's notice about a file (after its latest edit), once it holds `expect`."""
 
     async def found() -> str | None:
         await person.sync_once(timeout_ms=300)
@@ -55,7 +55,7 @@ async def notice_about(person: MatrixClient, room: str, event_id: str) -> str:
                 and relates.get("event_id") == notice["event_id"]
             ):
                 body = str(e["content"]["m.new_content"]["body"])
-        return body
+        return body if expect in body else None
 
     return await eventually(found, timeout=30)
 
@@ -191,7 +191,7 @@ async def test_a_new_version_replaces_its_sharers_old_one_and_nobody_elses(
         session, "notes.md", b"# Notes\nThe venue is Porto.", "text/markdown"
     )
     assert (await read(bot, session, second)).replaced == first
-    assert "replacing the earlier version" in await notice_about(bob, session, second)
+    assert await notice_about(bob, session, second, "replacing the earlier version")
     # A reply with a file of another name replaces what it answers, too.
     third = await bob.send_file(
         session,
@@ -258,7 +258,7 @@ async def test_a_reading_cut_short_is_finished_at_the_next_start_under_one_notic
         event = await team.alice.send_file(session, "long.pdf", pdf(pages), PDF)
         first = await read(bot, session, event)
         assert first.status == "done" and first.notice_event_id is not None
-        assert "Read **long.pdf** (3 pages)" in await notice_about(team.alice, session, event)
+        assert await notice_about(team.alice, session, event, "Read **long.pdf** (3 pages)")
     # What a crash after the notice and before the pieces were stored leaves behind.
     pool = await db.connect(database_url, min_size=0, max_size=1)
     try:

@@ -700,3 +700,56 @@ async def test_a_file_in_an_encrypted_session_is_decrypted_and_read(
     )
     raw = await alice.raw_messages(session, limit=50)
     assert bot_events_in_clear(raw, bot.config.bot_user_id) == []
+
+
+def appservice_state(synapse_dir: Path) -> str | None:
+    import sqlite3
+
+    with sqlite3.connect(synapse_dir / "homeserver.db") as db:
+        row = db.execute("SELECT state FROM application_services_state").fetchone()
+    return None if row is None else str(row[0])
+
+
+async def test_a_homeserver_that_restarted_thinking_the_bot_down_delivers_again(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    local_embedder: LocalEmbedder,
+) -> None:
+    """Synapse keeps an appservice it could not reach marked down across its own restart, and
+    drops to-device messages for it until an event for it starts its retries — which in a quiet
+    deployment may be never. The bot must wake it rather than stop with a configuration error."""
+    synapse_dir = tmp_path_factory.mktemp("synapse-file")
+    hs = await start_homeserver(synapse_dir, in_memory=False)
+    try:
+        config = make_config(hs, database_url, redis_url, tmp_path, encryption=ENCRYPTION)
+        alice = await hs.user("alice")
+        async with running_bot(config, local_embedder):
+            room = await alice.create_room(invite=[config.bot_user_id], is_direct=True)
+            await alice.wait_for(
+                room,
+                lambda e: (
+                    e.get("state_key") == config.bot_user_id
+                    and e.get("content", {}).get("membership") == "join"
+                ),
+            )
+        # While the bot is away, a message for it cannot be delivered: marked down.
+        await alice.send_text(room, "anyone there?")
+
+        async def marked_down() -> bool:
+            return appservice_state(synapse_dir) == "down"
+
+        await eventually(marked_down, timeout=60)
+        await hs.synapse.restart()
+        async with running_bot(config, local_embedder) as bot:
+            assert bot.failure is None and bot.ctx.encryption is not None
+            assert bot.ctx.encryption.ready.is_set()
+            # The message sent while it was away is handled too.
+            event = await alice.send_text(room, "!ping")
+            assert (
+                "Pong" in (await alice.wait_for_reply(room, event, timeout=30))["content"]["body"]
+            )
+    finally:
+        await hs.close_clients()
+        await hs.synapse.stop()
