@@ -1,0 +1,146 @@
+"""A soak: mixed traffic for a while, the bot's resources printed every minute.
+
+    .venv/bin/python bench/soak.py [--minutes 20] [--rate 4]
+
+Two people in five sessions of a workspace write `--rate` messages a second in all: chatter
+(remembered), and among it `@ask` questions (one in 10), `!ping` (one in 30), `!remember` (one
+in 45) and a small shared document (one in 60). The clients only send (they never sync: their
+timelines would grow in this process, which is the bot's). Every minute: the bot process's RSS
+and its embedding workers' and Synapse's, asyncio tasks, open files, database connections, events
+handled and waiting, memory items. At the end: RSS and task counts after the warm-up (minute 2)
+against the last minute. Target (issue 20): flat — no growth beyond noise, no growing task,
+file or connection counts, no backlog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import random
+import time
+from typing import Any
+
+import psutil
+from harness import stack
+
+from tests.fakes.llm_script import Answer
+from tests.integration.test_actions import team_with_member
+from tests.integration.workspace_helpers import start_session
+
+MB = 1024 * 1024
+
+
+def rss(process: psutil.Process) -> float:
+    try:
+        return process.memory_info().rss / MB
+    except psutil.Error:
+        return 0.0
+
+
+async def sample(s: Any, me: psutil.Process, synapse: psutil.Process | None) -> dict[str, float]:
+    db = s.doryo.ctx.db
+    row = await db.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE state <> 'pending') AS handled,
+               count(*) FILTER (WHERE state = 'pending') AS waiting,
+               (SELECT count(*) FROM memory_items) AS memories,
+               (SELECT count(*) FROM documents WHERE status = 'done') AS documents
+        FROM inbox_events
+        """
+    )
+    children = me.children(recursive=True)
+    return {
+        "rss": rss(me),
+        "workers": sum(rss(c) for c in children),
+        "synapse": rss(synapse) if synapse is not None else 0.0,
+        "tasks": len(asyncio.all_tasks()),
+        "files": me.num_fds(),
+        "connections": db.get_size(),
+        "handled": row["handled"],
+        "waiting": row["waiting"],
+        "memories": row["memories"],
+        "documents": row["documents"],
+    }
+
+
+def show(minute: int, m: dict[str, float]) -> None:
+    print(
+        f"  min {minute:3d}  bot RSS {m['rss']:7.1f} MB  workers {m['workers']:7.1f} MB  "
+        f"synapse {m['synapse']:7.1f} MB  tasks {m['tasks']:4.0f}  files {m['files']:4.0f}  "
+        f"db conns {m['connections']:3.0f}  events {m['handled']:6.0f} (+{m['waiting']:.0f} "
+        f"waiting)  memories {m['memories']:6.0f}  documents {m['documents']:4.0f}",
+        flush=True,
+    )
+
+
+async def main(minutes: float, rate: float) -> None:
+    async with stack(memory=True) as s:
+        s.model.default = Answer("The soak's model answers briefly [1].")
+        team, first, bob = await team_with_member(s.hs, s.doryo)
+        sessions = [first] + [await start_session(team, f"Topic {n}") for n in range(4)]
+        for room in sessions[1:]:
+            await bob.join(room)
+        people = [team.alice, bob]
+        me = psutil.Process(os.getpid())
+        synapse_process = s.hs.synapse._process
+        synapse = psutil.Process(synapse_process.pid) if synapse_process else None
+        rng = random.Random(7)
+        counter = itertools.count(1)
+        samples: list[dict[str, float]] = []
+        deadline = time.monotonic() + minutes * 60
+        next_sample = time.monotonic()
+        print(f"Soak: {minutes:g} min, {rate:g} messages/s in 5 sessions, 2 people")
+        in_flight: set[asyncio.Task[Any]] = set()
+
+        async def send_one(n: int) -> None:
+            person = people[n % 2]
+            room = sessions[rng.randrange(len(sessions))]
+            if n % 60 == 0:
+                text = f"# Notes {n}\nThe soak decided item {n} goes to runner {n % 7}.\n"
+                await person.send_file(room, f"notes-{n}.md", text.encode(), "text/markdown")
+            elif n % 45 == 0:
+                await person.send_text(room, f"!remember soak fact {n}: budget line {n % 13}")
+            elif n % 30 == 0:
+                await person.send_text(room, "!ping")
+            elif n % 10 == 0:
+                await person.send_text(room, f"@ask which runner handles item {n - 7}?")
+            else:
+                await person.send_text(
+                    room, f"Item {n} goes to runner {n % 7} after review {n % 11}."
+                )
+
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_sample:
+                samples.append(await sample(s, me, synapse))
+                show(len(samples) - 1, samples[-1])
+                next_sample += 60
+            if len(in_flight) < 20:
+                task = asyncio.create_task(send_one(next(counter)))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*in_flight)
+        await s.doryo.idle(300)
+        await s.doryo.ctx.documents.idle(300)
+        samples.append(await sample(s, me, synapse))
+        show(len(samples) - 1, samples[-1])
+        warm = samples[min(2, len(samples) - 1)]
+        last = samples[-1]
+        span = max(1, len(samples) - 1 - min(2, len(samples) - 1))
+        print("After the warm-up (minute 2) → the end:")
+        for key in ("rss", "workers", "synapse"):
+            slope = (last[key] - warm[key]) / span
+            print(f"  {key:<8} {warm[key]:7.1f} → {last[key]:7.1f} MB  ({slope:+.2f} MB/min)")
+        for key in ("tasks", "files", "connections"):
+            print(f"  {key:<8} {warm[key]:7.0f} → {last[key]:7.0f}")
+        print(f"  waiting events at the end: {last['waiting']:.0f} (target 0)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=4, help="messages a second, in all")
+    args = parser.parse_args()
+    asyncio.run(main(args.minutes, args.rate))
