@@ -39,6 +39,19 @@ def rss(process: psutil.Process) -> float:
         return 0.0
 
 
+def embedding_workers(me: psutil.Process) -> list[psutil.Process]:
+    """The bot's own child processes: its embedding model's lanes (multiprocessing's spawned
+    Pythons) — not the Synapse, PostgreSQL and Redis this benchmark started."""
+    found = []
+    for child in me.children():
+        try:
+            if "multiprocessing" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
 async def sample(s: Any, me: psutil.Process, synapse: psutil.Process | None) -> dict[str, float]:
     db = s.doryo.ctx.db
     row = await db.fetchrow(
@@ -50,10 +63,9 @@ async def sample(s: Any, me: psutil.Process, synapse: psutil.Process | None) -> 
         FROM inbox_events
         """
     )
-    children = me.children(recursive=True)
     return {
         "rss": rss(me),
-        "workers": sum(rss(c) for c in children),
+        "workers": sum(rss(c) for c in embedding_workers(me)),
         "synapse": rss(synapse) if synapse is not None else 0.0,
         "tasks": len(asyncio.all_tasks()),
         "files": me.num_fds(),

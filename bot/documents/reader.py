@@ -416,10 +416,11 @@ class DocumentReader:
         ctx = self._ctx
         name = document.name
         progress = _Progress(ctx, self.store, document, name)
+        link = document.content.get("link")
+        tell = not isinstance(link, str)  # a file's sharer is told why it was not read
         if document.attempts > MAX_ATTEMPTS:
-            await self._skip(
-                document, progress, strings.DOC_WHY_ATTEMPTS.format(attempts=MAX_ATTEMPTS)
-            )
+            why = strings.DOC_WHY_ATTEMPTS.format(attempts=MAX_ATTEMPTS)
+            await self._skip(document, progress, why, tell=tell)
             return
         workspace = await ctx.workspaces.get(document.workspace_id)
         if workspace is None:
@@ -428,17 +429,16 @@ class DocumentReader:
         try:
             role = await current_role(ctx, workspace, document.sender)
         except UserError as e:  # the bot is no longer in the workspace's space
-            await self._skip(document, progress, str(e))
+            await self._skip(document, progress, str(e), tell=tell)
             return
         if role is None:
             why = strings.DOC_WHY_NOT_MEMBER.format(workspace=inline(workspace.name, 80))
-            await self._skip(document, progress, why)
+            await self._skip(document, progress, why, tell=tell)
             return
         memory = ctx.memory
         if memory is None:
             raise EmbeddingError("the workspace memory is not open")
         settings = ctx.config.documents
-        link = document.content.get("link")
         try:
             if isinstance(link, str):
                 data, parse_as, mimetype = await self._fetch(link)
@@ -453,7 +453,7 @@ class DocumentReader:
                 timeout=settings.read_timeout,
             )
         except Unreadable as e:
-            await self._skip(document, progress, reason(e, ctx.config), tell=link is None)
+            await self._skip(document, progress, reason(e, ctx.config), tell=tell)
             return
         except LinkRefused as e:
             await self._skip(document, progress, f"{e}.", tell=False)
@@ -466,9 +466,10 @@ class DocumentReader:
         unit = "pages" if extracted.pages else "pieces"
         total = extracted.pages or len(pieces)
         # Pages, or for a file without pages, pieces (about two a page).
-        shows_progress = (
-            extracted.pages or len(pieces) // 2
-        ) >= settings.progress_pages or document.notice_event_id is not None
+        shows_progress = tell and (
+            (extracted.pages or len(pieces) // 2) >= settings.progress_pages
+            or document.notice_event_id is not None
+        )
         if shows_progress:
             await progress.post(
                 strings.DOC_READING.format(name=inline(name, 80), done=0, total=total, unit=unit)
@@ -529,7 +530,7 @@ class DocumentReader:
             extra += strings.DOC_READ_EMPTY_PAGES.format(
                 empty=extracted.empty_pages, pages=extracted.pages
             )
-        if shows_progress or replaces or extracted.empty_pages:
+        if shows_progress or (tell and (replaces or extracted.empty_pages)):
             pages = strings.DOC_READ_PAGES.format(pages=extracted.pages) if extracted.pages else ""
             await progress.post(
                 strings.DOC_READ.format(
