@@ -20,6 +20,7 @@ import itertools
 import os
 import random
 import time
+import tracemalloc
 from typing import Any
 
 import psutil
@@ -87,7 +88,18 @@ def show(minute: int, m: dict[str, float]) -> None:
     )
 
 
-async def main(minutes: float, rate: float) -> None:
+def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 15) -> None:
+    """Where the Python heap grew between two snapshots, largest first."""
+    print(f"Python allocations that grew most since the warm-up (tracemalloc, top {top}):")
+    for stat in after.compare_to(before, "traceback")[:top]:
+        frame = stat.traceback[-1]
+        print(
+            f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
+            f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+        )
+
+
+async def main(minutes: float, rate: float, trace: bool) -> None:
     async with stack(memory=True) as s:
         s.model.default = Answer("The soak's model answers briefly [1].")
         team, first, bob = await team_with_member(s.hs, s.doryo)
@@ -123,11 +135,16 @@ async def main(minutes: float, rate: float) -> None:
                     room, f"Item {n} goes to runner {n % 7} after review {n % 11}."
                 )
 
+        warm_snapshot: tracemalloc.Snapshot | None = None
         while time.monotonic() < deadline:
             if time.monotonic() >= next_sample:
                 samples.append(await sample(s, me, synapse))
                 show(len(samples) - 1, samples[-1])
                 next_sample += 60
+                if trace and len(samples) == 2:
+                    tracemalloc.start(4)
+                elif trace and len(samples) == 3:
+                    warm_snapshot = tracemalloc.take_snapshot()
             if len(in_flight) < 20:
                 task = asyncio.create_task(send_one(next(counter)))
                 in_flight.add(task)
@@ -148,11 +165,18 @@ async def main(minutes: float, rate: float) -> None:
         for key in ("tasks", "files", "connections"):
             print(f"  {key:<8} {warm[key]:7.0f} → {last[key]:7.0f}")
         print(f"  waiting events at the end: {last['waiting']:.0f} (target 0)")
+        if warm_snapshot is not None:
+            growth(warm_snapshot, tracemalloc.take_snapshot())
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--rate", type=float, default=4, help="messages a second, in all")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="trace Python allocations from minute 1 and print where they grew since minute 2",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.minutes, args.rate))
+    asyncio.run(main(args.minutes, args.rate, args.trace))
