@@ -124,7 +124,9 @@ class Insert:
 
 @dataclass(frozen=True, slots=True)
 class Replace:
-    """An edit: the event's items get this text (as pieces), keeping what else they had."""
+    """An edit: the event's items get this text (as pieces), keeping what else they had. A
+    document's pieces are the file's, not its message's: an edit of the message (its
+    caption) leaves them."""
 
     workspace_id: str
     event_id: str

@@ -282,6 +282,7 @@ class MemoryStore:
             SELECT DISTINCT ON (kind) kind, context, room_id, sender, author, agent, created_at,
                    metadata, source_event_ids
             FROM memory_items WHERE workspace_id = $1 AND event_id = $2
+                  AND kind <> 'document'
             ORDER BY kind, chunk
             """,
             op.workspace_id,

@@ -359,3 +359,41 @@ async def test_a_pictures_caption_is_remembered_and_its_file_name_is_not(
     ]
     # Neither is a document: a picture's pixels are not read, and nobody is told otherwise.
     assert await bot.ctx.db.fetchval("SELECT count(*) FROM documents") == 0
+
+
+async def test_editing_a_files_message_keeps_the_document(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """Element lets people edit a file's caption: the edit is the message's new text, not the
+    document's (whose pieces would otherwise all become the caption)."""
+    team = await new_team(homeserver, bot)
+    session = await start_session(team, "Edits")
+    event = await team.alice.send_file(
+        session, "terms.md", b"# Terms\nPayment is due in 30 days.", "text/markdown"
+    )
+    assert (await read(bot, session, event)).status == "done"
+    await team.alice.send(
+        session,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* the signed terms",
+            "m.new_content": {"msgtype": "m.text", "body": "the signed terms"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event},
+        },
+    )
+
+    async def edited() -> bool:
+        body = await bot.ctx.db.fetchval("SELECT body FROM messages WHERE event_id = $1", event)
+        return body == "the signed terms"
+
+    await eventually(edited, timeout=20)
+    assert bot.ctx.memory is not None
+    await bot.ctx.memory.indexer.flush(30)
+    rows = await bot.ctx.db.fetch(
+        "SELECT kind, text FROM memory_items WHERE event_id = $1 ORDER BY kind", event
+    )
+    assert [(r["kind"], r["text"]) for r in rows] == [
+        ("document", "Terms\nPayment is due in 30 days."),
+        ("message", "the signed terms"),
+    ]
