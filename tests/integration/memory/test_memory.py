@@ -245,12 +245,15 @@ async def test_long_texts_are_split_and_found_once(open_memory: MemoryFactory) -
     memory = await open_memory(memory={"chunk_words": 40})
     filler = " ".join(f"Paragraph {i} is about the quarterly roadmap." for i in range(30))
     document = filler + " The secret ingredient of the recipe is smoked paprika."
+    # A long pasted message: an edit of its event replaces its pieces. (A shared file's pieces,
+    # kind "document", are the file's: an edit of the file's message leaves them —
+    # tests/integration/test_documents.py.)
     await memory.indexer.add(
         [
             MemoryInput(
                 workspace_id="ws-a",
                 text=document,
-                kind="document",
+                kind="message",
                 event_id="$doc",
                 metadata={"title": "Recipes"},
             )
