@@ -1,5 +1,10 @@
 """Doryo, assembled: database, Redis, the Matrix API, the receiver, the dispatcher; start and stop.
 
+A process has a role (docs/deployment.md): `receiver` takes the homeserver's transactions,
+journals and unpacks them, and wakes the rooms (`pg_notify`); `worker` handles rooms' events,
+each room under its lease, and runs the run-once jobs when it holds their lease; `all` (the
+default, and `doryo dev`) is both in one process.
+
 Start order: the database (migrated) and Redis must be there, or start fails with a clear error.
 The homeserver may come later: the bot keeps trying to reach it in the background and asks it to
 deliver any backlog at once (the appservice ping) as soon as it answers.
@@ -40,6 +45,7 @@ from bot.core.dispatcher import Dispatcher
 from bot.core.embedded_pg import heal_embedded, start_embedded, stop_embedded
 from bot.core.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.core.inbox import Inbox, InboxStore
+from bot.core.leases import LOOK_INTERVAL, Leases, notify_reminders, notify_rooms
 from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
@@ -81,11 +87,45 @@ EMBEDDED_PG_CHECK = 5.0
 # Failed restarts in a row before the process gives up and exits for its supervisor to restart.
 EMBEDDED_PG_RESTARTS = 3
 
+ROLES = ("all", "receiver", "worker")
+
+
+def check_role(config: Config, role: str) -> None:
+    """What a role needs of the configuration; ConfigError naming the key if it is not so."""
+    if role not in ROLES:
+        raise ConfigError(f"--role: one of {', '.join(ROLES)}, not {role!r}")
+    if role == "all":
+        return
+    if config.database.url == "embedded":
+        raise ConfigError(
+            f"database.url: --role {role} shares the database with other processes; "
+            "give the URL of a PostgreSQL they all reach, not embedded"
+        )
+    if config.encryption.enabled:
+        raise ConfigError(
+            f"encryption.enabled: the bot's one device lives in one process; run --role all "
+            f"(not {role}) to use encryption"
+        )
+
 
 class Doryo:
-    def __init__(self, config: Config, *, embedder: Embedder | None = None) -> None:
-        """`embedder`: a loaded embedding model to share (tests); default: embeddings.model."""
+    def __init__(
+        self,
+        config: Config,
+        *,
+        embedder: Embedder | None = None,
+        role: str = "all",
+        port: int | None = None,
+    ) -> None:
+        """`embedder`: a loaded embedding model to share (tests); default: embeddings.model.
+        `port`: where this process listens (default: appservice.port; a worker, which serves
+        only /health, /ready and /metrics, the next one)."""
+        check_role(config, role)
         self.config = config
+        self.role = role
+        self.receives = role in ("all", "receiver")
+        self.handles = role in ("all", "worker")
+        self.port = port if port is not None else config.appservice.port + (role == "worker")
         self._embedder = embedder
         self.metrics = Metrics()
         self.presence = PresenceCache()
@@ -99,6 +139,10 @@ class Doryo:
         """Work that should finish (tool runs); stop() gives it a moment."""
         self._loops = BackgroundTasks()
         """Loops that run until stopped, and start-up work not worth waiting for at stop."""
+        self._jobs = BackgroundTasks()
+        """What runs once in the deployment, while this process holds the jobs' lease."""
+        self.leases: Leases | None = None
+        self._jobs_running = False
         self._runner: web.AppRunner | None = None
         self._embedded_pg: Any = None
         self._database_url = ""
@@ -145,6 +189,20 @@ class Doryo:
         except DoryoError:
             await pool.close()
             raise
+        if self.handles:
+            self.leases = Leases(
+                self._database_url,
+                self.metrics,
+                on_wake=self._woken,
+                on_regained=self._regained,
+                on_reminders=self._reminders_added,
+            )
+            try:
+                await self.leases.open()
+            except (OSError, asyncpg.PostgresError) as e:
+                await redis.aclose()
+                await pool.close()
+                raise DoryoError(f"cannot hold leases in the database: {e}") from None
         http = aiohttp.ClientSession(headers={"User-Agent": "Doryo/0.1"})
         encryption = None
         if config.encryption.enabled:
@@ -207,11 +265,14 @@ class Doryo:
             if letta is not None:
                 await letta.approvals.settled(action, summary)
 
-        actions = Actions(services, ActionStore(pool), tools, on_settled=settled)
+        actions = Actions(
+            services, ActionStore(pool), tools, on_settled=settled, leases=self.leases
+        )
         if config.letta.enabled:
             letta = LettaService(services, actions, config.letta)
         early = None
-        if memory is not None and config.agent.memories:
+        if memory is not None and config.agent.memories and self.role == "all":
+            # Early embedding needs the journaling process to be the handling one.
             early = EarlyQuestions(memory, router_rules(config), addressing(config))
         documents = DocumentReader(services, DocumentStore(pool))
         self.ctx = Context.of(
@@ -224,11 +285,12 @@ class Doryo:
             handler.handle,
             self.metrics,
             max_parallel_rooms=config.bot.max_parallel_rooms,
+            leases=self.leases,
         )
-        self.missed = missed_events.MissedEvents(self.ctx.matrix, self.inbox, self.dispatcher.wake)
+        self.missed = missed_events.MissedEvents(self.ctx.matrix, self.inbox, self._wake)
         self.sink = Inbox(
             self.inbox,
-            self.dispatcher.wake,
+            self._wake,
             self._on_ephemeral,
             on_journaled=self.ctx.early_questions.see if self.ctx.early_questions else None,
             crypto=encryption,
@@ -237,37 +299,103 @@ class Doryo:
             config.appservice.hs_token.get_secret_value(), self.sink, self.metrics.registry
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.receiver.add_routes(app)
-        health.add_routes(app, self.ctx)
-        admin.add_routes(app, self.ctx)
+        if self.receives:
+            self.receiver.add_routes(app)
+            admin.add_routes(app, self.ctx)
+        health.add_routes(app, self.ctx, self.leases)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, config.appservice.hostname, config.appservice.port)
+        site = web.TCPSite(self._runner, config.appservice.hostname, self.port)
         try:
             await site.start()
         except OSError as e:
             await self._close_clients()
+            where = "appservice.hostname/port" if self.receives else "--port"
             raise DoryoError(
-                f"cannot listen on {config.appservice.hostname}:{config.appservice.port} "
-                f"(appservice.hostname/port): {e}"
+                f"cannot listen on {config.appservice.hostname}:{self.port} ({where}): {e}"
             ) from None
-        await self.sink.unpack()  # transactions acked just before the last stop
-        resumed = await self.dispatcher.resume()
-        if resumed:
-            log.info("resuming %d rooms with events left from the last run", resumed)
+        if self.receives:
+            await self.sink.unpack()  # transactions acked just before the last stop
+            self._loops.spawn(self._unpack_now_and_then(), "unpack the journal now and then")
+        if self.handles:
+            resumed = await self.dispatcher.resume()
+            if resumed:
+                log.info("resuming %d rooms with events left from the last run", resumed)
+            self._loops.spawn(self._look(), "look for rooms and jobs")
         self._loops.spawn(self._connect_homeserver(), "connect to the homeserver")
-        self._loops.spawn(self._maintenance(), "maintenance")
         if self._embedded_pg is not None:
             self._loops.spawn(self._keep_embedded_pg(), "keep the embedded PostgreSQL running")
-        self._loops.spawn(forget_redacted(self.ctx), "memory: forget redacted messages")
-        self._loops.spawn(self._retention(), "retention")
-        self._loops.spawn(forget_conversation_with_bot(self.ctx), NAME)
         log.info(
-            "listening on %s:%d as %s",
+            "listening on %s:%d as %s (role %s%s)",
             config.appservice.hostname,
-            config.appservice.port,
+            self.port,
             config.bot_user_id,
+            self.role,
+            f", worker key {self.leases.key}" if self.leases is not None else "",
         )
+
+    def _wake(self, room_ids: Sequence[str]) -> None:
+        """These rooms have new events: this process's rooms' workers, if it handles events,
+        and every process's, through the database."""
+        if self.handles:
+            self.dispatcher.wake(room_ids)
+        self._loops.spawn(self._notify(room_ids), "wake the rooms in every process")
+
+    async def _notify(self, room_ids: Sequence[str]) -> None:
+        try:
+            await notify_rooms(self.ctx.db, room_ids)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+            # The others find the rooms within LOOK_INTERVAL all the same.
+            log.warning("could not wake the rooms in other processes: %s", e)
+
+    def _woken(self, room_ids: list[str]) -> None:
+        self.dispatcher.wake(room_ids)
+
+    def _regained(self) -> None:
+        """The lease connection is back, without its claims: look at once for pending rooms;
+        the jobs are taken again by whoever looks first."""
+        self._loops.spawn(self.dispatcher.resume(), "resume rooms after the lease came back")
+
+    def _reminders_added(self) -> None:
+        self.ctx.followup_wakeup.set()
+
+    async def _look(self) -> None:
+        """Every LOOK_INTERVAL: rooms with pending events that no process works on (another
+        died, or a wake-up was missed) are taken; the jobs are taken if no process holds them,
+        and given up when the lease was lost; a reminder added here is announced."""
+        assert self.leases is not None
+        while True:
+            try:
+                await self.dispatcher.resume()
+                self.metrics.inbox_pending.set(await self.inbox.pending_count())
+                if self._jobs_running and not self.leases.holds_jobs:
+                    log.warning("the jobs' lease was lost; stopping them here")
+                    await self._jobs.cancel_all()
+                    self._jobs_running = False
+                if self.connected.is_set() and await self.leases.take_jobs():
+                    if not self._jobs_running:
+                        self._jobs_running = True
+                        log.info("this process runs the deployment's run-once jobs")
+                        self._jobs.spawn(self._run_jobs(), "run-once jobs")
+                    else:
+                        await self.ctx.actions.recover(started_before=self.began)
+                if self.ctx.followup_wakeup.is_set() and not self.leases.holds_jobs:
+                    self.ctx.followup_wakeup.clear()
+                    await notify_reminders(self.ctx.db)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, MatrixError) as e:
+                log.warning("looking for rooms and jobs: %s", e)
+            await asyncio.sleep(LOOK_INTERVAL)
+
+    async def _unpack_now_and_then(self) -> None:
+        """What the journal still holds (the database was away right after a transaction) and
+        the encryption parts not taken in yet."""
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                await self.sink.unpack()
+                await self.sink.take_in_crypto()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+                log.warning("unpacking the journal skipped: %s", e)
 
     async def _open_memory(self, pool: asyncpg.Pool) -> Memory | None:
         try:
@@ -276,10 +404,9 @@ class Doryo:
             # Without memory the agent still answers from the conversation; say why loudly.
             log.error("workspace memory is off: %s", e)
             return None
-        if isinstance(memory.embedder, LocalEmbedder):
+        if isinstance(memory.embedder, LocalEmbedder) and self.handles:
             # Starting its workers and loading the model takes seconds: not on the first @ask.
             self._loops.spawn(self._load_model(memory.embedder), "load the embedding model")
-        self._loops.spawn(self._index_workspaces(memory), "workspace memory indexes")
         return memory
 
     async def _index_workspaces(self, memory: Memory) -> None:
@@ -356,17 +483,31 @@ class Doryo:
         log.info(
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
+        if self.leases is not None and await self.leases.take_jobs() and not self._jobs_running:
+            # At once rather than at the next look: what a crash left waits for this.
+            self._jobs_running = True
+            log.info("this process runs the deployment's run-once jobs")
+            self._jobs.spawn(self._run_jobs(), "run-once jobs")
+
+    async def _run_jobs(self) -> None:
+        """What must run once in the deployment (docs/architecture.md says how each stays
+        once): recovery of what a crash cut short, then the loops, until the lease is lost."""
         await self.ctx.actions.recover(started_before=self.began)
         await deletion.recover(self.ctx, decided_before=self.began)
         # Rooms joined before the bot kept their members are no DMs until it has read them.
-        self._tasks.spawn(read_unknown_members(self.ctx), "read rooms' members")
-        self._tasks.spawn(read_display_names(self.ctx), READ_DISPLAY_NAMES)
+        self._jobs.spawn(read_unknown_members(self.ctx), "read rooms' members")
+        self._jobs.spawn(read_display_names(self.ctx), READ_DISPLAY_NAMES)
         if self.ctx.letta is not None:
-            self._tasks.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
-        self._loops.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
+            self._jobs.spawn(self.ctx.letta.approvals.recover(), "Letta outcomes not sent yet")
+        self._jobs.spawn(followups.run(self.ctx, self.ctx.followup_wakeup), "reminders")
         if self.ctx.memory is not None:
-            self._loops.spawn(self.ctx.documents.run(), "documents")
-        self._loops.spawn(self.missed.watch(), "catch up after homeserver outages")
+            self._jobs.spawn(self.ctx.documents.run(), "documents")
+            self._jobs.spawn(self._index_workspaces(self.ctx.memory), "workspace memory indexes")
+        self._jobs.spawn(self.missed.watch(), "catch up after homeserver outages")
+        self._jobs.spawn(self._maintenance(), "maintenance")
+        self._jobs.spawn(forget_redacted(self.ctx), "memory: forget redacted messages")
+        self._jobs.spawn(self._retention(), "retention")
+        self._jobs.spawn(forget_conversation_with_bot(self.ctx), NAME)
 
     async def _start_encryption(self) -> bool:
         """The bot's device, ready to encrypt and decrypt; False if it cannot be (the process
@@ -409,15 +550,11 @@ class Doryo:
         await matrix.set_presence_no_fail("online")
 
     async def _maintenance(self) -> None:
-        """Now and then: unpack what the transaction journal still holds and wake rooms whose
-        worker died (both: the database was away), catch up on events the homeserver never
-        pushed, and prune old records."""
+        """Now and then: expire and report actions, finish deletions, catch up on events the
+        homeserver never pushed, and prune old records."""
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
-                await self.sink.unpack()
-                await self.sink.take_in_crypto()
-                await self.dispatcher.resume()
                 expired = await self.ctx.actions.expire_due()
                 if expired:
                     log.info("%d actions expired without confirmation", expired)
@@ -460,6 +597,7 @@ class Doryo:
             self._runner = None
             await self.sink.settled()
         await self.dispatcher.stop(timeout=10)
+        await self._jobs.cancel_all()
         await self._loops.cancel_all()
         if not await self._tasks.wait(timeout=10):
             log.warning("stopping: cancelling %d tool runs still going", len(self._tasks))
@@ -482,6 +620,8 @@ class Doryo:
         if self.ctx.composio is not None:
             await self.ctx.composio.close()
         await self.ctx.redis.aclose()
+        if self.leases is not None:
+            await self.leases.close()
         await self.ctx.db.close()
         if self._embedded_pg is not None:
             await stop_embedded(self._embedded_pg)

@@ -51,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the appservice")
     run.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+    run.add_argument(
+        "--role",
+        choices=("all", "receiver", "worker"),
+        default="all",
+        help="receiver: take the homeserver's transactions; worker: handle events (any number,"
+        " on one database); all: both, in this process (docs/deployment.md)",
+    )
+    run.add_argument(
+        "--port",
+        type=int,
+        help="where this process listens (default: appservice.port; a worker: the next port,"
+        " for /health, /ready and /metrics)",
+    )
 
     rei = sub.add_parser(
         "reindex", help="re-embed the workspace memory with the configured embedding model"
@@ -221,10 +234,10 @@ async def _until_signalled(
         await stop()
 
 
-async def _run(config: Config) -> None:
+async def _run(config: Config, role: str, port: int | None) -> None:
     from bot.app import Doryo
 
-    doryo = Doryo(config)
+    doryo = Doryo(config, role=role, port=port)
     started = False
 
     async def start() -> None:
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "forget":
                 asyncio.run(_forget(config, args.user, args.workspace))
             else:
-                asyncio.run(_run(config))
+                asyncio.run(_run(config, args.role, args.port))
     except ConfigError as e:
         print(
             f"config error in {getattr(args, 'config', 'the dev config')}:\n{e}", file=sys.stderr

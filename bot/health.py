@@ -1,5 +1,6 @@
 """GET /health (the process answers), /ready (database, Redis, homeserver: whether each answers;
-why not and how fast, with the admin token) and /metrics."""
+why not and how fast, with the admin token; for a process that handles events, its leases) and
+/metrics (this process's)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.admin import has_admin_token
 from bot.context import Context
+from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +36,29 @@ async def _check(
     return name, {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
-def add_routes(app: web.Application, ctx: Context) -> None:
+async def _leases_held(leases: Leases) -> None:
+    if not leases.held.is_set():
+        raise ConnectionError("the lease connection to the database is down; reconnecting")
+
+
+def add_routes(app: web.Application, ctx: Context, leases: Leases | None = None) -> None:
+    """`leases`: those of a process that handles events; /ready then says whether it holds
+    them, and reports the rooms it holds and whether it runs the jobs."""
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def ready(request: web.Request) -> web.Response:
-        results = dict(
-            await asyncio.gather(
-                _check("database", lambda: ctx.db.fetchval("SELECT 1")),
-                _check("redis", ctx.redis.ping),
-                _check("homeserver", lambda: ctx.matrix.versions(timeout=CHECK_TIMEOUT)),
-            )
-        )
+        checks = [
+            _check("database", lambda: ctx.db.fetchval("SELECT 1")),
+            _check("redis", ctx.redis.ping),
+            _check("homeserver", lambda: ctx.matrix.versions(timeout=CHECK_TIMEOUT)),
+        ]
+        if leases is not None:
+            checks.append(_check("leases", lambda: _leases_held(leases)))
+        results = dict(await asyncio.gather(*checks))
+        if leases is not None and results["leases"]["ok"]:
+            results["leases"].update(rooms=leases.rooms_held, jobs=leases.holds_jobs)
         ok = all(r["ok"] for r in results.values())
         if not has_admin_token(request, ctx.config.admin_api.token.get_secret_value()):
             # Errors name hosts, ports and versions: for the operator, not for whoever can

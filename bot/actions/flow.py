@@ -32,6 +32,7 @@ from bot.actions.store import Action, ActionStore
 from bot.core import strings
 from bot.core.errors import ExternalToolUnavailable, UserError
 from bot.core.inbox import InboxStore
+from bot.core.leases import Leases
 from bot.core.replies import Replier, thread_safely
 from bot.core.tasks import BackgroundTasks
 from bot.rooms.direct import direct_room
@@ -81,11 +82,17 @@ class Actions:
         tools: ToolRegistry,
         *,
         on_settled: Settled | None = None,
+        leases: Leases | None = None,
     ) -> None:
+        """`leases`: this process's claims, when others may run actions on the same database
+        (each run records the process's worker key; recovery leaves live processes' runs)."""
         self.ctx = ctx
         self.store = store
         self.tools = tools
         self.on_settled = on_settled
+        self._leases = leases
+        self._running: set[int] = set()
+        """The actions this process runs now."""
         self.expiry = timedelta(hours=ctx.config.actions.expiry_hours)
         self.run_timeout = ctx.config.actions.run_timeout
         self.runs_started = 0
@@ -221,12 +228,20 @@ class Actions:
 
     async def confirm(self, action: Action, by: str) -> bool:
         """Start the run, if this confirmation is the one that counts. True if it did."""
-        started = await self.store.start(action.id, by)
+        started = await self.store.start(action.id, by, self._runner())
         if started is None:
             return False
         self.runs_started += 1
-        self.ctx.tasks.spawn(self._run(started), f"action {started.code}")
+        self._spawn_run(started)
         return True
+
+    def _runner(self) -> int | None:
+        return self._leases.key if self._leases is not None and self._leases.key else None
+
+    def _spawn_run(self, action: Action) -> None:
+        self._running.add(action.id)
+        task = self.ctx.tasks.spawn(self._run(action), f"action {action.code}")
+        task.add_done_callback(lambda _: self._running.discard(action.id))
 
     async def cancel(self, action: Action, by: str) -> bool:
         cancelled = await self.store.cancel(action.id, by)
@@ -364,14 +379,21 @@ class Actions:
     async def recover(self, started_before: datetime) -> None:
         """Actions caught running by a stop or a crash: finish or mark them, never run twice.
 
-        Only those started before this process began (database time): a ✅ handled since then
-        is this process's own run, however early it came.
+        Only those whose process is gone: its liveness lock is not held (bot.core.leases), or,
+        for a run that recorded no process, it started before this process began (database
+        time): a ✅ handled since then is this process's own run, however early it came. Each
+        is adopted first (one recovery each, whoever else looks).
         """
-        for action in await self.store.running(started_before):
+        live = await self._leases.live_workers() if self._leases is not None else set()
+        for action, runner in await self.store.orphaned(started_before, live):
+            if action.id in self._running or not await self.store.adopt(
+                action.id, runner, self._runner()
+            ):
+                continue
             tool = self.tools.get(action.tool)
             if tool is not None and tool.idempotent:
                 log.info("finishing %s (%s), cut short by a restart", action.code, action.tool)
-                self.ctx.tasks.spawn(self._run(action), f"action {action.code}")
+                self._spawn_run(action)
                 continue
             log.warning(
                 "%s (%s) was cut short by a restart; marking it interrupted",

@@ -132,16 +132,22 @@ class ActionStore:
 
     # Transitions: each is one statement, guarded by the status it leaves. -----------------------
 
-    async def start(self, action_id: int, confirmed_by: str) -> Action | None:
-        """awaiting_confirm → running, if not expired. None: someone else won, or too late."""
+    async def start(
+        self, action_id: int, confirmed_by: str, runner: int | None = None
+    ) -> Action | None:
+        """awaiting_confirm → running, if not expired. None: someone else won, or too late.
+
+        `runner`: the worker key of the process that runs it (bot.core.leases)."""
         row = await self._pool.fetchrow(
             f"""
-            UPDATE actions SET status = 'running', confirmed_by = $2, started_at = now()
+            UPDATE actions SET status = 'running', confirmed_by = $2, started_at = now(),
+                runner = $3
             WHERE id = $1 AND status = 'awaiting_confirm' AND expires_at > now()
             RETURNING {_COLUMNS}
             """,
             action_id,
             confirmed_by,
+            runner,
         )
         return _action(row) if row else None
 
@@ -208,12 +214,41 @@ class ActionStore:
         )
         return [_action(row) for row in rows]
 
-    async def running(self, started_before: datetime) -> list[Action]:
+    async def orphaned(
+        self, started_before: datetime, live_runners: set[int]
+    ) -> list[tuple[Action, int | None]]:
+        """Running actions whose process is gone, with the worker key they were run under: the
+        key's lock is not held (`live_runners`), or none was recorded and the run began before
+        `started_before`."""
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM actions WHERE status = 'running' AND started_at < $1",
+            f"""
+            SELECT {_COLUMNS}, runner FROM actions
+            WHERE status = 'running'
+              AND (runner IS NULL AND started_at < $1
+                   OR runner IS NOT NULL AND runner <> ALL($2::integer[]))
+            """,
             started_before,
+            sorted(live_runners),
         )
-        return [_action(row) for row in rows]
+        found = []
+        for row in rows:
+            values = dict(row)
+            runner = values.pop("runner")
+            found.append((Action(**values), runner))
+        return found
+
+    async def adopt(self, action_id: int, runner: int | None, new_runner: int | None) -> bool:
+        """Take over a running action from a process that is gone; False if another took it."""
+        result = await self._pool.execute(
+            """
+            UPDATE actions SET runner = $3
+            WHERE id = $1 AND status = 'running' AND runner IS NOT DISTINCT FROM $2
+            """,
+            action_id,
+            runner,
+            new_runner,
+        )
+        return bool(result.endswith(" 1"))
 
     async def claim_host_notice(self, action_id: int) -> bool:
         """True once per action: the caller DMs the host."""

@@ -8,6 +8,11 @@ then, which restarts a room whose worker died because the database was away.
 
 Handling an event twice is made harmless by the handler, not here: it is told the attempt number,
 and replies are sent once per event whatever the number of attempts (bot.core.replies).
+
+With several processes (docs/deployment.md), a room's worker first takes the room's lease
+(bot.core.leases): if another process holds it, that process handles the room, and looks at
+its inbox again after letting go. A process that dies drops its leases; the others' `resume`,
+every LOOK_INTERVAL (bot.core.leases), finds its rooms' pending events and takes them over.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncpg
 
 from appservice.errors import HomeserverUnavailable
 from bot.core.inbox import InboxEvent, InboxStore
+from bot.core.leases import Leases
 from bot.core.log import bind
 from bot.core.metrics import Metrics
 from bot.core.tasks import BackgroundTasks
@@ -56,8 +62,11 @@ class Dispatcher:
         metrics: Metrics,
         *,
         max_parallel_rooms: int = 32,
+        leases: Leases | None = None,
     ) -> None:
+        """`leases`: this process's claims when others may handle the same inbox."""
         self._store = store
+        self._leases = leases
         self._handler = handler
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_parallel_rooms)
@@ -106,25 +115,51 @@ class Dispatcher:
 
     async def _drain(self, room_id: str) -> None:
         try:
-            async with self._slots:
-                self._metrics.rooms_active.inc()
-                try:
-                    while not self._stopping.is_set():
-                        self._dirty.discard(room_id)
-                        batch = await self._store.pending(room_id)
-                        for event in batch:
-                            if self._stopping.is_set():
-                                return
-                            await self._handle(event)
-                        if not batch and room_id not in self._dirty:
-                            return
-                finally:
-                    self._metrics.rooms_active.dec()
+            while not self._stopping.is_set():
+                self._dirty.discard(room_id)
+                async with self._slots:
+                    if not await self._take(room_id):
+                        return  # another process has the room, and looks again as it lets go
+                    self._metrics.rooms_active.inc()
+                    try:
+                        await self._work_through(room_id)
+                    finally:
+                        self._metrics.rooms_active.dec()
+                        if self._leases is not None:
+                            await self._leases.release_room(room_id)
+                # Woken while letting go (another process's wake-up went unheeded meanwhile):
+                # look again.
+                if room_id not in self._dirty:
+                    return
         finally:
             # No await between the last check of _dirty and this: a wake() cannot slip between.
             del self._workers[room_id]
             if not self._workers:
                 self._idle.set()
+
+    async def _take(self, room_id: str) -> bool:
+        if self._leases is None:
+            return True
+        return await self._leases.take_room(room_id)
+
+    def _holds(self, room_id: str) -> bool:
+        return self._leases is None or self._leases.holds_room(room_id)
+
+    async def _work_through(self, room_id: str) -> None:
+        first = True
+        while not self._stopping.is_set() and self._holds(room_id):
+            self._dirty.discard(room_id)
+            batch = await self._store.pending(room_id)
+            if first and batch and batch[0].attempts > 0 and self._leases is not None:
+                # Picked up before, by a process that stopped or died on it.
+                self._metrics.takeovers.labels("room").inc()
+            first = False
+            for event in batch:
+                if self._stopping.is_set() or not self._holds(room_id):
+                    return  # the rest stays pending, for whoever holds the room next
+                await self._handle(event)
+            if not batch and room_id not in self._dirty:
+                return
 
     async def _handle(self, event: InboxEvent) -> None:
         delay = RETRY_FIRST_DELAY
@@ -142,7 +177,7 @@ class Dispatcher:
                 try:
                     await self._handler(event, attempt)
                 except (*RETRYABLE, *UNSURE) as e:
-                    if self._stopping.is_set():
+                    if self._stopping.is_set() or not self._holds(event.room_id):
                         return  # stays pending
                     if isinstance(e, UNSURE):
                         unsure += 1

@@ -286,6 +286,12 @@ class InboxStore:
             )
         )
 
+    async def pending_count(self) -> int:
+        """Events waiting in the whole inbox (through the index of pending events only)."""
+        return int(
+            await self._pool.fetchval("SELECT count(*) FROM inbox_events WHERE state = 'pending'")
+        )
+
     async def counts(self) -> dict[str, int]:
         rows = await self._pool.fetch(
             "SELECT state, count(*) AS n FROM inbox_events GROUP BY state"

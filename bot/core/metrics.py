@@ -44,3 +44,26 @@ class Metrics:
             ["command"],
             registry=self.registry,
         )
+        self.rooms_held = Gauge(
+            "doryo_rooms_held",
+            "Rooms whose lease this process holds (it handles their events)",
+            registry=self.registry,
+        )
+        self.jobs_held = Gauge(
+            "doryo_jobs_held",
+            "1 while this process runs the deployment's run-once jobs",
+            registry=self.registry,
+        )
+        self.takeovers = Counter(
+            "doryo_takeovers",
+            "Work taken over from a process that stopped or died: a room with an event it had "
+            "begun, or the run-once jobs",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.inbox_pending = Gauge(
+            "doryo_inbox_pending",
+            "Events received and not handled yet, in the whole deployment (looked at now and "
+            "then)",
+            registry=self.registry,
+        )

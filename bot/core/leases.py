@@ -1,0 +1,303 @@
+"""What this process holds in the whole deployment: rooms, the run-once jobs, its own liveness.
+
+Several Doryo processes may share one PostgreSQL (docs/deployment.md). Each holds its claims as
+PostgreSQL **session advisory locks on one connection of its own**, the lease connection:
+
+- `(WORKER, key)`: this process is alive. Taken at start with a random key; an action records the
+  key of the process that runs it, and `live_workers` reads which keys are held (`pg_locks`), so
+  a running action whose process died is told apart from one still running elsewhere.
+- `(ROOM, hash of the room ID)`: this process handles the room's events, in order; taken while
+  it works through them, released when none are left (bot.core.dispatcher).
+- `(JOBS, 0)`: this process runs what must run once in the deployment — reminders, card expiry,
+  recovery, document reading, indexing, retention, catching up (bot.app).
+
+Why advisory locks, not a lease table or Redis Streams: a process that dies, kill -9 included,
+closes its connection and PostgreSQL drops its locks at once, so its rooms and jobs are free
+within the others' next look (LOOK_INTERVAL), with no heartbeat writes and no expiry to tune;
+the inbox and every job already live in PostgreSQL, so there is one source of truth. The price:
+a process that loses its lease connection (a PostgreSQL restart, a network cut) has lost its
+claims at once, while its work may still be running. It stops taking new events and jobs from
+that moment (`lost`), and what was running finishes under the rules for a crash: replies are
+sent once per event by transaction ID, and an action is never run twice.
+
+The same connection LISTENs for wake-ups (`pg_notify` on WAKE_CHANNEL): which rooms have new
+events, sent by whichever process unpacked them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from bot.core.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+WORKER = 0x646F01
+ROOM = 0x646F02
+JOBS = 0x646F03
+
+WAKE_CHANNEL = "doryo_wake"
+# A notification's payload is at most 8000 bytes; room IDs are sent in chunks under it.
+_PAYLOAD_LIMIT = 7000
+RECONNECT_MAX_DELAY = 10.0
+LOOK_INTERVAL = 2.0
+"""How often a process looks for rooms with pending events and for free jobs: the longest a
+dead process's work waits for another to take it over."""
+
+
+def room_key(room_id: str) -> int:
+    """The room's lock key: a stable 32-bit hash (two rooms may share one: they are then
+    handled one after the other, which costs only time)."""
+    return zlib.crc32(room_id.encode()) - 2**31
+
+
+def wake_payloads(room_ids: Sequence[str]) -> list[str]:
+    """The room IDs as JSON lists, each small enough for one notification."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 2
+    for room_id in room_ids:
+        if chunk and size + len(room_id) + 4 > _PAYLOAD_LIMIT:
+            payloads.append(json.dumps(chunk))
+            chunk, size = [], 2
+        chunk.append(room_id)
+        size += len(json.dumps(room_id)) + 2
+    if chunk:
+        payloads.append(json.dumps(chunk))
+    return payloads
+
+
+def woken_rooms(payload: str) -> list[str]:
+    """The rooms a notification names; nothing for a malformed one (anyone with access to the
+    database can notify: it only makes a process look at a room's inbox sooner)."""
+    try:
+        rooms = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(rooms, list):
+        return []
+    return [room for room in rooms if isinstance(room, str) and room.startswith("!")]
+
+
+REMINDERS = "reminders"
+"""The payload that wakes the reminders' loop, wherever it runs (a reminder was added)."""
+
+
+async def notify_rooms(pool: asyncpg.Pool, room_ids: Sequence[str]) -> None:
+    """Tell every process listening that these rooms have new events."""
+    for payload in wake_payloads(room_ids):
+        await pool.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, payload)
+
+
+async def notify_reminders(pool: asyncpg.Pool) -> None:
+    """Tell the process running the reminders that one was added."""
+    await pool.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, REMINDERS)
+
+
+class Leases:
+    """This process's advisory locks on its lease connection, and the wake-ups it hears.
+
+    `on_wake(rooms)` is called for each notification; `on_regained()` after the connection came
+    back (its claims were lost with the old one: the caller looks again at what is pending).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        *,
+        on_wake: Callable[[list[str]], None] | None = None,
+        on_regained: Callable[[], None] | None = None,
+        on_reminders: Callable[[], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._metrics = metrics
+        self._on_wake = on_wake
+        self._on_regained = on_regained
+        self._on_reminders = on_reminders
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._rooms: dict[str, int] = {}
+        """Rooms held, with how many times (a session lock is re-entrant and counted)."""
+        self._jobs = False
+        self.key = 0
+        """This process's worker key while it holds its liveness lock."""
+        self.held = asyncio.Event()
+        """Set while the lease connection is up and this process's liveness lock is held."""
+        self.lost = asyncio.Event()
+        """Set when the lease connection was lost, until it is back."""
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._url)
+        try:
+            key = self.key or secrets.randbits(31)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WORKER, key):
+                key = secrets.randbits(31)  # another live process drew the same
+            await conn.add_listener(WAKE_CHANNEL, self._heard)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._terminated)
+        self._conn = conn
+        self.key = key
+        self.lost.clear()
+        self.held.set()
+
+    def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == REMINDERS:
+            if self._on_reminders is not None and self._jobs:
+                self._on_reminders()
+            return
+        if self._on_wake is not None:
+            rooms = woken_rooms(payload)
+            if rooms:
+                self._on_wake(rooms)
+
+    def _terminated(self, conn: object) -> None:
+        if conn is not self._conn or self._closed:
+            return
+        log.warning(
+            "the lease connection to PostgreSQL was lost: this process no longer holds its "
+            "rooms (%d) or jobs (%s); reconnecting",
+            len(self._rooms),
+            "held" if self._jobs else "not held",
+        )
+        self._forget_claims()
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="leases: reconnect"
+            )
+
+    def _forget_claims(self) -> None:
+        self._conn = None
+        self._rooms.clear()
+        self._jobs = False
+        self._metrics.rooms_held.set(0)
+        self._metrics.jobs_held.set(0)
+        self.held.clear()
+        self.lost.set()
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not self._closed:
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("leases: cannot reach PostgreSQL yet (%s)", e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                continue
+            log.info("leases: the lease connection is back (worker key %d)", self.key)
+            if self._on_regained is not None:
+                self._on_regained()
+            return
+
+    async def _try(self, query: str, *args: Any) -> Any:
+        """Run a lock query on the lease connection; None when it is not up."""
+        async with self._lock:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return None
+            try:
+                return await conn.fetchval(query, *args)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("leases: %s", e)
+                if not conn.is_closed():
+                    # A connection whose locks are in doubt is worth nothing: drop it, and
+                    # with it every claim, rather than hold rooms it may not hold.
+                    conn.terminate()
+                return None
+
+    # Rooms ---------------------------------------------------------------------------------
+
+    async def take_room(self, room_id: str) -> bool:
+        """Claim the room for this process. False if another process holds it (or the lease
+        connection is down)."""
+        taken = await self._try("SELECT pg_try_advisory_lock($1, $2)", ROOM, room_key(room_id))
+        if not taken:
+            return False
+        self._rooms[room_id] = self._rooms.get(room_id, 0) + 1
+        self._metrics.rooms_held.set(len(self._rooms))
+        return True
+
+    def holds_room(self, room_id: str) -> bool:
+        return room_id in self._rooms
+
+    async def release_room(self, room_id: str) -> None:
+        count = self._rooms.get(room_id, 0)
+        if count == 0:
+            return  # lost with the connection
+        if count == 1:
+            del self._rooms[room_id]
+        else:
+            self._rooms[room_id] = count - 1
+        self._metrics.rooms_held.set(len(self._rooms))
+        await self._try("SELECT pg_advisory_unlock($1, $2)", ROOM, room_key(room_id))
+
+    @property
+    def rooms_held(self) -> int:
+        return len(self._rooms)
+
+    # Jobs ----------------------------------------------------------------------------------
+
+    async def take_jobs(self) -> bool:
+        """Claim the run-once jobs if no process holds them. True if this process holds them
+        (now or already)."""
+        if self._jobs:
+            return True
+        if await self._try("SELECT pg_try_advisory_lock($1, 0)", JOBS):
+            self._jobs = True
+            self._metrics.jobs_held.set(1)
+            self._metrics.takeovers.labels("jobs").inc()
+        return self._jobs
+
+    @property
+    def holds_jobs(self) -> bool:
+        return self._jobs
+
+    # Liveness ------------------------------------------------------------------------------
+
+    async def live_workers(self) -> set[int]:
+        """The worker keys of every process holding its liveness lock now."""
+        async with self._lock:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                raise ConnectionError("the lease connection is down")
+            rows = await conn.fetch(
+                """
+                SELECT objid FROM pg_locks
+                WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """,
+                WORKER,
+            )
+        return {int(row["objid"]) for row in rows}
+
+    async def close(self) -> None:
+        """Release everything (closing the connection drops its locks)."""
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        self._rooms.clear()
+        self._jobs = False
+        self.held.clear()
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (OSError, TimeoutError, asyncpg.InterfaceError):
+                conn.terminate()
