@@ -53,16 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
     run.add_argument(
         "--role",
-        choices=("all", "receiver", "worker"),
+        choices=("all", "receiver", "worker", "embedder"),
         default="all",
         help="receiver: take the homeserver's transactions; worker: handle events (any number,"
-        " on one database); all: both, in this process (docs/deployment.md)",
+        " on one database); all: both, in this process; embedder: serve the local embedding"
+        " model to the others (docs/deployment.md)",
     )
     run.add_argument(
         "--port",
         type=int,
         help="where this process listens (default: appservice.port; a worker: the next port,"
-        " for /health, /ready and /metrics)",
+        " for /health, /ready and /metrics; an embedder: the one after)",
     )
 
     rei = sub.add_parser(
@@ -254,6 +255,17 @@ async def _run(config: Config, role: str, port: int | None) -> None:
         raise doryo.failure  # exit status 1
 
 
+async def _run_embedder(config: Config, port: int | None) -> None:
+    from bot.embedding_server import EmbeddingServer
+
+    server = EmbeddingServer(config)
+
+    async def start() -> None:
+        await server.start(config.appservice.hostname, port or config.appservice.port + 2)
+
+    await _until_signalled(start, server.stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup("INFO")
@@ -278,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "forget":
                 asyncio.run(_forget(config, args.user, args.workspace))
             else:
-                asyncio.run(_run(config, args.role, args.port))
+                if args.role == "embedder":
+                    asyncio.run(_run_embedder(config, args.port))
+                else:
+                    asyncio.run(_run(config, args.role, args.port))
     except ConfigError as e:
         print(
             f"config error in {getattr(args, 'config', 'the dev config')}:\n{e}", file=sys.stderr

@@ -346,6 +346,8 @@ class EmbeddingsConfig(_Section):
     timeout: float = Field(default=30, gt=0, le=600)
     # What a local model computes in; auto: bfloat16 where the CPU has it in hardware.
     local_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # A local/ model served by `doryo run --role embedder` at this URL instead of in this process.
+    local_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
 
 
 class MemoryConfig(_Section):

@@ -14,7 +14,10 @@ Two kinds, behind one small interface (`Embedder`):
   base_url, with a timeout on every call.
 
 `embeddings.model` chooses: "local/<name>" names a built-in model when <name> is one (see
-BUILTIN_MODELS); any other "<provider>/<model>" names a provider of llm.providers.
+BUILTIN_MODELS); any other "<provider>/<model>" names a provider of llm.providers. A built-in
+model may run in another process, `doryo run --role embedder` (bot/embedding_server.py), at
+`embeddings.local_url`: it is then called like a provider, with both lanes, and its vectors are
+the same model's (same reference, same table).
 
 Vectors come back as float32 rows of length 1 (cosine distance is then a dot product, and
 models that do not normalise their output are comparable too).
@@ -23,6 +26,8 @@ models that do not normalise their output are comparable too).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import multiprocessing
 import os
@@ -252,11 +257,15 @@ class OpenAIEmbedder:
         dimensions: int = 0,
         batch_size: int = 64,
         timeout: float = 30,
+        known_dims: int | None = None,
+        lanes: bool = False,
     ) -> None:
+        """`lanes`: the endpoint is Doryo's embedder, which is told whether someone waits."""
         self._ref = model_ref
         self._name = model_ref.split("/", 1)[1]
         self._requested_dims = dimensions
-        self._dims: int | None = dimensions or KNOWN_DIMS.get(self._name)
+        self._dims: int | None = dimensions or known_dims or KNOWN_DIMS.get(self._name)
+        self._lanes = lanes
         self._batch_size = batch_size
         self._timeout = timeout
         self._client = openai.AsyncOpenAI(
@@ -279,10 +288,12 @@ class OpenAIEmbedder:
             self._dims = int(probe.shape[1])
         return self._dims
 
-    async def _embed_batch(self, texts: list[str]) -> Vectors:
+    async def _embed_batch(self, texts: list[str], interactive: bool) -> Vectors:
         extra: dict[str, Any] = {}
         if self._requested_dims:
             extra["dimensions"] = self._requested_dims
+        if self._lanes:
+            extra["extra_body"] = {LANE_FIELD: "interactive" if interactive else "indexing"}
         try:
             # The SDK's own timeout covers one attempt; this one the retry as well.
             async with asyncio.timeout(self._timeout * 2.5):
@@ -315,9 +326,10 @@ class OpenAIEmbedder:
         return vectors
 
     async def embed(self, texts: Sequence[str], *, interactive: bool = False) -> Vectors:
-        # One HTTP call per batch either way: the provider has no priorities to ask for.
+        # One HTTP call per batch either way: a provider has no priorities to ask for (Doryo's
+        # embedder has its lanes).
         batches = [
-            await self._embed_batch(list(texts[start : start + self._batch_size]))
+            await self._embed_batch(list(texts[start : start + self._batch_size]), interactive)
             for start in range(0, len(texts), self._batch_size)
         ]
         if not batches:
@@ -339,6 +351,21 @@ def build_embedder(config: Config) -> Embedder:
             raise ConfigError(
                 "only OpenAI-compatible models can be asked for a size; set it to 0",
                 key="embeddings.dimensions",
+            )
+        if settings.local_url:
+            spec = BUILTIN_MODELS.get(name)
+            if spec is None:
+                raise ConfigError(
+                    f"{settings.model} is not a built-in model", key="embeddings.model"
+                )
+            return OpenAIEmbedder(
+                settings.model,
+                base_url=f"{settings.local_url.rstrip('/')}/v1",
+                api_key=embedder_token(config),
+                batch_size=settings.batch_size,
+                timeout=settings.timeout,
+                known_dims=spec.dims,
+                lanes=True,
             )
         return LocalEmbedder(
             name, batch_size=settings.batch_size, precision=settings.local_precision
@@ -365,3 +392,14 @@ def build_embedder(config: Config) -> Embedder:
         batch_size=settings.batch_size,
         timeout=settings.timeout,
     )
+
+
+LANE_FIELD = "doryo_lane"
+"""The request field that tells Doryo's embedder which lane: "interactive" or "indexing"."""
+
+
+def embedder_token(config: Config) -> str:
+    """What a process shows Doryo's embedder (`--role embedder`): derived from the appservice's
+    token, which every process of the deployment has, without sending that token itself."""
+    secret = config.appservice.as_token.get_secret_value().encode()
+    return hmac.new(secret, b"doryo embedder", hashlib.sha256).hexdigest()

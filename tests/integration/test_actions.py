@@ -18,6 +18,7 @@ from bot.app import Doryo
 from bot.followups import scheduler
 from bot.memory import LocalEmbedder
 from bot.tools.registry import Tool, ToolCall, ToolResult
+from synapse_dev.server import free_port
 from tests.client import JSON, MatrixClient, replies_to
 from tests.conftest import Homeserver
 from tests.integration.agent_helpers import latest
@@ -482,3 +483,52 @@ async def test_an_action_killed_between_its_end_and_its_card_is_reported_at_star
     )
     assert posted
     assert await bot.ctx.actions.report_pending(datetime.now(UTC)) == 0  # once
+
+
+async def test_a_run_of_another_live_process_is_never_recovered_one_of_a_dead_one_once(
+    homeserver: Homeserver, bot: Doryo, bot_config: Any, local_embedder: LocalEmbedder
+) -> None:
+    """Several processes on one database: recovery used to take every action running since
+    before its own start, so a second worker starting (or taking the jobs over) would mark
+    interrupted — or run again — an action another live worker was running."""
+    team, session, bob = await team_with_member(homeserver, bot)
+    other = Doryo(bot_config(), embedder=local_embedder, role="worker", port=free_port())
+    await other.start()
+    stopped = False
+    try:
+        store = bot.ctx.actions.store
+        created, _ = await store.create(
+            team.workspace_id,
+            session,
+            "fragile",
+            "1",
+            {"label": "elsewhere"},
+            bob.user_id,
+            datetime.now(UTC) + timedelta(hours=1),
+            request_event_id=None,
+        )
+        assert other.leases is not None and bot.leases is not None
+        started = await store.start(created.id, team.alice.user_id, other.leases.key)
+        assert started is not None
+        # Older than this process: only its runner's liveness tells it apart from a crash's.
+        await bot.ctx.db.execute(
+            "UPDATE actions SET started_at = now() - interval '1 hour' WHERE id = $1", created.id
+        )
+        await bot.ctx.actions.recover(started_before=datetime.now(UTC))
+        still = await store.get(created.id)
+        assert still is not None and still.status == "running"
+
+        await other.stop()  # its lease connection closes: to PostgreSQL, it died
+        stopped = True
+        await bot.ctx.actions.recover(started_before=datetime.now(UTC))
+        await bot.ctx.actions.recover(started_before=datetime.now(UTC))  # once, not twice
+        ended = await store.get(created.id)
+        assert ended is not None and ended.status == "error"
+        assert "interrupted" in (ended.error or "")
+        runs = await bot.ctx.db.fetchval(
+            "SELECT count(*) FROM tool_runs WHERE action_id = $1", created.id
+        )
+        assert runs == 1  # one record: the interruption
+    finally:
+        if not stopped:
+            await other.stop()

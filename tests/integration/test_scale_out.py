@@ -1,8 +1,8 @@
-"""Doryo as several processes on one PostgreSQL and Redis: a receiver and two workers, each a
-real `python -m bot run --role …` process, against a real Synapse. Workers run without the local
-embedding model (embeddings from the provider, a fake at the wire). Workers are killed with
-SIGKILL in the middle of their work; each test asserts that nothing is lost, nothing is answered
-twice, and prints how long the takeover took."""
+"""Doryo as several processes on one PostgreSQL and Redis: a receiver, an embedder and two
+workers, each a real `python -m bot run --role …` process, against a real Synapse. Only the
+embedder holds the local embedding model; the receiver and the workers ask it. Workers are
+killed with SIGKILL in the middle of their work; each test asserts that nothing is lost, nothing
+is answered twice, and prints how long the takeover took."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
 from tests.integration.test_resilience import (
     assert_one_reply_each,
+    children,
     handled_once,
     room_with_bot,
     wait_for_replies,
@@ -130,6 +131,7 @@ async def deployment(
 ) -> AsyncIterator[tuple[Deployment, FakeOpenAI]]:
     async with FakeOpenAI(default=Answer("Done by a worker.")) as model:
         config = tmp_path / "config.yaml"
+        embedder_port = free_port()
         write_config(
             config,
             {
@@ -148,8 +150,12 @@ async def deployment(
                     "timeouts": {"total": 30, "first_token": 20, "connect": 2},
                     "retries": {"attempts": 1, "backoff": 0.01, "max_backoff": 0.05},
                 },
-                # No local model in any process: the workers embed through the provider.
-                "embeddings": {"model": "local/fake-embed", "timeout": 5},
+                # The model in the embedder only: the others ask it.
+                "embeddings": {
+                    "model": "local/all-minilm-l6-v2",
+                    "local_url": f"http://127.0.0.1:{embedder_port}",
+                    "timeout": 10,
+                },
                 "admin_api": {"token": ADMIN_TOKEN},
                 "data_dir": str(tmp_path),
             },
@@ -157,6 +163,7 @@ async def deployment(
         bot_id = load_config(config).bot_user_id
         found = Deployment(config, tmp_path, database_url, bot_id)
         try:
+            await found.start("embedder", "embedder", embedder_port)
             await found.start("receiver", "receiver", homeserver.as_port)
             await found.start("worker-a", "worker")
             await found.start("worker-b", "worker")
@@ -217,6 +224,10 @@ async def test_two_workers_handle_many_rooms_each_event_once_in_order(
         if await processes.metric(name, "doryo_jobs_held")
     ]
     assert len(jobs) == 1  # the run-once jobs run in exactly one process
+    # The model's processes are the embedder's only: the others run without it.
+    for name in ("receiver", "worker-a", "worker-b"):
+        assert not children(processes.processes[name].pid), name
+    assert len(children(processes.processes["embedder"].pid)) >= 2  # its two lanes
 
 
 async def test_a_worker_killed_mid_answer_is_taken_over_and_answers_once(
@@ -284,4 +295,4 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_nothing(
     finally:
         await db.close()
     print(f"!ping ×40: {victim} killed mid-stream; all answered once {recovered:.1f} s later")
-    assert Counter(processes.processes[n].returncode for n in processes.processes)[None] == 2
+    assert Counter(processes.processes[n].returncode for n in processes.processes)[None] == 3
