@@ -196,6 +196,7 @@ class Doryo:
                 on_wake=self._woken,
                 on_regained=self._regained,
                 on_reminders=self._reminders_added,
+                on_lost=self._leases_lost,
             )
             try:
                 await self.leases.open()
@@ -356,6 +357,13 @@ class Doryo:
         the jobs are taken again by whoever looks first."""
         self._loops.spawn(self.dispatcher.resume(), "resume rooms after the lease came back")
 
+    def _leases_lost(self) -> None:
+        """Another process may take the jobs from now on: stop them here at once."""
+        if self._jobs_running:
+            log.warning("the jobs' lease was lost; stopping them here")
+            self._jobs_running = False
+            self._loops.spawn(self._jobs.cancel_all(), "stop the run-once jobs")
+
     def _reminders_added(self) -> None:
         self.ctx.followup_wakeup.set()
 
@@ -368,10 +376,6 @@ class Doryo:
             try:
                 await self.dispatcher.resume()
                 self.metrics.inbox_pending.set(await self.inbox.pending_count())
-                if self._jobs_running and not self.leases.holds_jobs:
-                    log.warning("the jobs' lease was lost; stopping them here")
-                    await self._jobs.cancel_all()
-                    self._jobs_running = False
                 if self.connected.is_set() and await self.leases.take_jobs():
                     if not self._jobs_running:
                         self._jobs_running = True

@@ -105,8 +105,9 @@ async def notify_reminders(pool: asyncpg.Pool) -> None:
 class Leases:
     """This process's advisory locks on its lease connection, and the wake-ups it hears.
 
-    `on_wake(rooms)` is called for each notification; `on_regained()` after the connection came
-    back (its claims were lost with the old one: the caller looks again at what is pending).
+    `on_wake(rooms)` is called for each notification; `on_lost()` as soon as the connection is
+    lost (with it every claim: the caller stops what it ran under them); `on_regained()` after
+    the connection came back (the caller looks again at what is pending).
     """
 
     def __init__(
@@ -117,12 +118,14 @@ class Leases:
         on_wake: Callable[[list[str]], None] | None = None,
         on_regained: Callable[[], None] | None = None,
         on_reminders: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._metrics = metrics
         self._on_wake = on_wake
         self._on_regained = on_regained
         self._on_reminders = on_reminders
+        self._on_lost = on_lost
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._rooms: dict[str, int] = {}
@@ -176,6 +179,8 @@ class Leases:
             "held" if self._jobs else "not held",
         )
         self._forget_claims()
+        if self._on_lost is not None:
+            self._on_lost()
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(
                 self._reconnect(), name="leases: reconnect"

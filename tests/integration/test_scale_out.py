@@ -275,13 +275,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_nothing(
 ) -> None:
     processes, _ = deployment
     alice, room = await room_with_bot(homeserver, processes.bot_id)
-    semaphore = asyncio.Semaphore(8)
-
-    async def ping(n: int) -> str:
-        async with semaphore:
-            return await alice.send_text(room, f"!ping {n}")
-
-    sending = asyncio.gather(*(ping(n) for n in range(40)))
+    sending = await pings(alice, room, 40)
     victim = await holder_of(processes, ["worker-a", "worker-b"])
     killed_at = time.monotonic()
     processes.kill(victim)
@@ -296,3 +290,86 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_repeats_nothing(
         await db.close()
     print(f"!ping ×40: {victim} killed mid-stream; all answered once {recovered:.1f} s later")
     assert Counter(processes.processes[n].returncode for n in processes.processes)[None] == 3
+
+
+async def pings(alice: MatrixClient, room: str, count: int) -> asyncio.Future[list[str]]:
+    semaphore = asyncio.Semaphore(8)
+
+    async def ping(n: int) -> str:
+        async with semaphore:
+            return await alice.send_text(room, f"!ping {n}")
+
+    return asyncio.gather(*(ping(n) for n in range(count)))
+
+
+async def test_the_receiver_killed_mid_stream_loses_nothing(
+    homeserver: Homeserver, deployment: tuple[Deployment, FakeOpenAI]
+) -> None:
+    """Killed between journaling transactions and unpacking them, or in the middle of either:
+    the homeserver retries what got no answer, the journal keeps what did."""
+    processes, _ = deployment
+    alice, room = await room_with_bot(homeserver, processes.bot_id)
+    sending = await pings(alice, room, 40)
+    db = await asyncpg.connect(processes.database_url)
+    try:
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) >= 5 FROM appservice_transactions"), timeout=30
+        )
+        processes.kill("receiver")
+        killed_at = time.monotonic()
+        await processes.processes["receiver"].wait()
+        await processes.start("receiver", "receiver", homeserver.as_port)
+        sent = await sending
+        await wait_for_replies(alice, room, sent, timeout=90, bot_db=db)
+        recovered = time.monotonic() - killed_at
+        assert_one_reply_each(alice, room, sent, processes.bot_id)
+        await handled_once(db, sent)
+    finally:
+        await db.close()
+    print(
+        f"!ping ×40: the receiver killed and restarted; all answered once {recovered:.1f} s later"
+    )
+
+
+async def test_every_database_connection_cut_mid_stream_loses_and_repeats_nothing(
+    homeserver: Homeserver, deployment: tuple[Deployment, FakeOpenAI]
+) -> None:
+    """What a PostgreSQL restart does to each process: its pool and its lease connection are
+    cut. The leases are lost (rooms and jobs free for anyone), taken again, and /ready says so
+    meanwhile."""
+    processes, _ = deployment
+    alice, room = await room_with_bot(homeserver, processes.bot_id)
+    sending = await pings(alice, room, 40)
+    db = await asyncpg.connect(processes.database_url)
+    try:
+        await eventually(
+            lambda: db.fetchval(
+                "SELECT count(*) >= 5 FROM inbox_events WHERE room_id = $1 AND state = 'done'",
+                room,
+            ),
+            timeout=30,
+        )
+        cut = await db.fetchval(
+            """
+            SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+            """
+        )
+        cut_at = time.monotonic()
+        sent = await sending
+        await wait_for_replies(alice, room, sent, timeout=90, bot_db=db)
+        recovered = time.monotonic() - cut_at
+        assert_one_reply_each(alice, room, sent, processes.bot_id)
+        await handled_once(db, sent)
+        for name in ("worker-a", "worker-b"):
+            body = await processes.ready(name)  # leases held again
+            assert body["checks"]["leases"]["ok"]
+        jobs = [
+            name
+            for name in ("worker-a", "worker-b")
+            if await processes.metric(name, "doryo_jobs_held")
+        ]
+        assert len(jobs) == 1
+    finally:
+        await db.close()
+    print(f"!ping ×40: {cut} database connections cut; all answered once {recovered:.1f} s later")
