@@ -1,0 +1,476 @@
+"""Load: many rooms, people writing and asking at once, against Doryo with 1, 2 and 4 workers and
+against a bare appservice that only echoes — on the same Synapse, in the same run.
+
+    .venv/bin/python bench/load.py [--rooms 50] [--rates 10,30] [--seconds 30] [--workers 1,2,4]
+
+Doryo runs as real processes (docs/deployment.md): a receiver, an embedder (the local model)
+and N workers, on an embedded PostgreSQL and a private Redis; the model is a fast fake on
+127.0.0.1. Two people write in `--rooms` sessions of a workspace at `--rate` messages a second
+in all: one message in three is a request (`!ping` or `@ask …`), the rest is chatter, which
+Doryo records and embeds. The echo appservice (this script with --echo, a process of its own)
+sits in as many plain rooms of the same Synapse and answers each request with one reply, as
+soon as its transaction arrives: the floor any appservice stands on.
+
+Per phase: messages/s offered and accepted by Synapse, requests answered, p50/p95 from a request
+reaching Synapse to the reply reaching Synapse (both `origin_server_ts`, Synapse's clock), and
+the CPU of Synapse and of the appservice's processes (% of one core). Phases run echo first and
+last at each rate, Doryo with each number of workers between (the two echo phases show the
+drift of a shared machine). Target (issue 20): at the rate where Synapse saturates, Doryo's p95
+within 1.25× of the echo's, and more workers never slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import psutil
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
+from synapse_dev.server import free_port  # noqa: E402
+from tests.client import MatrixClient  # noqa: E402
+from tests.conftest import Homeserver, start_homeserver  # noqa: E402
+from tests.fakes.llm_script import Answer  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+from tests.integration.workspace_helpers import (  # noqa: E402
+    accept,
+    command,
+    invited_rooms,
+    link_target,
+)
+from tests.processes import Deployment, deployment  # noqa: E402
+
+ECHO = "echo"
+
+
+# -- the echo appservice ------------------------------------------------------------------------
+
+
+def is_request(body: object) -> bool:
+    return isinstance(body, str) and (body.startswith("!ping") or body.startswith("@ask"))
+
+
+async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> None:
+    """Answer each request with a reply, from the transaction's handler (after the 200)."""
+    http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {as_token}"})
+    me = f"@{ECHO}:localhost"
+    counter = itertools.count()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send(room: str, content: dict[str, Any]) -> None:
+        url = (
+            f"{homeserver}/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/"
+            f"e{next(counter)}.{os.getpid()}"
+        )
+        for _ in range(5):
+            try:
+                async with http.put(url, json=content) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+
+    async def join(room: str) -> None:
+        async with http.post(f"{homeserver}/_matrix/client/v3/join/{quote(room)}", json={}):
+            pass
+
+    def handle(event: dict[str, Any]) -> None:
+        content = event.get("content") or {}
+        if (
+            event.get("type") == "m.room.member"
+            and event.get("state_key") == me
+            and content.get("membership") == "invite"
+        ):
+            work = join(event["room_id"])
+        elif (
+            event.get("type") == "m.room.message"
+            and event.get("sender") != me
+            and is_request(content.get("body"))
+        ):
+            work = send(
+                event["room_id"],
+                {
+                    "msgtype": "m.notice",
+                    "body": "echo",
+                    "m.relates_to": {"m.in_reply_to": {"event_id": event["event_id"]}},
+                },
+            )
+        else:
+            return
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def transactions(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {hs_token}":
+            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+        body = await request.json()
+        for event in body.get("events", []):
+            handle(event)
+        return web.json_response({})
+
+    async def pending(_: web.Request) -> web.Response:
+        return web.json_response({"pending": len(tasks)})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_put("/_matrix/app/v1/transactions/{txn}", transactions)
+    app.router.add_post("/_matrix/app/v1/ping", lambda _: web.json_response({}))
+    app.router.add_get("/pending", pending)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+def echo_registration(port: int, as_token: str, hs_token: str) -> dict[str, Any]:
+    return {
+        "id": "echo",
+        "url": f"http://127.0.0.1:{port}",
+        "as_token": as_token,
+        "hs_token": hs_token,
+        "sender_localpart": ECHO,
+        "namespaces": {"users": [], "aliases": [], "rooms": []},
+        "rate_limited": False,
+    }
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+            for child in process.children(recursive=True):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+@dataclass
+class Sent:
+    room: str
+    event_id: str
+    request: bool
+    ping: bool = False
+
+
+@dataclass
+class Phase:
+    name: str
+    rate: int
+    sent: list[Sent] = field(default_factory=list)
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    ping_latencies: list[float] = field(default_factory=list)
+    answered: int = 0
+    synapse_cpu: float = 0.0
+    service_cpu: float = 0.0
+    drained: bool = True
+
+    def report(self) -> str:
+        requests = sum(1 for s in self.sent if s.request)
+        if not self.latencies:
+            return f"  {self.name:<16} {self.rate:>3}/s  no replies"
+        return (
+            f"  {self.name:<16} {self.rate:>3}/s  accepted {len(self.sent) / self.seconds:5.1f}"
+            f" msg/s  answered {self.answered}/{requests}"
+            f"  reply p50 {statistics.median(self.latencies):7.0f} ms"
+            f"  p95 {pct(self.latencies, 95):7.0f} ms"
+            f" (!ping p50 {statistics.median(self.ping_latencies or [0]):5.0f})"
+            f"  CPU synapse {self.synapse_cpu:4.0f} %  appservice {self.service_cpu:4.0f} %"
+            + ("" if self.drained else "  (not drained)")
+        )
+
+
+async def room_events(person: MatrixClient, room: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        path = f"/v3/rooms/{quote(room)}/messages?dir=b&limit=1000" + (
+            f"&from={quote(token)}" if token else ""
+        )
+        page = await person.request("GET", path)
+        events += page.get("chunk", [])
+        token = page.get("end", "")
+        if not token or not page.get("chunk"):
+            return events
+
+
+def replied_to(event: dict[str, Any]) -> str | None:
+    content = event.get("content") or {}
+    relates = content.get("m.relates_to") or {}
+    if relates.get("rel_type") == "m.replace":
+        return None
+    answer = content.get("org.doryo.answer")
+    if isinstance(answer, dict) and isinstance(answer.get("question"), str):
+        return answer["question"]
+    reply = (relates.get("m.in_reply_to") or {}).get("event_id")
+    return reply if isinstance(reply, str) else None
+
+
+async def measure(phase: Phase, person: MatrixClient, bots: set[str]) -> None:
+    times: dict[str, int] = {}
+    replies: dict[str, int] = {}
+    for room in {s.room for s in phase.sent}:
+        for event in await room_events(person, room):
+            times[event["event_id"]] = event["origin_server_ts"]
+            if event.get("sender") in bots:
+                target = replied_to(event)
+                if target is not None:
+                    replies[target] = min(replies.get(target, 2**62), event["origin_server_ts"])
+    for sent in phase.sent:
+        if sent.request and sent.event_id in replies:
+            phase.answered += 1
+            latency = replies[sent.event_id] - times[sent.event_id]
+            phase.latencies.append(latency)
+            if sent.ping:
+                phase.ping_latencies.append(latency)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def send_load(
+    phase: Phase, people: list[MatrixClient], rooms: list[str], seconds: float
+) -> None:
+    rng = random.Random(phase.rate)
+    count = int(phase.rate * seconds)
+    semaphore = asyncio.Semaphore(64)
+    started = time.monotonic()
+
+    async def one(n: int) -> None:
+        await asyncio.sleep(max(0.0, started + n / phase.rate - time.monotonic()))
+        room = rng.choice(rooms)
+        kind = n % 3
+        if kind == 0:
+            body = f"!ping {n}" if n % 2 else f"@ask what did we say about item {n % 97}?"
+        else:
+            body = f"Note {n}: item {n % 97} moves to week {n % 52}, says the plan."
+        async with semaphore:
+            event_id = await people[n % len(people)].send_text(room, body, retry_for=30)
+        phase.sent.append(Sent(room, event_id, kind == 0, body.startswith("!ping")))
+
+    await asyncio.gather(*(one(n) for n in range(count)))
+    phase.seconds = time.monotonic() - started
+
+
+async def drained(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def run(args: argparse.Namespace) -> None:
+    rates = [int(r) for r in args.rates.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="doryo-load-") as tmp:
+        root = Path(tmp)
+        pg_url, pg = await start_embedded(root / "pg")
+        redis_port = free_port()
+        redis = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        echo_port = free_port()
+        echo_tokens = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        echo_path = root / "echo-registration.yaml"
+        echo_path.write_text(json.dumps(echo_registration(echo_port, *echo_tokens)))
+        synapse_dir = (root / "synapse").resolve()
+        hs: Homeserver = await start_homeserver(
+            synapse_dir,
+            extra_config={
+                "app_service_config_files": [
+                    str(synapse_dir / "appservice-registration.yaml"),
+                    str(echo_path),
+                ]
+            },
+        )
+        echo = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--echo", str(echo_port), hs.url, *echo_tokens,
+        )  # fmt: skip
+        model = FakeOpenAI(default=Answer("Item 12 moves to week 3, as the plan says."))
+        await model.start()
+        embedder_port = free_port()
+        doryo = deployment(
+            root,
+            homeserver=hs,
+            database_url=pg_url,
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            model_url=model.base_url,
+            embedder_port=embedder_port,
+            database={"max_connections": 10},
+        )
+        bot_id = doryo.bot_id
+        try:
+            await doryo.start("embedder", "embedder", embedder_port)
+            await doryo.start("receiver", "receiver", hs.as_port)
+            await doryo.start("worker-1", "worker")
+            print(f"setting up {args.rooms} sessions and {args.rooms} echo rooms…", flush=True)
+            alice, bob = await hs.user("alice"), await hs.user("bob")
+            sessions, echo_rooms = await set_up(alice, bob, bot_id, args.rooms)
+            synapse = psutil.Process(hs.synapse._process.pid)  # type: ignore[union-attr]
+            phases: list[Phase] = []
+            for rate in rates:
+                order = ["echo", *[f"doryo ×{n}" for n in worker_counts], "echo"]
+                for name in order:
+                    if name.startswith("doryo"):
+                        await set_workers(doryo, int(name.split("×")[1]))
+                    phase = Phase(name, rate)
+                    targets = (
+                        [psutil.Process(echo.pid)]
+                        if name == "echo"
+                        else [psutil.Process(p.pid) for p in doryo.processes.values()]
+                    )
+                    cpu0, syn0, t0 = cpu_seconds(targets), cpu_seconds([synapse]), time.monotonic()
+                    rooms = echo_rooms if name == "echo" else sessions
+                    await send_load(phase, [alice, bob], rooms, args.seconds)
+                    if name == "echo":
+                        phase.drained = await drained(lambda: echo_idle(echo_port), 60)
+                    else:
+                        phase.drained = await drained(lambda: doryo_idle(pg_url), 120)
+                    elapsed = time.monotonic() - t0
+                    phase.service_cpu = (cpu_seconds(targets) - cpu0) / elapsed * 100
+                    phase.synapse_cpu = (cpu_seconds([synapse]) - syn0) / elapsed * 100
+                    await measure(phase, alice, {bot_id, f"@{ECHO}:localhost"})
+                    print(phase.report(), flush=True)
+                    phases.append(phase)
+            summarize(phases)
+        finally:
+            await doryo.stop()
+            echo.terminate()
+            await echo.wait()
+            await hs.close_clients()
+            await hs.synapse.stop()
+            await model.stop()
+            redis.terminate()
+            await redis.wait()
+            await stop_embedded(pg)
+
+
+async def set_up(
+    alice: MatrixClient, bob: MatrixClient, bot_id: str, count: int
+) -> tuple[list[str], list[str]]:
+    dm = await alice.create_room(invite=[bot_id], is_direct=True, preset="trusted_private_chat")
+    await alice.wait_for(dm, lambda e: e["sender"] == bot_id, timeout=60)
+    await command(alice, dm, "!ws create Load", timeout=60)
+    for room in list(await invited_rooms(alice)):
+        await accept(alice, room)  # the space
+    await command(alice, dm, f"!ws invite {bob.user_id}", timeout=60)
+    for room in list(await invited_rooms(bob)):
+        await accept(bob, room)
+    sessions = []
+    for n in range(count):
+        session = link_target(await command(alice, dm, f"!session start Load {n}", timeout=60))
+        await accept(alice, session)
+        await accept(bob, session)
+        sessions.append(session)
+    echo_rooms = []
+    for _ in range(count):
+        room = await alice.create_room(invite=[f"@{ECHO}:localhost", bob.user_id])
+        await accept(bob, room)
+        echo_rooms.append(room)
+    for room in echo_rooms:  # the echo joins as its transactions come
+        deadline = time.monotonic() + 60
+        while (
+            f"@{ECHO}:localhost"
+            not in (await alice.request("GET", f"/v3/rooms/{quote(room)}/joined_members"))[
+                "joined"
+            ]
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the echo appservice did not join {room}")
+            await asyncio.sleep(0.2)
+    return sessions, echo_rooms
+
+
+async def set_workers(doryo: Deployment, count: int) -> None:
+    workers = sorted(name for name in doryo.processes if name.startswith("worker"))
+    for name in workers[count:]:
+        await doryo.stop_one(name)
+    for n in range(len(workers) + 1, count + 1):
+        await doryo.start(f"worker-{n}", "worker")
+
+
+async def echo_idle(port: int) -> bool:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/pending") as response,
+    ):
+        return bool((await response.json())["pending"] == 0)
+
+
+async def doryo_idle(database_url: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        waiting = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM inbox_events WHERE state = 'pending')"
+            " + (SELECT count(*) FROM appservice_transactions WHERE events IS NOT NULL)"
+        )
+    finally:
+        await conn.close()
+    return bool(waiting == 0)
+
+
+def summarize(phases: list[Phase]) -> None:
+    print("\nsummary: Doryo's reply p95 against the echo's (the mean of its two phases)")
+    for rate in sorted({p.rate for p in phases}):
+        at = [p for p in phases if p.rate == rate and p.latencies]
+        echo = [pct(p.latencies, 95) for p in at if p.name == "echo"]
+        if not echo:
+            continue
+        floor = statistics.mean(echo)
+        parts = [f"{p.name} ×{pct(p.latencies, 95) / floor:.2f}" for p in at if p.name != "echo"]
+        print(f"  {rate:>3}/s  echo p95 {floor:.0f} ms;  " + ", ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rooms", type=int, default=50)
+    parser.add_argument("--rates", default="10,30", help="messages a second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30, help="of sending, per phase")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args()
+    if args.echo:
+        port, homeserver, as_token, hs_token = args.echo
+        asyncio.run(run_echo(int(port), homeserver, as_token, hs_token))
+    else:
+        asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
