@@ -174,6 +174,11 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
 @dataclass
 class Sent:
     room: str
@@ -190,9 +195,18 @@ class Phase:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     ping_latencies: list[float] = field(default_factory=list)
+    to_receiver: list[float] = field(default_factory=list)
+    """Doryo: from a request reaching Synapse to its transaction journaled (ms)."""
+    in_doryo: list[float] = field(default_factory=list)
+    """Doryo: from journaled to the reply reaching Synapse (ms)."""
+    transactions: float = 0.0
+    ack_ms: float = 0.0
+    """Doryo: transactions the receiver took in the phase, and its mean time to answer one."""
     answered: int = 0
     synapse_cpu: float = 0.0
     service_cpu: float = 0.0
+    machine_cpu: float = 0.0
+    """All processes of the machine, % of one core (200 % = both cores of a 2-core one)."""
     drained: bool = True
 
     def report(self) -> str:
@@ -206,7 +220,16 @@ class Phase:
             f"  p95 {pct(self.latencies, 95):7.0f} ms"
             f" (!ping p50 {statistics.median(self.ping_latencies or [0]):5.0f})"
             f"  CPU synapse {self.synapse_cpu:4.0f} %  appservice {self.service_cpu:4.0f} %"
+            f"  machine {self.machine_cpu:4.0f} %"
             + ("" if self.drained else "  (not drained)")
+            + (
+                f"\n  {'':<16}        of which: Synapse to the receiver p50"
+                f" {statistics.median(self.to_receiver):6.0f} ms, journaled to reply p50"
+                f" {statistics.median(self.in_doryo):6.0f} ms; {self.transactions:.0f}"
+                f" transactions, answered in {self.ack_ms:.1f} ms on average"
+                if self.to_receiver and self.in_doryo
+                else ""
+            )
         )
 
 
@@ -236,7 +259,9 @@ def replied_to(event: dict[str, Any]) -> str | None:
     return reply if isinstance(reply, str) else None
 
 
-async def measure(phase: Phase, person: MatrixClient, bots: set[str]) -> None:
+async def measure(
+    phase: Phase, person: MatrixClient, bots: set[str], database_url: str | None
+) -> None:
     times: dict[str, int] = {}
     replies: dict[str, int] = {}
     for room in {s.room for s in phase.sent}:
@@ -253,6 +278,24 @@ async def measure(phase: Phase, person: MatrixClient, bots: set[str]) -> None:
             phase.latencies.append(latency)
             if sent.ping:
                 phase.ping_latencies.append(latency)
+    if database_url is None:
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, extract(epoch FROM received_at) * 1000 AS at FROM inbox_events"
+            " WHERE event_id = any($1::text[])",
+            [s.event_id for s in phase.sent if s.request],
+        )
+    finally:
+        await conn.close()
+    for row in rows:
+        if row["event_id"] in replies:
+            at = float(row["at"])
+            phase.to_receiver.append(at - times[row["event_id"]])
+            phase.in_doryo.append(replies[row["event_id"]] - at)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -330,10 +373,16 @@ async def run(args: argparse.Namespace) -> None:
             model_url=model.base_url,
             embedder_port=embedder_port,
             database={"max_connections": 10},
+            **(
+                {}
+                if args.embeddings == "local"
+                else {"embeddings": {"model": "local/fake-embed", "local_url": ""}}
+            ),
         )
         bot_id = doryo.bot_id
         try:
-            await doryo.start("embedder", "embedder", embedder_port)
+            if args.embeddings == "local":
+                await doryo.start("embedder", "embedder", embedder_port)
             await doryo.start("receiver", "receiver", hs.as_port)
             await doryo.start("worker-1", "worker")
             print(f"setting up {args.rooms} sessions and {args.rooms} echo rooms…", flush=True)
@@ -353,6 +402,8 @@ async def run(args: argparse.Namespace) -> None:
                         else [psutil.Process(p.pid) for p in doryo.processes.values()]
                     )
                     cpu0, syn0, t0 = cpu_seconds(targets), cpu_seconds([synapse]), time.monotonic()
+                    acks0 = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
+                    machine0 = busy_seconds()
                     rooms = echo_rooms if name == "echo" else sessions
                     await send_load(phase, [alice, bob], rooms, args.seconds)
                     if name == "echo":
@@ -360,9 +411,19 @@ async def run(args: argparse.Namespace) -> None:
                     else:
                         phase.drained = await drained(lambda: doryo_idle(pg_url), 120)
                     elapsed = time.monotonic() - t0
+                    acks = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
+                    phase.transactions = acks["_count"] - acks0["_count"]
+                    if phase.transactions:
+                        phase.ack_ms = (acks["_sum"] - acks0["_sum"]) / phase.transactions * 1000
                     phase.service_cpu = (cpu_seconds(targets) - cpu0) / elapsed * 100
                     phase.synapse_cpu = (cpu_seconds([synapse]) - syn0) / elapsed * 100
-                    await measure(phase, alice, {bot_id, f"@{ECHO}:localhost"})
+                    phase.machine_cpu = (busy_seconds() - machine0) / elapsed * 100
+                    await measure(
+                        phase,
+                        alice,
+                        {bot_id, f"@{ECHO}:localhost"},
+                        None if name == "echo" else pg_url,
+                    )
                     print(phase.report(), flush=True)
                     phases.append(phase)
             summarize(phases)
@@ -462,6 +523,13 @@ def main() -> None:
     parser.add_argument("--rates", default="10,30", help="messages a second, comma-separated")
     parser.add_argument("--seconds", type=float, default=30, help="of sending, per phase")
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument(
+        "--embeddings",
+        choices=("provider", "local"),
+        default="provider",
+        help="provider: a fast fake at the wire, like the model (what Doryo itself costs);"
+        " local: the embedder role with all-MiniLM-L6-v2 (what the model costs on this CPU)",
+    )
     parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()

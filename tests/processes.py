@@ -74,6 +74,20 @@ class Deployment:
             if line.startswith(metric) and not line.startswith("#")
         )
 
+    async def metrics(self, name: str, family: str) -> dict[str, float]:
+        """A metric family's unlabelled samples by suffix ("_sum", "_count", "" …)."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.ports[name]}/metrics") as response,
+        ):
+            text = await response.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(family) and "{" not in line:
+                key, value = line.rsplit(" ", 1)
+                found[key[len(family) :]] = float(value)
+        return found
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
