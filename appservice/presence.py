@@ -31,17 +31,26 @@ class Presence:
 
 
 class PresenceCache:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, max_age: float | None = None
+    ) -> None:
+        """`max_age`: seconds after which what is known counts as not known (for a process that
+        does not hear the homeserver's presence updates, only what it asked)."""
         self._clock = clock
+        self._max_age = max_age
         self._by_user: dict[str, Presence] = {}
         self._changed = asyncio.Condition()
 
     def get(self, user_id: str) -> Presence | None:
-        return self._by_user.get(user_id)
+        known = self._by_user.get(user_id)
+        if known is not None and self._max_age is not None:
+            if self._clock() - known.received_at > self._max_age:
+                return None
+        return known
 
     def is_online(self, user_id: str) -> bool | None:
         """True/False when known; None when the homeserver has not told us yet."""
-        known = self._by_user.get(user_id)
+        known = self.get(user_id)
         return None if known is None else known.is_online
 
     def __len__(self) -> int:

@@ -45,7 +45,7 @@ from bot.core.dispatcher import Dispatcher
 from bot.core.embedded_pg import heal_embedded, start_embedded, stop_embedded
 from bot.core.errors import ConfigError, DatabaseError, DoryoError, EmbeddingError
 from bot.core.inbox import Inbox, InboxStore
-from bot.core.leases import LOOK_INTERVAL, Leases, notify_reminders, notify_rooms
+from bot.core.leases import LOOK_INTERVAL, Leases, notify_job, notify_rooms
 from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
@@ -88,6 +88,7 @@ EMBEDDED_PG_CHECK = 5.0
 EMBEDDED_PG_RESTARTS = 3
 
 ROLES = ("all", "receiver", "worker")
+PRESENCE_MAX_AGE = 60.0
 
 
 def check_role(config: Config, role: str) -> None:
@@ -128,7 +129,9 @@ class Doryo:
         self.port = port if port is not None else config.appservice.port + (role == "worker")
         self._embedder = embedder
         self.metrics = Metrics()
-        self.presence = PresenceCache()
+        # A worker hears no presence (the receiver does): what it asked of the homeserver is
+        # asked again after a minute.
+        self.presence = PresenceCache(max_age=None if role != "worker" else PRESENCE_MAX_AGE)
         self.connected = asyncio.Event()
         """Set once the homeserver answered and the bot user is set up."""
         self.gave_up = asyncio.Event()
@@ -195,7 +198,7 @@ class Doryo:
                 self.metrics,
                 on_wake=self._woken,
                 on_regained=self._regained,
-                on_reminders=self._reminders_added,
+                on_job=self._job_woken,
                 on_lost=self._leases_lost,
             )
             try:
@@ -364,13 +367,20 @@ class Doryo:
             self._jobs_running = False
             self._loops.spawn(self._jobs.cancel_all(), "stop the run-once jobs")
 
-    def _reminders_added(self) -> None:
-        self.ctx.followup_wakeup.set()
+    def _job_wakeups(self) -> dict[str, asyncio.Event]:
+        """What wakes each run-once job's loop: set by whichever process has work for it."""
+        return {"reminders": self.ctx.followup_wakeup, "documents": self.ctx.documents.queued}
+
+    def _job_woken(self, name: str) -> None:
+        event = self._job_wakeups().get(name)
+        if event is not None:
+            event.set()
 
     async def _look(self) -> None:
         """Every LOOK_INTERVAL: rooms with pending events that no process works on (another
         died, or a wake-up was missed) are taken; the jobs are taken if no process holds them,
-        and given up when the lease was lost; a reminder added here is announced."""
+        and given up when the lease was lost; a reminder added or a file queued here is
+        announced to the process that runs the jobs."""
         assert self.leases is not None
         while True:
             try:
@@ -383,9 +393,11 @@ class Doryo:
                         self._jobs.spawn(self._run_jobs(), "run-once jobs")
                     else:
                         await self.ctx.actions.recover(started_before=self.began)
-                if self.ctx.followup_wakeup.is_set() and not self.leases.holds_jobs:
-                    self.ctx.followup_wakeup.clear()
-                    await notify_reminders(self.ctx.db)
+                if not self.leases.holds_jobs:
+                    for name, event in self._job_wakeups().items():
+                        if event.is_set():
+                            event.clear()
+                            await notify_job(self.ctx.db, name)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, MatrixError) as e:
                 log.warning("looking for rooms and jobs: %s", e)
             await asyncio.sleep(LOOK_INTERVAL)
@@ -496,8 +508,18 @@ class Doryo:
     async def _run_jobs(self) -> None:
         """What must run once in the deployment (docs/architecture.md says how each stays
         once): recovery of what a crash cut short, then the loops, until the lease is lost."""
-        await self.ctx.actions.recover(started_before=self.began)
-        await deletion.recover(self.ctx, decided_before=self.began)
+        try:
+            await self.ctx.actions.recover(started_before=self.began)
+            await deletion.recover(self.ctx, decided_before=self.began)
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            OSError,
+            DatabaseError,
+            MatrixError,
+        ) as e:
+            # Both are tried again: actions at each look, deletions by the maintenance.
+            log.warning("recovering what a crash cut short: %s; trying again soon", e)
         # Rooms joined before the bot kept their members are no DMs until it has read them.
         self._jobs.spawn(read_unknown_members(self.ctx), "read rooms' members")
         self._jobs.spawn(read_display_names(self.ctx), READ_DISPLAY_NAMES)

@@ -87,8 +87,9 @@ def woken_rooms(payload: str) -> list[str]:
     return [room for room in rooms if isinstance(room, str) and room.startswith("!")]
 
 
-REMINDERS = "reminders"
-"""The payload that wakes the reminders' loop, wherever it runs (a reminder was added)."""
+JOB_PREFIX = "job:"
+"""A payload `job:<name>` wakes that run-once job's loop in the process running it (a reminder
+was added, a file was queued to be read)."""
 
 
 async def notify_rooms(pool: asyncpg.Pool, room_ids: Sequence[str]) -> None:
@@ -97,9 +98,9 @@ async def notify_rooms(pool: asyncpg.Pool, room_ids: Sequence[str]) -> None:
         await pool.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, payload)
 
 
-async def notify_reminders(pool: asyncpg.Pool) -> None:
-    """Tell the process running the reminders that one was added."""
-    await pool.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, REMINDERS)
+async def notify_job(pool: asyncpg.Pool, name: str) -> None:
+    """Tell the process running the run-once jobs that this one has work."""
+    await pool.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, JOB_PREFIX + name)
 
 
 class Leases:
@@ -117,14 +118,14 @@ class Leases:
         *,
         on_wake: Callable[[list[str]], None] | None = None,
         on_regained: Callable[[], None] | None = None,
-        on_reminders: Callable[[], None] | None = None,
+        on_job: Callable[[str], None] | None = None,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._metrics = metrics
         self._on_wake = on_wake
         self._on_regained = on_regained
-        self._on_reminders = on_reminders
+        self._on_job = on_job
         self._on_lost = on_lost
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -160,9 +161,9 @@ class Leases:
         self.held.set()
 
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload == REMINDERS:
-            if self._on_reminders is not None and self._jobs:
-                self._on_reminders()
+        if payload.startswith(JOB_PREFIX):
+            if self._on_job is not None and self._jobs:
+                self._on_job(payload.removeprefix(JOB_PREFIX))
             return
         if self._on_wake is not None:
             rooms = woken_rooms(payload)

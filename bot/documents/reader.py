@@ -280,7 +280,9 @@ class DocumentReader:
     def __init__(self, ctx: DocumentsContext, store: DocumentStore) -> None:
         self._ctx = ctx
         self.store = store
-        self._wake = asyncio.Event()
+        self.queued = asyncio.Event()
+        """Set when a file or link was queued: the reading loop waits on it (in a deployment
+        of several processes, the one running the loop is told: bot.app)."""
         self._busy = False
         self.read = 0
         """Files read since start (for tests and benchmarks)."""
@@ -347,7 +349,7 @@ class DocumentReader:
             content=content,
         )
         if added:
-            self._wake.set()
+            self.queued.set()
         return added
 
     async def forget(self, workspace_id: str, event_id: str) -> Document | None:
@@ -357,7 +359,7 @@ class DocumentReader:
         """Wait until nothing is queued or being read (for tests and benchmarks)."""
         async with asyncio.timeout(timeout):
             while self._busy or await self.store.waiting():
-                self._wake.set()
+                self.queued.set()
                 await asyncio.sleep(0.1)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -371,10 +373,10 @@ class DocumentReader:
                 await asyncio.sleep(_RETRY_PAUSE)
                 continue
             if document is None:
-                self._wake.clear()
+                self.queued.clear()
                 try:
                     async with asyncio.timeout(_IDLE_CHECK):
-                        await self._wake.wait()
+                        await self.queued.wait()
                 except TimeoutError:
                     pass
                 continue

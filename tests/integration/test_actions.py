@@ -532,3 +532,33 @@ async def test_a_run_of_another_live_process_is_never_recovered_one_of_a_dead_on
     finally:
         if not stopped:
             await other.stop()
+
+
+async def test_a_reminder_added_in_a_worker_without_the_jobs_is_posted_at_once(
+    homeserver: Homeserver, bot: Doryo, bot_config: Any, local_embedder: LocalEmbedder
+) -> None:
+    """The reminders' loop runs in the process holding the jobs and sleeps up to a minute: a
+    reminder added in another process used to wait for that minute."""
+    team, session, _ = await team_with_member(homeserver, bot)
+    assert bot.leases is not None and bot.leases.holds_jobs
+    other = Doryo(bot_config(), embedder=local_embedder, role="worker", port=free_port())
+    await other.start()
+    try:
+        await asyncio.wait_for(other.connected.wait(), 30)
+        await asyncio.sleep(1)  # the jobs' reminders loop is asleep, nothing being due
+        await other.ctx.followups.add(
+            team.workspace_id,
+            session,
+            "Forwarded across processes",
+            datetime.now(UTC),
+            team.alice.user_id,
+        )
+        other.ctx.followup_wakeup.set()  # as create_followup does
+        posted = await team.alice.wait_for(
+            session,
+            lambda e: "Forwarded across processes" in e.get("content", {}).get("body", ""),
+            timeout=15,
+        )
+        assert posted[0]["sender"] == bot.config.bot_user_id
+    finally:
+        await other.stop()

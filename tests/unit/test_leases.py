@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from appservice.presence import PresenceCache
 from bot.app import check_role
 from bot.core.config import config_from_overrides
 from bot.core.errors import ConfigError
@@ -55,3 +56,26 @@ def test_receivers_and_workers_need_a_shared_database_and_no_encryption() -> Non
         check_role(shared, "receiver")
     with pytest.raises(ConfigError, match="--role"):
         check_role(shared, "everything")
+
+
+def presence(state: str) -> dict[str, object]:
+    return {"type": "m.presence", "sender": "@host:x", "content": {"presence": state}}
+
+
+async def test_a_worker_forgets_presence_it_only_asked_for_after_a_while() -> None:
+    """A worker hears no presence updates: what it asked once must not stand for good (an
+    offline host would never be seen online again by it)."""
+    now = [1000.0]
+    cache = PresenceCache(lambda: now[0], max_age=60)
+    await cache.update(
+        {"type": "m.presence", "sender": "@host:x", "content": {"presence": "offline"}}
+    )
+    assert cache.is_online("@host:x") is False
+    now[0] += 61
+    assert cache.get("@host:x") is None and cache.is_online("@host:x") is None
+    heard = PresenceCache(lambda: now[0])  # a process that hears the updates keeps them
+    await heard.update(
+        {"type": "m.presence", "sender": "@host:x", "content": {"presence": "online"}}
+    )
+    now[0] += 3600
+    assert heard.is_online("@host:x") is True
