@@ -211,20 +211,29 @@ class Leases:
                 self._on_regained()
             return
 
+    def _drop(self, conn: asyncpg.Connection, why: object) -> None:
+        """A connection whose locks are in doubt is worth nothing: drop it, and with it every
+        claim, rather than hold rooms it may not hold (then reconnect)."""
+        log.warning("leases: %s", why)
+        if not conn.is_closed():
+            conn.terminate()  # which tells _terminated, most of the time
+        self._terminated(conn)  # for when it was closed without telling; once either way
+
     async def _try(self, query: str, *args: Any) -> Any:
         """Run a lock query on the lease connection; None when it is not up."""
         async with self._lock:
             conn = self._conn
-            if conn is None or conn.is_closed():
+            if conn is None:
+                return None
+            if conn.is_closed():
+                self._drop(conn, "the lease connection was closed")
                 return None
             try:
                 return await conn.fetchval(query, *args)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("leases: %s", e)
-                if not conn.is_closed():
-                    # A connection whose locks are in doubt is worth nothing: drop it, and
-                    # with it every claim, rather than hold rooms it may not hold.
-                    conn.terminate()
+            except Exception as e:
+                # Whatever it is — the server gone, or asyncpg's own state broken by that
+                # (InternalClientError, seen when PostgreSQL died mid-query) — the same.
+                self._drop(conn, f"{type(e).__name__}: {e}")
                 return None
 
     # Rooms ---------------------------------------------------------------------------------
@@ -282,14 +291,19 @@ class Leases:
             conn = self._conn
             if conn is None or conn.is_closed():
                 raise ConnectionError("the lease connection is down")
-            rows = await conn.fetch(
-                """
-                SELECT objid FROM pg_locks
-                WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                """,
-                WORKER,
-            )
+            try:
+                rows = await conn.fetch(
+                    """
+                    SELECT objid FROM pg_locks
+                    WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1
+                      AND database = (
+                        SELECT oid FROM pg_database WHERE datname = current_database())
+                    """,
+                    WORKER,
+                )
+            except Exception as e:
+                self._drop(conn, f"{type(e).__name__}: {e}")
+                raise ConnectionError("the lease connection is down") from e
         return {int(row["objid"]) for row in rows}
 
     async def close(self) -> None:

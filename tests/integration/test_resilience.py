@@ -338,3 +338,39 @@ async def test_an_embedded_postgres_that_cannot_start_again_ends_the_process(
         conf.write_text(good)
     assert isinstance(bot.failure, DatabaseError)
     assert "did not start again" in str(bot.failure)
+
+
+class _BrokenState:
+    """The lease connection as asyncpg leaves it when PostgreSQL dies mid-query: every call
+    raises InternalClientError ("another operation is in progress") and it never closes."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def is_closed(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        self._conn.terminate()
+
+    async def fetchval(self, *_: Any) -> Any:
+        raise asyncpg.InternalClientError("cannot switch to state 11; another operation")
+
+    fetch = fetchval
+
+
+async def test_a_lease_connection_whose_state_broke_is_replaced(
+    homeserver: Homeserver, bot: Doryo
+) -> None:
+    """Seen in a run where the embedded PostgreSQL was killed: the lease connection's error was
+    not one it expected, so it was kept — every room's lease failed from then on, and the
+    room's events waited forever."""
+    alice, room = await room_with_bot(homeserver, bot.config.bot_user_id)
+    leases = bot.leases
+    assert leases is not None
+    broken = _BrokenState(leases._conn)
+    leases._conn = broken  # type: ignore[assignment]
+    sent = [await alice.send_text(room, f"!ping {n}") for n in range(3)]
+    await wait_for_replies(alice, room, sent, timeout=30, bot_db=bot.ctx.db)
+    assert leases._conn is not broken and leases.held.is_set()
+    assert_one_reply_each(alice, room, sent, bot.config.bot_user_id)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from synapse_dev.server import free_port
-from tests.client import MatrixClient
+from tests.client import JSON, MatrixClient
 from tests.conftest import Homeserver
 from tests.fakes.llm_script import Answer, Hang
 from tests.fakes.openai_server import FakeOpenAI
@@ -34,9 +36,53 @@ from tests.poll import eventually
 from tests.processes import Deployment, deployment
 
 
+class RedisServer:
+    """A Redis of this module's own, on a fixed port, that a test may stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.workdir),
+            stdout=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        client = Redis.from_url(self.url)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        await client.ping()
+                        return
+                    except RedisError:
+                        await asyncio.sleep(0.025)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@pytest.fixture(scope="module")
+async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    await server.start()
+    yield server
+    await server.stop()
+
+
 @pytest.fixture
 async def running(
-    homeserver: Homeserver, database_url: str, redis_url: str, tmp_path: Path
+    homeserver: Homeserver, database_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> AsyncIterator[tuple[Deployment, FakeOpenAI]]:
     async with FakeOpenAI(default=Answer("Done by a worker.")) as model:
         embedder_port = free_port()
@@ -44,7 +90,7 @@ async def running(
             tmp_path,
             homeserver=homeserver,
             database_url=database_url,
-            redis_url=redis_url,
+            redis_url=redis_server.url,
             model_url=model.base_url,
             embedder_port=embedder_port,
             llm={
@@ -135,10 +181,8 @@ async def test_two_workers_handle_many_rooms_each_event_once_in_order(
     assert len(children(processes.processes["embedder"].pid)) >= 2  # its two lanes
 
 
-async def test_a_worker_killed_mid_answer_is_taken_over_and_answers_once(
-    homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI]
-) -> None:
-    processes, model = running
+async def host_dm(homeserver: Homeserver, processes: Deployment) -> tuple[MatrixClient, str]:
+    """A person with a workspace of her own, and her DM with the bot, where @ask answers."""
     alice = await homeserver.user("alice")
     room = await alice.create_room(
         invite=[processes.bot_id], is_direct=True, preset="trusted_private_chat"
@@ -146,6 +190,25 @@ async def test_a_worker_killed_mid_answer_is_taken_over_and_answers_once(
     await alice.wait_for(room, lambda e: e["sender"] == processes.bot_id, timeout=30)
     created = await command(alice, room, "!ws create Rocket", timeout=30)
     assert "is ready" in created, created
+    return alice, room
+
+
+def answers_in(alice: MatrixClient, room: str, bot_id: str) -> list[JSON]:
+    """The bot's answer messages (not their edits)."""
+    return [
+        e
+        for e in alice.timeline[room]
+        if e["sender"] == bot_id
+        and ANSWER_KEY in e["content"]
+        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
+    ]
+
+
+async def test_a_worker_killed_mid_answer_is_taken_over_and_answers_once(
+    homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI]
+) -> None:
+    processes, model = running
+    alice, room = await host_dm(homeserver, processes)
     # The first call of the model never answers: the worker is killed while it waits.
     model.script(Hang(), Answer("Recovered after the takeover."))
     question = await alice.send_text(room, "@ask what did we decide?")
@@ -164,14 +227,8 @@ async def test_a_worker_killed_mid_answer_is_taken_over_and_answers_once(
     assert content[ANSWER_KEY]["status"] == "done"
     assert "Recovered after the takeover." in content["body"]
     await alice.sync_once(timeout_ms=500)
-    answers = [
-        e
-        for e in alice.timeline[room]
-        if e["sender"] == processes.bot_id
-        and ANSWER_KEY in e["content"]
-        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
-    ]
-    assert len(answers) == 1  # the crashed run's message is the one finished, not a second
+    # The crashed run's message is the one finished, not a second.
+    assert len(answers_in(alice, room, processes.bot_id)) == 1
     assert await processes.metric(survivor, "doryo_takeovers_total") >= 1
 
 
@@ -268,3 +325,27 @@ async def test_every_database_connection_cut_mid_stream_loses_and_repeats_nothin
     finally:
         await db.close()
     print(f"!ping ×40: {cut} database connections cut; all answered once {recovered:.1f} s later")
+
+
+async def test_redis_restarted_while_workers_answer_loses_and_repeats_nothing(
+    homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI], redis_server: RedisServer
+) -> None:
+    """Redis holds the model router's rate limits and budgets: while it is away, calls go
+    through (said in the log), and nothing waits for it."""
+    processes, _ = running
+    alice, room = await host_dm(homeserver, processes)
+    await redis_server.stop()
+    stopped_at = time.monotonic()
+    questions = [await alice.send_text(room, f"@ask what about item {n}?") for n in range(6)]
+    await asyncio.sleep(2)
+    await redis_server.start()
+    for question in questions:
+        _, content = await final_answer(alice, room, question, timeout=60)
+        assert content[ANSWER_KEY]["status"] == "done"
+    recovered = time.monotonic() - stopped_at
+    await alice.sync_once(timeout_ms=500)
+    asked = Counter(
+        e["content"][ANSWER_KEY]["question"] for e in answers_in(alice, room, processes.bot_id)
+    )
+    assert asked == dict.fromkeys(questions, 1)
+    print(f"@ask ×6 while Redis restarted: all answered once {recovered:.1f} s after it stopped")
