@@ -152,7 +152,7 @@ class Leases:
                 key = secrets.randbits(31)  # another live process drew the same
             await conn.add_listener(WAKE_CHANNEL, self._heard)
         except BaseException:
-            await conn.close()
+            conn.terminate()  # no await: a failing connection's close could fail or hang
             raise
         conn.add_termination_listener(self._terminated)
         self._conn = conn
@@ -201,8 +201,8 @@ class Leases:
         while not self._closed:
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("leases: cannot reach PostgreSQL yet (%s)", e)
+            except Exception as e:  # whatever it is, this task must go on trying
+                log.warning("leases: cannot reach PostgreSQL yet (%s: %s)", type(e).__name__, e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
                 continue
