@@ -2,21 +2,24 @@
 against a bare appservice that only echoes — on the same Synapse, in the same run.
 
     .venv/bin/python bench/load.py [--rooms 50] [--rates 10,30] [--seconds 30] [--workers 1,2,4]
+                                   [--embeddings provider|local]
 
-Doryo runs as real processes (docs/deployment.md): a receiver, an embedder (the local model)
-and N workers, on an embedded PostgreSQL and a private Redis; the model is a fast fake on
-127.0.0.1. Two people write in `--rooms` sessions of a workspace at `--rate` messages a second
-in all: one message in three is a request (`!ping` or `@ask …`), the rest is chatter, which
-Doryo records and embeds. The echo appservice (this script with --echo, a process of its own)
-sits in as many plain rooms of the same Synapse and answers each request with one reply, as
-soon as its transaction arrives: the floor any appservice stands on.
+Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
+`--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
+private Redis; the model, and by default the embeddings, are fast fakes on 127.0.0.1. Two
+people write in `--rooms` sessions of a workspace at `--rate` messages a second in all: one
+message in three is a request (`!ping` or `@ask …`), the rest is chatter, which Doryo records
+and embeds. The echo appservice (this script with --echo, a process of its own) sits in as many
+plain rooms of the same Synapse and answers each request with one reply, as soon as its
+transaction arrives: the floor any appservice stands on.
 
 Per phase: messages/s offered and accepted by Synapse, requests answered, p50/p95 from a request
 reaching Synapse to the reply reaching Synapse (both `origin_server_ts`, Synapse's clock), and
-the CPU of Synapse and of the appservice's processes (% of one core). Phases run echo first and
-last at each rate, Doryo with each number of workers between (the two echo phases show the
-drift of a shared machine). Target (issue 20): at the rate where Synapse saturates, Doryo's p95
-within 1.25× of the echo's, and more workers never slower.
+the CPU of Synapse, of the appservice's processes and of the whole machine (% of one core);
+for Doryo, where the reply time goes (Synapse to the receiver, journaled to the reply). Phases
+run echo first and last at each rate, Doryo with each number of workers between (the two echo
+phases show the drift of a shared machine). Target (issue 20): at the rate where Synapse
+saturates, Doryo's p95 within 1.25× of the echo's, and more workers never slower.
 """
 
 from __future__ import annotations
