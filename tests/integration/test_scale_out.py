@@ -289,8 +289,8 @@ async def test_every_database_connection_cut_mid_stream_loses_and_repeats_nothin
     homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI]
 ) -> None:
     """What a PostgreSQL restart does to each process: its pool and its lease connection are
-    cut. The leases are lost (rooms and jobs free for anyone), taken again, and /ready says so
-    meanwhile."""
+    cut. The leases are lost (rooms and jobs free for anyone) and taken again: /ready says they
+    are held, and exactly one worker runs the jobs."""
     processes, _ = running
     alice, room = await room_with_bot(homeserver, processes.bot_id)
     sending = await pings(alice, room, 40)
