@@ -1,8 +1,9 @@
 """Doryo as several processes on one PostgreSQL and Redis: a receiver, an embedder and two
 workers, each a real `python -m bot run --role …` process, against a real Synapse. Only the
 embedder holds the local embedding model; the receiver and the workers ask it. Workers are
-killed with SIGKILL in the middle of their work; each test asserts that nothing is lost, nothing
-is answered twice, and prints how long the takeover took."""
+killed with SIGKILL in the middle of their work (an answer, a stream, an action's run), and
+PostgreSQL, Redis and Synapse go away under them; each test asserts that nothing is lost, nothing
+is answered or run twice, and prints how long the recovery took."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from redis.exceptions import RedisError
 
 from synapse_dev.server import free_port
 from tests.client import JSON, MatrixClient
-from tests.conftest import Homeserver
+from tests.conftest import Homeserver, start_homeserver
+from tests.fakes.composio_server import Execution, FakeComposio
 from tests.fakes.llm_script import Answer, Hang
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, final_answer
+from tests.integration.test_actions import in_thread, propose, react, wait_status
+from tests.integration.test_composio import TEMPLATE_TOOL
 from tests.integration.test_resilience import (
     assert_one_reply_each,
     children,
@@ -73,6 +77,21 @@ class RedisServer:
 
 
 @pytest.fixture(scope="module")
+async def homeserver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Homeserver]:
+    # On disk, not in memory: this Synapse is restarted and must keep its state.
+    hs = await start_homeserver(tmp_path_factory.mktemp("synapse"), in_memory=False)
+    yield hs
+    await hs.close_clients()
+    await hs.synapse.stop()
+
+
+@pytest.fixture(scope="module")
+async def composio() -> AsyncIterator[FakeComposio]:
+    async with FakeComposio() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
 async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     await server.start()
@@ -82,7 +101,11 @@ async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 @pytest.fixture
 async def running(
-    homeserver: Homeserver, database_url: str, redis_server: RedisServer, tmp_path: Path
+    homeserver: Homeserver,
+    database_url: str,
+    redis_server: RedisServer,
+    composio: FakeComposio,
+    tmp_path: Path,
 ) -> AsyncIterator[tuple[Deployment, FakeOpenAI]]:
     async with FakeOpenAI(default=Answer("Done by a worker.")) as model:
         embedder_port = free_port()
@@ -98,6 +121,7 @@ async def running(
                 "retries": {"attempts": 1, "backoff": 0.01, "max_backoff": 0.05},
             },
             embeddings={"timeout": 10},
+            composio=composio.config(github="ac_github"),
         )
         try:
             await found.start("embedder", "embedder", embedder_port)
@@ -349,3 +373,105 @@ async def test_redis_restarted_while_workers_answer_loses_and_repeats_nothing(
     )
     assert asked == dict.fromkeys(questions, 1)
     print(f"@ask ×6 while Redis restarted: all answered once {recovered:.1f} s after it stopped")
+
+
+async def test_synapse_restarted_while_workers_answer_loses_and_repeats_nothing(
+    homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI]
+) -> None:
+    """Synapse stops pushing to the receiver and refuses the workers' replies for a while:
+    what it had not delivered it delivers again, what the workers could not send they send
+    when it is back, once."""
+    processes, _ = running
+    alice, room = await room_with_bot(homeserver, processes.bot_id)
+    sent: list[str] = []
+    a_third_sent = asyncio.Event()
+
+    async def stream() -> None:
+        for n in range(30):
+            sent.append(await alice.send_text(room, f"!ping {n}", retry_for=60))
+            if len(sent) == 10:
+                a_third_sent.set()
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(stream())
+    await a_third_sent.wait()
+    restarted_at = time.monotonic()
+    await homeserver.synapse.restart()
+    back = time.monotonic() - restarted_at
+    await sender
+    await all_answered_once(processes, alice, room, sent)
+    recovered = time.monotonic() - restarted_at
+    print(
+        f"!ping ×30: Synapse restarted ({back:.1f} s) under two workers;"
+        f" all answered once {recovered:.1f} s after it stopped"
+    )
+
+
+def process_with_key(processes: Deployment, key: int, names: list[str]) -> str:
+    """The process whose worker key (its liveness lock, in its log at start) this is."""
+    for name in names:
+        started = [
+            line for line in processes.log(name).splitlines() if "(role worker, worker key" in line
+        ]
+        if started and started[-1].endswith(f"worker key {key})"):
+            return name
+    raise AssertionError(f"no process has the worker key {key}")
+
+
+async def test_a_worker_killed_mid_action_run_never_runs_it_twice(
+    homeserver: Homeserver, running: tuple[Deployment, FakeOpenAI], composio: FakeComposio
+) -> None:
+    """The host confirms a GitHub recipe; the worker running it is killed while Composio makes
+    the repository (which it finishes: the caller's death does not undo it). Another worker
+    recovers the action: the recipe looks before it makes, finds the repository, and ends
+    `done` with its result in the card's thread — the repository made once."""
+    processes, _ = running
+    alice, room = await host_dm(homeserver, processes)
+    await command(alice, room, "!ws settings agent planner", timeout=30)
+    composio.connect(alice.user_id, "github")
+    making = asyncio.Event()
+    release = asyncio.Event()
+    make = composio.handlers[TEMPLATE_TOOL]
+
+    async def finish(run: Execution) -> JSON:
+        await release.wait()
+        return make(run)  # type: ignore[return-value]
+
+    async def slow_make(run: Execution) -> JSON:
+        making.set()
+        # Shielded: the fake cancels a handler whose caller went away; Composio would not.
+        return await asyncio.shield(finish(run))
+
+    composio.on(TEMPLATE_TOOL, slow_make)
+    try:
+        card = await propose(alice, room, "@act create_github_template repo_name=once template=t")
+        await react(alice, room, card["event_id"], "✅")
+        await asyncio.wait_for(making.wait(), 30)
+        db = await asyncpg.connect(processes.database_url)
+        try:
+            runner = await db.fetchval(
+                "SELECT runner FROM actions WHERE status = 'running' AND tool = $1",
+                "create_github_template",
+            )
+        finally:
+            await db.close()
+        victim = process_with_key(processes, runner, ["worker-a", "worker-b"])
+        processes.kill(victim)
+        killed_at = time.monotonic()
+        await processes.processes[victim].wait()
+        release.set()  # Composio finishes what it was asked, whoever hears the answer
+        await wait_status(alice, room, card, "done")
+        recovered = time.monotonic() - killed_at
+    finally:
+        composio.on(TEMPLATE_TOOL, make)
+        release.set()
+    assert len(composio.executions_of(TEMPLATE_TOOL)) == 1
+    result = await alice.wait_for(
+        room,
+        lambda e: (
+            "/once](https://github.com/" in e.get("content", {}).get("body", "")
+            and e in in_thread(alice, room, card["event_id"])
+        ),
+    )
+    assert len(result) == 1
+    print(f"@act: {victim} killed mid-run; ended done, run once, {recovered:.1f} s later")
