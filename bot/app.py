@@ -13,6 +13,7 @@ deliver any backlog at once (the appservice ping) as soon as it answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -342,7 +343,7 @@ class Doryo:
         """These rooms have new events: this process's rooms' workers, if it handles events,
         and every process's, through the database."""
         if self.handles:
-            self.dispatcher.wake(room_ids)
+            self._woken(room_ids)
         self._loops.spawn(self._notify(room_ids), "wake the rooms in every process")
 
     async def _notify(self, room_ids: Sequence[str]) -> None:
@@ -352,8 +353,16 @@ class Doryo:
             # The others find the rooms within LOOK_INTERVAL all the same.
             log.warning("could not wake the rooms in other processes: %s", e)
 
-    def _woken(self, room_ids: list[str]) -> None:
-        self.dispatcher.wake(room_ids)
+    def _woken(self, room_ids: Sequence[str]) -> None:
+        """Go for the rooms this process is the one to take (bot.core.leases); the others'
+        are taken by their process, or by anyone's next look if it is gone."""
+        if self.leases is None:
+            self.dispatcher.wake(room_ids)
+            return
+        mine = [room for room in room_ids if self.leases.prefers(room)]
+        self.dispatcher.wake(mine)
+        if len(mine) < len(room_ids):
+            self.dispatcher.nudge([room for room in room_ids if room not in mine])
 
     def _regained(self) -> None:
         """The lease connection is back, without its claims: look at once for pending rooms;
@@ -384,6 +393,8 @@ class Doryo:
         assert self.leases is not None
         while True:
             try:
+                with contextlib.suppress(ConnectionError):  # down: reconnecting meanwhile
+                    await self.leases.look_at_peers()
                 await self.dispatcher.resume()
                 self.metrics.inbox_pending.set(await self.inbox.pending_count())
                 if self.connected.is_set() and await self.leases.take_jobs():

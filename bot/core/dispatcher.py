@@ -88,6 +88,14 @@ class Dispatcher:
                 self._idle.clear()
                 self._workers[room_id] = self._tasks.spawn(self._drain(room_id), f"room {room_id}")
 
+    def nudge(self, room_ids: Sequence[str]) -> None:
+        """There are new pending events in these rooms, which another process is to take: look
+        again only at those this process is working through (it may be letting go of one as
+        the other tries it)."""
+        for room_id in room_ids:
+            if room_id in self._workers:
+                self._dirty.add(room_id)
+
     async def resume(self) -> int:
         """Wake every room with pending events (after a start). Returns how many."""
         rooms = await self._store.rooms_with_pending()
@@ -119,7 +127,9 @@ class Dispatcher:
                 self._dirty.discard(room_id)
                 async with self._slots:
                     if not await self._take(room_id):
-                        return  # another process has the room, and looks again as it lets go
+                        # Another process has the room, and looks again as it lets go.
+                        self._metrics.lease_misses.inc()
+                        return
                     self._metrics.rooms_active.inc()
                     try:
                         await self._work_through(room_id)

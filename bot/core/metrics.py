@@ -61,6 +61,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.lease_misses = Counter(
+            "doryo_room_lease_misses",
+            "Rooms this process was woken for while another process held them (that one handles "
+            "their events): work a wake-up cost for nothing",
+            registry=self.registry,
+        )
         self.inbox_pending = Gauge(
             "doryo_inbox_pending",
             "Events received and not handled yet, in the whole deployment (looked at now and "

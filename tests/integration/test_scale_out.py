@@ -191,8 +191,15 @@ async def test_two_workers_handle_many_rooms_each_event_once_in_order(
         name: await processes.metric(name, 'doryo_events_processed_total{outcome="done"}')
         for name in ("worker-a", "worker-b")
     }
-    print(f"events handled per worker: {done}")
+    misses = {
+        name: await processes.metric(name, "doryo_room_lease_misses_total")
+        for name in ("worker-a", "worker-b")
+    }
+    print(f"events handled per worker: {done}; woken for a room the other held: {misses}")
     assert sum(done.values()) >= 6 * 8
+    # Each wake-up goes to the room's preferred worker only; the other stays out (without
+    # the preference, as many misses as events).
+    assert sum(misses.values()) <= 0.25 * sum(done.values())
     jobs = [
         name
         for name in ("worker-a", "worker-b")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -10,7 +11,7 @@ from appservice.presence import PresenceCache
 from bot.app import check_role
 from bot.core.config import config_from_overrides
 from bot.core.errors import ConfigError
-from bot.core.leases import room_key, wake_payloads, woken_rooms
+from bot.core.leases import preferred, room_key, wake_payloads, woken_rooms
 
 
 def test_room_keys_are_stable_32_bit_integers() -> None:
@@ -34,6 +35,20 @@ def test_many_rooms_are_split_into_payloads_under_the_notification_limit() -> No
 )
 def test_a_forged_or_malformed_wake_up_names_no_room(payload: str) -> None:
     assert woken_rooms(payload) == []
+
+
+def test_each_room_has_one_preferred_process_and_a_leaving_one_moves_only_its_rooms() -> None:
+    rooms = [f"!room{n}:example.org" for n in range(2000)]
+    keys = [11, 2_000_000_000, 37, 90210]
+    first = {room: preferred(room, keys) for room in rooms}
+    assert first == {room: preferred(room, list(reversed(keys))) for room in rooms}
+    shares = Counter(first.values())
+    assert set(shares) == set(keys)
+    assert all(350 < n < 650 for n in shares.values()), shares  # about a quarter each
+    after = {room: preferred(room, [k for k in keys if k != 37]) for room in rooms}
+    moved = {room for room in rooms if after[room] != first[room]}
+    assert moved == {room for room in rooms if first[room] == 37}
+    assert preferred("!a:b", []) is None
 
 
 TOKENS = {"appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}}
