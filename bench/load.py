@@ -2,7 +2,7 @@
 against a bare appservice that only echoes — on the same Synapse, in the same run.
 
     .venv/bin/python bench/load.py [--rooms 50] [--rates 10,30] [--seconds 30] [--workers 1,2,4]
-                                   [--embeddings provider|local]
+                                   [--rounds 3] [--embeddings provider|local] [--echo-like-doryo]
 
 Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
 `--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
@@ -16,10 +16,12 @@ transaction arrives: the floor any appservice stands on.
 Per phase: messages/s offered and accepted by Synapse, requests answered, p50/p95 from a request
 reaching Synapse to the reply reaching Synapse (both `origin_server_ts`, Synapse's clock), and
 the CPU of Synapse, of the appservice's processes and of the whole machine (% of one core);
-for Doryo, where the reply time goes (Synapse to the receiver, journaled to the reply). Phases
-run echo first and last at each rate, Doryo with each number of workers between (the two echo
-phases show the drift of a shared machine). Target (issue 20): at the rate where Synapse
-saturates, Doryo's p95 within 1.25× of the echo's, and more workers never slower.
+for Doryo, where the reply time goes (Synapse to the receiver, journaled to the reply). At each
+rate: a warm-up of the echo and of Doryo (not counted), then `--rounds` rounds of the echo and
+Doryo with each number of workers (in a rotated order: Synapse slows as its database grows),
+and the echo once more; each is summarised by the median of its phases' p95 and their range
+(in one run the echo's p95 went from 72 to 874 ms). Target (issue 20): at the rate where
+Synapse saturates, Doryo's p95 within 1.25× of the echo's, and more workers never slower.
 """
 
 from __future__ import annotations
@@ -143,7 +145,16 @@ async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> 
     await asyncio.Event().wait()
 
 
-def echo_registration(port: int, as_token: str, hs_token: str) -> dict[str, Any]:
+def echo_registration(
+    port: int, as_token: str, hs_token: str, *, like_doryo: bool = False
+) -> dict[str, Any]:
+    """`like_doryo`: asking Synapse for what Doryo's registration asks for (ephemeral events,
+    device lists): what that costs Synapse is then in the floor too."""
+    extra = (
+        {"receive_ephemeral": True, "org.matrix.msc3202": True, "io.element.msc4190": True}
+        if like_doryo
+        else {}
+    )
     return {
         "id": "echo",
         "url": f"http://127.0.0.1:{port}",
@@ -152,6 +163,7 @@ def echo_registration(port: int, as_token: str, hs_token: str) -> dict[str, Any]
         "sender_localpart": ECHO,
         "namespaces": {"users": [], "aliases": [], "rooms": []},
         "rate_limited": False,
+        **extra,
     }
 
 
@@ -194,6 +206,7 @@ class Sent:
 class Phase:
     name: str
     rate: int
+    warm_up: bool = False
     sent: list[Sent] = field(default_factory=list)
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
@@ -351,7 +364,9 @@ async def run(args: argparse.Namespace) -> None:
         echo_port = free_port()
         echo_tokens = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         echo_path = root / "echo-registration.yaml"
-        echo_path.write_text(json.dumps(echo_registration(echo_port, *echo_tokens)))
+        echo_path.write_text(
+            json.dumps(echo_registration(echo_port, *echo_tokens, like_doryo=args.echo_like_doryo))
+        )
         synapse_dir = (root / "synapse").resolve()
         hs: Homeserver = await start_homeserver(
             synapse_dir,
@@ -394,11 +409,18 @@ async def run(args: argparse.Namespace) -> None:
             synapse = psutil.Process(hs.synapse._process.pid)  # type: ignore[union-attr]
             phases: list[Phase] = []
             for rate in rates:
-                order = ["echo", *[f"doryo ×{n}" for n in worker_counts], "echo"]
-                for name in order:
+                doryos = [f"doryo ×{n}" for n in worker_counts]
+                # A warm-up of each (not counted), then the rounds, echo last again. Synapse
+                # slows down as its database grows (the echo's p95 rose ×10 over one run): each
+                # round begins with the echo and takes the worker counts in another order.
+                order = ["echo", doryos[0]]
+                for r in range(args.rounds):
+                    order += ["echo", *doryos[r % len(doryos) :], *doryos[: r % len(doryos)]]
+                order.append("echo")
+                for n, name in enumerate(order):
                     if name.startswith("doryo"):
                         await set_workers(doryo, int(name.split("×")[1]))
-                    phase = Phase(name, rate)
+                    phase = Phase(name, rate, warm_up=n < 2)
                     targets = (
                         [psutil.Process(echo.pid)]
                         if name == "echo"
@@ -427,8 +449,9 @@ async def run(args: argparse.Namespace) -> None:
                         {bot_id, f"@{ECHO}:localhost"},
                         None if name == "echo" else pg_url,
                     )
-                    print(phase.report(), flush=True)
-                    phases.append(phase)
+                    print(("  (warm-up) " if phase.warm_up else "") + phase.report(), flush=True)
+                    if not phase.warm_up:
+                        phases.append(phase)
             summarize(phases)
         finally:
             await doryo.stop()
@@ -509,15 +532,25 @@ async def doryo_idle(database_url: str) -> bool:
 
 
 def summarize(phases: list[Phase]) -> None:
-    print("\nsummary: Doryo's reply p95 against the echo's (the mean of its two phases)")
+    print(
+        "\nsummary: reply p95, the median of each one's phases (their range), and Doryo's"
+        " against the echo's"
+    )
     for rate in sorted({p.rate for p in phases}):
         at = [p for p in phases if p.rate == rate and p.latencies]
-        echo = [pct(p.latencies, 95) for p in at if p.name == "echo"]
-        if not echo:
+        p95s: dict[str, list[float]] = {}
+        for p in at:
+            p95s.setdefault(p.name, []).append(pct(p.latencies, 95))
+        if "echo" not in p95s:
             continue
-        floor = statistics.mean(echo)
-        parts = [f"{p.name} ×{pct(p.latencies, 95) / floor:.2f}" for p in at if p.name != "echo"]
-        print(f"  {rate:>3}/s  echo p95 {floor:.0f} ms;  " + ", ".join(parts))
+        floor = statistics.median(p95s["echo"])
+        parts = [
+            f"{name} {statistics.median(values):.0f} ms"
+            + (f" ({min(values):.0f}–{max(values):.0f})" if len(values) > 1 else "")
+            + ("" if name == "echo" else f" ×{statistics.median(values) / floor:.2f}")
+            for name, values in p95s.items()
+        ]
+        print(f"  {rate:>3}/s  " + ";  ".join(parts))
 
 
 def main() -> None:
@@ -527,11 +560,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="of sending, per phase")
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="phases of each at each rate (medians are compared)"
+    )
+    parser.add_argument(
         "--embeddings",
         choices=("provider", "local"),
         default="provider",
         help="provider: a fast fake at the wire, like the model (what Doryo itself costs);"
         " local: the embedder role with all-MiniLM-L6-v2 (what the model costs on this CPU)",
+    )
+    parser.add_argument(
+        "--echo-like-doryo",
+        action="store_true",
+        help="the echo's registration asks for ephemeral events and device lists, as Doryo's",
     )
     parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
                         help=argparse.SUPPRESS)  # fmt: skip

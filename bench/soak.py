@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import os
 import random
 import time
 import tracemalloc
+from collections import Counter
 from typing import Any
 
 import psutil
@@ -88,15 +90,68 @@ def show(minute: int, m: dict[str, float]) -> None:
     )
 
 
-def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 15) -> None:
+def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 25) -> None:
     """Where the Python heap grew between two snapshots, largest first."""
     print(f"Python allocations that grew most since the warm-up (tracemalloc, top {top}):")
     for stat in after.compare_to(before, "traceback")[:top]:
-        frame = stat.traceback[-1]
-        print(
-            f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  "
+        # The allocation's site, then its callers: the caller usually names the holder.
+        where = " ← ".join(
             f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+            for frame in reversed(stat.traceback)
         )
+        print(f"  {stat.size_diff / 1024:+9.1f} KiB  {stat.count_diff:+7d} blocks  {where}")
+
+
+def holders(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 6) -> None:
+    """Who keeps what grew most: the containers (and their own holders) referring to live
+    objects allocated at the top growth sites."""
+    sites = {
+        (stat.traceback[-1].filename, stat.traceback[-1].lineno): Counter[str]()
+        for stat in after.compare_to(before, "lineno")[:top]
+    }
+
+    def site_of(obj: object) -> tuple[str, int] | None:
+        found = tracemalloc.get_object_traceback(obj)
+        if found is None:
+            return None
+        key = (found[-1].filename, found[-1].lineno)
+        return key if key in sites else None
+
+    def name(obj: object) -> str:
+        kind = type(obj).__qualname__
+        if isinstance(obj, dict):
+            # A dict is most often an instance's __dict__: name the instance.
+            owners = [o for o in gc.get_referrers(obj) if getattr(o, "__dict__", None) is obj]
+            if owners:
+                return f"{type(owners[0]).__module__}.{type(owners[0]).__qualname__}.__dict__"
+        return f"{type(obj).__module__}.{kind}"
+
+    up: dict[str, set[str]] = {}
+    named: Counter[str] = Counter()
+    every = gc.get_objects()
+    for container in every:
+        for referent in gc.get_referents(container):
+            key = site_of(referent)
+            if key is None:
+                continue
+            # gc.get_referrers walks every object: for the first few of each type only.
+            kind = f"{type(container).__module__}.{type(container).__qualname__}"
+            named[kind] += 1
+            label = name(container) if named[kind] <= 3 else kind
+            sites[key][label] += 1
+            if label not in up:
+                # One level up, for the first of each kind: who holds the holder.
+                up[label] = {
+                    f"{type(o).__module__}.{type(o).__qualname__}"
+                    for o in gc.get_referrers(container)
+                    if o is not every
+                }
+            break
+    print(f"Who holds what was allocated at the top {top} growth sites:")
+    for (filename, lineno), counts in sites.items():
+        print(f"  {filename.split('site-packages/')[-1]}:{lineno}")
+        for label, count in counts.most_common(5):
+            print(f"    {count:7d}  {label}  ⟵ {', '.join(sorted(up[label])[:4])}")
 
 
 async def main(minutes: float, rate: float, trace: bool) -> None:
@@ -145,7 +200,7 @@ async def main(minutes: float, rate: float, trace: bool) -> None:
                 show(len(samples) - 1, samples[-1])
                 next_sample += 60
                 if trace and len(samples) == 2:
-                    tracemalloc.start(4)
+                    tracemalloc.start(8)
                 elif trace and len(samples) == 3:
                     warm_snapshot = tracemalloc.take_snapshot()
             if len(in_flight) < 20:
@@ -169,7 +224,9 @@ async def main(minutes: float, rate: float, trace: bool) -> None:
             print(f"  {key:<8} {warm[key]:7.0f} → {last[key]:7.0f}")
         print(f"  waiting events at the end: {last['waiting']:.0f} (target 0)")
         if warm_snapshot is not None:
-            growth(warm_snapshot, tracemalloc.take_snapshot())
+            after = tracemalloc.take_snapshot()
+            growth(warm_snapshot, after)
+            holders(warm_snapshot, after)
 
 
 if __name__ == "__main__":
