@@ -163,6 +163,18 @@ async def homeserver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     await hs.synapse.stop()
 
 
+async def restartable_homeserver(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Homeserver]:
+    """A module's `homeserver` when its tests restart Synapse: on disk, not in memory, so that
+    it keeps its state. Used as `homeserver = pytest.fixture(scope="module",
+    name="homeserver")(restartable_homeserver)`."""
+    hs = await start_homeserver(tmp_path_factory.mktemp("synapse"), in_memory=False)
+    yield hs
+    await hs.close_clients()
+    await hs.synapse.stop()
+
+
 # A model that answers fast and fails fast: tests must not wait on retries meant for real ones.
 TEST_LLM: dict[str, Any] = {
     "timeouts": {"total": 10, "first_token": 5, "connect": 2},

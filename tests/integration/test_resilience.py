@@ -24,19 +24,13 @@ from bot.app import Doryo
 from bot.core.config import write_config
 from bot.core.errors import DatabaseError
 from tests.client import MatrixClient, replies_to
-from tests.conftest import Homeserver, make_config, running_bot, start_homeserver
+from tests.conftest import Homeserver, make_config, restartable_homeserver, running_bot
 from tests.poll import eventually
 
 MESSAGES = 30
 
 
-@pytest.fixture(scope="module")
-async def homeserver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Homeserver]:
-    # On disk, not in memory: this Synapse is restarted and must keep its state.
-    hs = await start_homeserver(tmp_path_factory.mktemp("synapse"), in_memory=False)
-    yield hs
-    await hs.close_clients()
-    await hs.synapse.stop()
+homeserver = pytest.fixture(scope="module", name="homeserver")(restartable_homeserver)
 
 
 async def room_with_bot(homeserver: Homeserver, bot_id: str) -> tuple[MatrixClient, str]:

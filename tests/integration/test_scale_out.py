@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from synapse_dev.server import free_port
 from tests.client import JSON, MatrixClient
-from tests.conftest import Homeserver, start_homeserver
+from tests.conftest import Homeserver, restartable_homeserver
 from tests.fakes.composio_server import Execution, FakeComposio
 from tests.fakes.llm_script import Answer, Hang
 from tests.fakes.openai_server import FakeOpenAI
@@ -76,13 +76,7 @@ class RedisServer:
             await self.process.wait()
 
 
-@pytest.fixture(scope="module")
-async def homeserver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Homeserver]:
-    # On disk, not in memory: this Synapse is restarted and must keep its state.
-    hs = await start_homeserver(tmp_path_factory.mktemp("synapse"), in_memory=False)
-    yield hs
-    await hs.close_clients()
-    await hs.synapse.stop()
+homeserver = pytest.fixture(scope="module", name="homeserver")(restartable_homeserver)
 
 
 @pytest.fixture(scope="module")
