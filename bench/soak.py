@@ -7,9 +7,11 @@ Two people in five sessions of a workspace write `--rate` messages a second in a
 in 45) and a small shared document (one in 60). The clients only send (they never sync: their
 timelines would grow in this process, which is the bot's). Every minute: the bot process's RSS
 and its embedding workers' and Synapse's, asyncio tasks, open files, database connections, events
-handled and waiting, memory items. At the end: RSS and task counts after the warm-up (minute 2)
-against the last minute. Target (issue 20): flat — no growth beyond noise, no growing task,
-file or connection counts, no backlog.
+handled and waiting, memory items, and the two bounded caches a traced run found most of the
+Python heap's growth in (asyncpg's prepared statements, at most 100 per connection, and the
+replies' thread roots, at most 10,000). At the end: RSS and task counts after the warm-up
+(minute 2) against the last minute. Target (issue 20): flat — no growth beyond noise, no
+growing task, file or connection counts, no backlog.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import psutil
 from harness import stack
 
+from bot.core import replies
 from tests.fakes.llm_script import Answer
 from tests.integration.test_actions import team_with_member
 from tests.integration.workspace_helpers import start_session
@@ -77,7 +80,20 @@ async def sample(s: Any, me: psutil.Process, synapse: psutil.Process | None) -> 
         "waiting": row["waiting"],
         "memories": row["memories"],
         "documents": row["documents"],
+        "statements": statements_cached(db),
+        "roots": len(replies._ROOTS),
     }
+
+
+def statements_cached(pool: Any) -> int:
+    """Prepared statements asyncpg keeps per connection (bounded by its statement_cache_size,
+    100): a cache that fills, not a leak — the traced run found most of the heap's growth there."""
+    total = 0
+    for holder in pool._holders:  # asyncpg's own, read for this count only
+        conn = holder._con
+        if conn is not None and not conn.is_closed():
+            total += len(conn._stmt_cache)
+    return total
 
 
 def show(minute: int, m: dict[str, float]) -> None:
@@ -85,7 +101,8 @@ def show(minute: int, m: dict[str, float]) -> None:
         f"  min {minute:3d}  bot RSS {m['rss']:7.1f} MB  workers {m['workers']:7.1f} MB  "
         f"synapse {m['synapse']:7.1f} MB  tasks {m['tasks']:4.0f}  files {m['files']:4.0f}  "
         f"db conns {m['connections']:3.0f}  events {m['handled']:6.0f} (+{m['waiting']:.0f} "
-        f"waiting)  memories {m['memories']:6.0f}  documents {m['documents']:4.0f}",
+        f"waiting)  memories {m['memories']:6.0f}  documents {m['documents']:4.0f}  "
+        f"statements {m['statements']:4.0f}  thread roots {m['roots']:5.0f}",
         flush=True,
     )
 
