@@ -359,10 +359,12 @@ class Doryo:
         if self.leases is None:
             self.dispatcher.wake(room_ids)
             return
-        mine = [room for room in room_ids if self.leases.prefers(room)]
+        mine: list[str] = []
+        others: list[str] = []
+        for room in room_ids:
+            (mine if self.leases.prefers(room) else others).append(room)
         self.dispatcher.wake(mine)
-        if len(mine) < len(room_ids):
-            self.dispatcher.nudge([room for room in room_ids if room not in mine])
+        self.dispatcher.nudge(others)
 
     def _regained(self) -> None:
         """The lease connection is back, without its claims: look at once for pending rooms;
