@@ -28,8 +28,8 @@ room's lock for each event and N − 1 would fail (measured: the misses grew wit
 it, each room keeps to one process while the set of processes stays the same (its caches stay
 warm), and a process joining or leaving moves only its share of rooms. The preference is a
 hint, never a claim: the lock decides, and every process's look at pending rooms
-(LOOK_INTERVAL) takes any room nobody works on — so a preferred process that just died costs at
-most that long.
+(LOOK_INTERVAL) takes any room nobody works on — so a preferred process that just died, is
+stopping, or has all its room slots busy costs at most that long.
 """
 
 from __future__ import annotations
