@@ -104,6 +104,22 @@ async def redis_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[s
     await process.wait()
 
 
+async def minute_to_spare(redis_url: str, seconds: float = 20.0) -> None:
+    """Wait, if need be, until the Redis server's current minute has `seconds` left: rate limits
+    count in fixed minutes of that clock, and a test that counts requests against one must not
+    see its window turn halfway (the second request would find a fresh minute)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        whole, micro = await client.time()
+    finally:
+        await client.aclose()
+    left = 60 - (whole % 60 + micro / 1e6)
+    if left < seconds:
+        await asyncio.sleep(left + 0.05)
+
+
 @dataclass
 class Homeserver:
     """A Synapse with Doryo's appservice registered, and the values a bot config needs."""

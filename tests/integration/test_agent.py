@@ -16,7 +16,7 @@ from bot.core.replies import Replier
 from bot.history.cleanup import forget_conversation_with_bot, forget_redacted
 from bot.memory import MemoryInput
 from tests.client import MatrixClient
-from tests.conftest import Homeserver
+from tests.conftest import Homeserver, minute_to_spare
 from tests.fakes.llm_script import Answer, Call, Error
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.agent_helpers import ANSWER_KEY, edits_of, final_answer, latest
@@ -410,6 +410,7 @@ async def test_rate_limit_is_explained(
         room = await alice.create_room(invite=[config.bot_user_id], is_direct=True)
         await alice.wait_for(room, lambda e: e["sender"] == config.bot_user_id)
         await alice.wait_for_reply(room, await alice.send_text(room, "!ws create Limits"))
+        await minute_to_spare(config.redis.url.get_secret_value())
         first = await alice.send_text(room, "first question")
         await final_answer(alice, room, first)
         second = await alice.send_text(room, "second question")

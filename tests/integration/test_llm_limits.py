@@ -17,6 +17,7 @@ from bot.core.errors import BudgetExceeded, RateLimited
 from bot.llm import CallContext, ChatRequest, Limits, Message
 from bot.llm.ratelimit import RateLimit, RateLimiter, Scope
 from bot.llm.usage import month_start
+from tests.conftest import minute_to_spare
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.llm_script import Answer, Error, Tokens
 from tests.fakes.openai_server import FakeOpenAI
@@ -44,8 +45,9 @@ def ask(
 
 
 async def test_user_requests_per_minute_refuse_before_calling_the_provider(
-    make_router: RouterFactory, fake_openai: FakeOpenAI, llm_pool: asyncpg.Pool
+    make_router: RouterFactory, fake_openai: FakeOpenAI, llm_pool: asyncpg.Pool, redis_url: str
 ) -> None:
+    await minute_to_spare(redis_url, seconds=5)
     fake_openai.default = Answer("ok")
     router = make_router(rate_limits={"user": {"requests_per_minute": 2}})
     await router.chat(ask())
@@ -65,10 +67,11 @@ async def test_user_requests_per_minute_refuse_before_calling_the_provider(
 
 
 async def test_a_refused_call_never_leaves_for_anthropic_either(
-    make_router: RouterFactory, fake_anthropic: FakeAnthropic
+    make_router: RouterFactory, fake_anthropic: FakeAnthropic, redis_url: str
 ) -> None:
     """The check runs while the SDK builds the request; the request waits for it at the HTTP
     client's request hook, and a refusal comes out as RateLimited (not a provider error)."""
+    await minute_to_spare(redis_url, seconds=5)
     fake_anthropic.default = Answer("ok")
     router = make_router(
         default_model="claude/c", rate_limits={"agent": {"requests_per_minute": 1}}
@@ -102,6 +105,7 @@ async def test_without_redis_calls_go_through(
 async def test_two_routers_share_one_workspace_limit(
     make_router: RouterFactory, fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
+    await minute_to_spare(redis_url, seconds=5)
     fake_openai.default = Answer("ok")
     other_redis = Redis.from_url(redis_url)  # a second process would have its own connection
     try:
@@ -220,8 +224,9 @@ async def test_leases_of_two_processes_never_pass_the_limit(
 
 
 async def test_tokens_per_minute_count_what_the_provider_reported(
-    make_router: RouterFactory, fake_openai: FakeOpenAI
+    make_router: RouterFactory, fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
+    await minute_to_spare(redis_url, seconds=5)
     fake_openai.script(Answer("long", usage=Tokens(900, 200)), Answer("never"))
     router = make_router(rate_limits={"agent": {"tokens_per_minute": 1000}})
     await router.chat(ask())
@@ -242,8 +247,9 @@ async def test_tokens_per_minute_count_what_the_provider_reported(
 
 
 async def test_failed_calls_give_their_token_reservation_back(
-    make_router: RouterFactory, fake_openai: FakeOpenAI
+    make_router: RouterFactory, fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
+    await minute_to_spare(redis_url, seconds=5)
     fake_openai.script(Error(400, "bad"))
     router = make_router(
         rate_limits={"user": {"requests_per_minute": 10, "tokens_per_minute": 10**6}}
@@ -256,8 +262,9 @@ async def test_failed_calls_give_their_token_reservation_back(
 
 
 async def test_workspace_settings_override_the_configured_limits(
-    make_router: RouterFactory, fake_openai: FakeOpenAI
+    make_router: RouterFactory, fake_openai: FakeOpenAI, redis_url: str
 ) -> None:
+    await minute_to_spare(redis_url, seconds=5)
     fake_openai.default = Answer("ok")
     router = make_router(rate_limits={"workspace": {"requests_per_minute": 100}})
     strict = Limits(workspace_requests_per_minute=1)
