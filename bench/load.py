@@ -3,10 +3,14 @@ against a bare appservice that only echoes — on the same Synapse, in the same 
 
     .venv/bin/python bench/load.py [--rooms 50] [--rates 10,30] [--seconds 30] [--workers 1,2,4]
                                    [--rounds 3] [--embeddings provider|local] [--echo-like-doryo]
+                                   [--synapse-database postgres|memory]
 
 Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
 `--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
-private Redis; the model, and by default the embeddings, are fast fakes on 127.0.0.1. Two
+private Redis; the model, and by default the embeddings, are fast fakes on 127.0.0.1. Synapse
+keeps its database in the same PostgreSQL, as a production Synapse would (`--synapse-database
+memory`: SQLite in memory, which slowed Synapse as it filled — the echo's p95 went from 72 to
+874 ms over one run). Two
 people write in `--rooms` sessions of a workspace at `--rate` messages a second in all: one
 message in three is a request (`!ping` or `@ask …`), the rest is chatter, which Doryo records
 and embeds. The echo appservice (this script with --echo, a process of its own) sits in as many
@@ -18,9 +22,9 @@ reaching Synapse to the reply reaching Synapse (both `origin_server_ts`, Synapse
 the CPU of Synapse, of the appservice's processes and of the whole machine (% of one core);
 for Doryo, where the reply time goes (Synapse to the receiver, journaled to the reply). At each
 rate: a warm-up of the echo and of Doryo (not counted), then `--rounds` rounds of the echo and
-Doryo with each number of workers (in a rotated order: Synapse slows as its database grows),
-and the echo once more; each is summarised by the median of its phases' p95 and their range
-(in one run the echo's p95 went from 72 to 874 ms). Target (issue 20): at the rate where
+Doryo with each number of workers (in a rotated order, so that a drift in Synapse's speed
+falls on each alike), and the echo once more; each is summarised by the median of its phases'
+p95 and their range. Target (issue 20): at the rate where
 Synapse saturates, Doryo's p95 within 1.25× of the echo's, and more workers never slower.
 """
 
@@ -49,7 +53,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.core.embedded_pg import start_embedded, stop_embedded  # noqa: E402
-from synapse_dev.server import free_port  # noqa: E402
+from synapse_dev.server import free_port, postgres_database_sql  # noqa: E402
 from tests.client import MatrixClient  # noqa: E402
 from tests.conftest import Homeserver, start_homeserver  # noqa: E402
 from tests.fakes.llm_script import Answer  # noqa: E402
@@ -370,6 +374,11 @@ async def run(args: argparse.Namespace) -> None:
         synapse_dir = (root / "synapse").resolve()
         hs: Homeserver = await start_homeserver(
             synapse_dir,
+            **(
+                {"postgres": await synapse_database(pg)}
+                if args.synapse_database == "postgres"
+                else {"in_memory": True}
+            ),
             extra_config={
                 "app_service_config_files": [
                     str(synapse_dir / "appservice-registration.yaml"),
@@ -410,8 +419,8 @@ async def run(args: argparse.Namespace) -> None:
             phases: list[Phase] = []
             for rate in rates:
                 doryos = [f"doryo ×{n}" for n in worker_counts]
-                # A warm-up of each (not counted), then the rounds, echo last again. Synapse
-                # slows down as its database grows (the echo's p95 rose ×10 over one run): each
+                # A warm-up of each (not counted), then the rounds, echo last again. Synapse's
+                # speed may drift over a run (on SQLite in memory the echo's p95 rose ×10): each
                 # round begins with the echo and takes the worker counts in another order.
                 order = ["echo", doryos[0]]
                 for r in range(args.rounds):
@@ -463,6 +472,24 @@ async def run(args: argparse.Namespace) -> None:
             redis.terminate()
             await redis.wait()
             await stop_embedded(pg)
+
+
+async def synapse_database(pg: Any) -> dict[str, Any]:
+    """A database for Synapse in the embedded PostgreSQL: psycopg2's connection arguments."""
+    import asyncpg
+
+    admin = await asyncpg.connect(pg.get_uri())
+    try:
+        await admin.execute(postgres_database_sql("synapse"))
+    finally:
+        await admin.close()
+    info = pg.get_postmaster_info()  # its socket's directory, or its address; and its port
+    return {
+        "host": str(info.socket_dir or info.hostname),
+        "port": info.port,
+        "user": "postgres",
+        "dbname": "synapse",
+    }
 
 
 async def set_up(
@@ -568,6 +595,13 @@ def main() -> None:
         default="provider",
         help="provider: a fast fake at the wire, like the model (what Doryo itself costs);"
         " local: the embedder role with all-MiniLM-L6-v2 (what the model costs on this CPU)",
+    )
+    parser.add_argument(
+        "--synapse-database",
+        choices=("postgres", "memory"),
+        default="postgres",
+        help="postgres: Synapse's database in the embedded PostgreSQL, as in production;"
+        " memory: SQLite in memory (Synapse slows as it fills: phases drift)",
     )
     parser.add_argument(
         "--echo-like-doryo",

@@ -1,8 +1,8 @@
 """A local Synapse for development and tests: fill in the config, start, stop, register users.
 
 Everything lives in one directory: homeserver.yaml, secrets, signing key, SQLite database (or
-":memory:" for tests), log. Secrets are generated once and kept, so a restarted `doryo dev`
-finds its users and rooms again.
+":memory:" for tests; or a PostgreSQL database elsewhere, as production Synapse uses), log.
+Secrets are generated once and kept, so a restarted `doryo dev` finds its users and rooms again.
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ def free_port(preferred: int | None = None) -> int:
         return int(probe.getsockname()[1])
 
 
+def postgres_database_sql(name: str) -> str:
+    """The statement that makes a database Synapse accepts (it refuses other collations)."""
+    return (
+        f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0"
+    )
+
+
 class SynapseServer:
     def __init__(
         self,
@@ -61,18 +69,23 @@ class SynapseServer:
         port: int | None = None,
         server_name: str = "localhost",
         in_memory: bool = False,
+        postgres: dict[str, Any] | None = None,
         log_level: str = "WARNING",
         extra_config: dict[str, Any] | None = None,
         encryption_extensions: bool = True,
     ) -> None:
         """`extra_config`: top-level homeserver.yaml keys added to the template's (tests: e.g.
         encryption_enabled_by_default_for_room_type). `encryption_extensions`: send the
-        appservice what end-to-end encryption needs (off only to test a homeserver without)."""
+        appservice what end-to-end encryption needs (off only to test a homeserver without).
+        `postgres`: psycopg2's connection arguments (host, port, user, password, dbname) of an
+        empty database made with C collation and UTF8 (`postgres_database_sql`), instead of
+        SQLite."""
         self.data_dir = data_dir.resolve()
         self.registration = registration
         self.port = port or free_port()
         self.server_name = server_name
         self.in_memory = in_memory
+        self.postgres = postgres
         self.log_level = log_level
         self.extra_config = extra_config or {}
         self.encryption_extensions = encryption_extensions
@@ -117,7 +130,7 @@ class SynapseServer:
             "server_name": self.server_name,
             "port": str(self.port),
             "data_dir": str(self.data_dir),
-            "database": ":memory:" if self.in_memory else str(self.data_dir / "homeserver.db"),
+            "database": self._database(),
             "registration": str(registration_path),
             "log_level": self.log_level,
             "experimental_features": _ENCRYPTION_EXTENSIONS if self.encryption_extensions else "",
@@ -134,6 +147,14 @@ class SynapseServer:
                 for key, value in self.extra_config.items():
                     config.write(f"{key}: {json.dumps(value)}\n")  # JSON is YAML
         return self.config_path
+
+    def _database(self) -> str:
+        """The `database:` section's body, indented."""
+        if self.postgres:
+            args = {"cp_min": 2, "cp_max": 10, **self.postgres}
+            return f"  name: psycopg2\n  args: {json.dumps(args)}"  # JSON is YAML
+        path = ":memory:" if self.in_memory else str(self.data_dir / "homeserver.db")
+        return f"  name: sqlite3\n  args:\n    database: {json.dumps(path)}"
 
     async def start(self, timeout: float = 60) -> None:
         """Start Synapse and wait until its client API answers."""
