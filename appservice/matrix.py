@@ -176,11 +176,15 @@ class MatrixAPI:
         timeout: float = 10.0,
         masquerade: bool = False,
         crypto: RoomCrypto | None = None,
+        unreachable: asyncio.Event | None = None,
     ) -> None:
         self.base_url = base_url
         self.user_id = user_id
         self.timeout = timeout
         self.crypto = crypto
+        self.unreachable = unreachable or asyncio.Event()
+        """Set when a call found the homeserver unreachable (no connection, timed out, 5xx);
+        whoever acts on outages clears it. Shared by the `as_user` copies."""
         self._as_token = as_token
         self._session = session
         self._http = HTTPAPI(
@@ -202,6 +206,7 @@ class MatrixAPI:
             timeout=self.timeout,
             masquerade=True,
             crypto=self.crypto,
+            unreachable=self.unreachable,
         )
 
     async def request(
@@ -234,11 +239,15 @@ class MatrixAPI:
                     method, path, body, headers=headers, query_params=query
                 )
         except TimeoutError:
+            self.unreachable.set()
             raise HomeserverUnavailable(f"{method} {path}: timed out") from None
         except (MatrixConnectionError, aiohttp.ClientError) as e:
+            self.unreachable.set()
             raise HomeserverUnavailable(f"{method} {path}: {e}") from None
         except MautrixRequestError as e:
             status = getattr(e, "http_status", 0)
+            if status >= 500:
+                self.unreachable.set()
             if status >= 500 or status == 429:
                 raise HomeserverUnavailable(f"{method} {path}: HTTP {status}") from None
             errcode = e.errcode or "M_UNKNOWN"

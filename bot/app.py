@@ -380,7 +380,11 @@ class Doryo:
 
     def _job_wakeups(self) -> dict[str, asyncio.Event]:
         """What wakes each run-once job's loop: set by whichever process has work for it."""
-        return {"reminders": self.ctx.followup_wakeup, "documents": self.ctx.documents.queued}
+        return {
+            "reminders": self.ctx.followup_wakeup,
+            "documents": self.ctx.documents.queued,
+            missed_events.HOMESERVER_OUTAGE: self.ctx.matrix.unreachable,
+        }
 
     def _job_woken(self, name: str) -> None:
         event = self._job_wakeups().get(name)

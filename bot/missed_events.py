@@ -3,9 +3,11 @@
 Synapse writes an appservice transaction to its database and then sends it. Stopped in between,
 it does not send it after the restart: it only retries the transactions of an appservice it has
 marked down. The event is in the room but never reaches the bot. So when the homeserver comes
-back after being unreachable, and now and then in case an outage went unnoticed, the bot reads the
-end of the timeline of the rooms it was recently busy in and puts in the inbox whatever it never
-received. The inbox deduplicates by event ID, so a late delivery by the homeserver changes nothing.
+back after being unreachable — seen by a probe every 2 s, or by any process's call meanwhile (a
+restart can be shorter than the probe's interval) — and now and then in case an outage went
+unnoticed, the bot reads the end of the timeline of the rooms it was recently busy in and puts
+in the inbox whatever it never received. The inbox deduplicates by event ID, so a late delivery
+by the homeserver changes nothing.
 
 An event found this way is handled after those that arrived normally since, so its room sees it
 out of order; being answered late beats not being answered.
@@ -34,6 +36,9 @@ ROUTINE = timedelta(minutes=2)
 PAGE = 50
 PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 5.0
+HOMESERVER_OUTAGE = "homeserver-outage"
+"""The run-once jobs' wake-up by which a process tells the one that catches up that it found
+the homeserver unreachable."""
 
 
 class MissedEvents:
@@ -91,10 +96,18 @@ class MissedEvents:
 
     async def watch(self) -> None:
         """Probe the homeserver; when it answers again after failing, catch up. Runs until
-        cancelled."""
+        cancelled.
+
+        A restart shorter than the probe's interval would go unseen by the probe: any call that
+        found the homeserver unreachable meanwhile counts too — this process's own
+        (`MatrixAPI.unreachable`), and the other processes', which they announce to this one
+        (the run-once jobs' wake-up `HOMESERVER_OUTAGE`, set on the same event)."""
         down = False
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
+            if self._matrix.unreachable.is_set():
+                self._matrix.unreachable.clear()
+                down = True
             try:
                 await self._matrix.versions(timeout=PROBE_TIMEOUT)
             except HomeserverUnavailable:

@@ -10,19 +10,23 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from mautrix.api import Method
 
+from appservice.errors import HomeserverUnavailable
 from appservice.transactions import Transaction
 from bot import app as app_module
 from bot import missed_events
 from bot.app import Doryo
 from bot.core.config import write_config
 from bot.core.errors import DatabaseError
+from synapse_dev.server import free_port
 from tests.client import MatrixClient, replies_to
 from tests.conftest import Homeserver, make_config, restartable_homeserver, running_bot
 from tests.poll import eventually
@@ -144,6 +148,76 @@ async def test_event_never_pushed_is_caught_up(
     await wait_for_replies(alice, room, [lost, after], timeout=30, bot_db=bot.ctx.db)
     assert await bot.missed.recent_rooms(missed_events.ROUTINE) == 0  # found once
     assert_one_reply_each(alice, room, [lost, after], bot_id)
+
+
+async def unpushed_event(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MatrixClient, str, list[str]]:
+    """A room with a message Synapse never pushed (as when stopped between writing and sending
+    its transaction) and one after it, answered; the routine sweep that would find the first
+    switched off. Returns the person, the room, and both messages."""
+    alice, room = await room_with_bot(homeserver, bot.config.bot_user_id)
+    store_transaction = bot.inbox.store_transaction
+
+    async def losing_one(txn: Transaction) -> bool:
+        kept = [e for e in txn.events if e.get("content", {}).get("body") != "!ping unpushed"]
+        return await store_transaction(dataclasses.replace(txn, events=kept))
+
+    recent_rooms = bot.missed.recent_rooms
+
+    async def no_routine_sweep(window: timedelta) -> int:
+        return 0 if window == missed_events.ROUTINE else await recent_rooms(window)
+
+    monkeypatch.setattr(bot.inbox, "store_transaction", losing_one)
+    monkeypatch.setattr(bot.missed, "recent_rooms", no_routine_sweep)
+    lost = await alice.send_text(room, "!ping unpushed")
+    after = await alice.send_text(room, "!ping after it")
+    await wait_for_replies(alice, room, [after], timeout=30, bot_db=bot.ctx.db)
+    assert await bot.inbox.known([lost]) == set()
+    return alice, room, [lost, after]
+
+
+async def find_homeserver_unreachable(doryo: Doryo) -> None:
+    """One call that timed out: what a process sees of a restart that its probe missed."""
+    with pytest.raises(HomeserverUnavailable, match="timed out"):
+        await doryo.ctx.matrix.request(
+            Method.GET, "/_matrix/client/v3/account/whoami", timeout=1e-6
+        )
+
+
+async def test_an_outage_between_two_probes_is_caught_up_at_the_next(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A homeserver restart can fall between two probes, which then always find it up. A call
+    that found it unreachable meanwhile counts as the outage: the events it never pushed are
+    read back at the next probe, not at the routine sweep (here never: it is switched off)."""
+    alice, room, sent = await unpushed_event(homeserver, bot, monkeypatch)
+    await find_homeserver_unreachable(bot)
+    await wait_for_replies(alice, room, sent, timeout=30, bot_db=bot.ctx.db)
+    assert_one_reply_each(alice, room, sent, bot.config.bot_user_id)
+
+
+async def test_an_outage_seen_by_a_worker_without_the_jobs_is_caught_up(
+    homeserver: Homeserver,
+    bot: Doryo,
+    bot_config: Any,
+    local_embedder: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The catch-up runs in the process holding the run-once jobs; a worker that found the
+    homeserver unreachable tells it (its look announces the outage like a queued job)."""
+    alice, room, sent = await unpushed_event(homeserver, bot, monkeypatch)
+    assert bot.leases is not None and bot.leases.holds_jobs
+    other = Doryo(bot_config(), embedder=local_embedder, role="worker", port=free_port())
+    await other.start()
+    try:
+        await asyncio.wait_for(other.connected.wait(), 30)
+        await find_homeserver_unreachable(other)
+        assert not bot.ctx.matrix.unreachable.is_set()
+        await wait_for_replies(alice, room, sent, timeout=30, bot_db=bot.ctx.db)
+        assert_one_reply_each(alice, room, sent, bot.config.bot_user_id)
+    finally:
+        await other.stop()
 
 
 async def start_bot_process(config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
