@@ -612,7 +612,9 @@ class Doryo:
                 if pruned:
                     log.info("pruned %d handled events older than %s", pruned, INBOX_RETENTION)
                 # Last: the homeserver away (its pages) must not hold up the pruning.
-                await self.missed.recent_rooms(missed_events.ROUTINE)
+                await self.missed.recent_rooms(
+                    missed_events.ROUTINE, settled=missed_events.ROUTINE_SETTLED
+                )
             except (asyncpg.PostgresError, OSError, DatabaseError, MatrixError) as e:
                 log.warning("maintenance skipped: %s", e)
 

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 # How far back to look after an outage, and, now and then, without one.
 AFTER_OUTAGE = timedelta(minutes=10)
 ROUTINE = timedelta(minutes=2)
+# The routine sweep leaves events younger than this to the next one (30 s later, still within
+# ROUTINE): an event sent a moment ago is in the timeline before its transaction reaches the
+# bot, and taking it was a false "not received" (3 in a 50-minute soak). After an outage the
+# catch-up takes everything: what the outage lost was sent just before it.
+ROUTINE_SETTLED = timedelta(seconds=15)
 PAGE = 50
 PROBE_INTERVAL = 2.0
 PROBE_TIMEOUT = 5.0
@@ -50,19 +55,20 @@ class MissedEvents:
         self._wake = wake
         self._lock = asyncio.Lock()
 
-    async def recent_rooms(self, window: timedelta) -> int:
+    async def recent_rooms(self, window: timedelta, *, settled: timedelta = timedelta(0)) -> int:
         """Catch up the rooms with events handled within `window`. Returns how many events
-        were missing."""
+        were missing. `settled`: events younger than this are left for the next sweep — they
+        may still be on their way from the homeserver (ROUTINE_SETTLED)."""
         async with self._lock:  # an outage and the routine sweep may coincide
             found = 0
             for room_id in await self._inbox.rooms_active_since(window):
                 try:
-                    found += await self._room(room_id, window)
+                    found += await self._room(room_id, window, settled)
                 except MatrixRequestError as e:  # left the room since, say: the others still count
                     log.info("%s: not caught up (%s)", room_id, e)
             return found
 
-    async def _room(self, room_id: str, window: timedelta) -> int:
+    async def _room(self, room_id: str, window: timedelta, settled: timedelta) -> int:
         page = await self._matrix.messages(room_id, limit=PAGE)
         timeline: list[dict[str, Any]] = [
             e for e in reversed(page.get("chunk", [])) if isinstance(e.get("event_id"), str)
@@ -76,11 +82,13 @@ class MissedEvents:
         first = await self._inbox.first_received(room_id)
         if first is None:
             return 0
-        oldest = max(time.time() - window.total_seconds(), first.timestamp()) * 1000
+        now = time.time()
+        oldest = max(now - window.total_seconds(), first.timestamp()) * 1000
+        newest = (now - settled.total_seconds()) * 1000
         missed = [
             {**e, "room_id": room_id}
             for e in timeline
-            if e["event_id"] not in known and e.get("origin_server_ts", 0) >= oldest
+            if e["event_id"] not in known and oldest <= e.get("origin_server_ts", 0) <= newest
         ]
         if not missed:
             return 0

@@ -150,6 +150,35 @@ async def test_event_never_pushed_is_caught_up(
     assert_one_reply_each(alice, room, [lost, after], bot_id)
 
 
+async def test_the_routine_sweep_leaves_an_event_still_on_its_way(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event is in the room's timeline before its transaction reaches the bot: the sweep
+    must not take it for one the homeserver never pushed (a false alarm in the log)."""
+    bot_id = bot.config.bot_user_id
+    alice, room = await room_with_bot(homeserver, bot_id)
+    store_transaction = bot.inbox.store_transaction
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(txn: Transaction) -> bool:
+        if any(e.get("content", {}).get("body") == "!ping in flight" for e in txn.events):
+            held.set()
+            await release.wait()
+        return await store_transaction(txn)
+
+    monkeypatch.setattr(bot.inbox, "store_transaction", slow)
+    sent = await alice.send_text(room, "!ping in flight")
+    await asyncio.wait_for(held.wait(), 30)
+    found = await bot.missed.recent_rooms(
+        missed_events.ROUTINE, settled=missed_events.ROUTINE_SETTLED
+    )
+    assert found == 0 and await bot.inbox.known([sent]) == set()
+    release.set()
+    await wait_for_replies(alice, room, [sent], timeout=30, bot_db=bot.ctx.db)
+    assert_one_reply_each(alice, room, [sent], bot_id)
+
+
 async def unpushed_event(
     homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[MatrixClient, str, list[str]]:
@@ -165,8 +194,8 @@ async def unpushed_event(
 
     recent_rooms = bot.missed.recent_rooms
 
-    async def no_routine_sweep(window: timedelta) -> int:
-        return 0 if window == missed_events.ROUTINE else await recent_rooms(window)
+    async def no_routine_sweep(window: timedelta, **settled: timedelta) -> int:
+        return 0 if window == missed_events.ROUTINE else await recent_rooms(window, **settled)
 
     monkeypatch.setattr(bot.inbox, "store_transaction", losing_one)
     monkeypatch.setattr(bot.missed, "recent_rooms", no_routine_sweep)
