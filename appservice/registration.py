@@ -27,7 +27,9 @@ def registration(
         "receive_ephemeral": True,
         # End-to-end encryption: device lists and one-time key counts in transactions (MSC3202;
         # to-device messages come with receive_ephemeral, MSC2409), and the bot's device made by
-        # the appservice without a login (MSC4190). Harmless while encryption is off.
+        # the appservice without a login (MSC4190). While encryption is off this costs Synapse
+        # two key-count queries per transaction (its scheduler; bench/RESULTS.md, load: all it
+        # is asked for beyond an echo's costs ~20 % of its delivery time at saturation).
         "org.matrix.msc3202": True,
         "io.element.msc4190": True,
         "namespaces": {
