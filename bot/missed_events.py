@@ -35,8 +35,9 @@ AFTER_OUTAGE = timedelta(minutes=10)
 ROUTINE = timedelta(minutes=2)
 # The routine sweep leaves events younger than this to the next one (30 s later, still within
 # ROUTINE): an event sent a moment ago is in the timeline before its transaction reaches the
-# bot, and taking it was a false "not received" (3 in a 50-minute soak). After an outage the
-# catch-up takes everything: what the outage lost was sent just before it.
+# bot, and taking it is a false "not received" (most likely what the 3 such warnings of a
+# 50-minute soak without any outage were). After an outage the catch-up takes everything:
+# what the outage lost was sent just before it.
 ROUTINE_SETTLED = timedelta(seconds=15)
 PAGE = 50
 PROBE_INTERVAL = 2.0
