@@ -110,7 +110,7 @@ def woken_rooms(payload: str) -> list[str]:
 
 JOB_PREFIX = "job:"
 """A payload `job:<name>` wakes that run-once job's loop in the process running it (a reminder
-was added, a file was queued to be read)."""
+was added, a file was queued to be read, the homeserver was found unreachable)."""
 
 
 async def notify_rooms(pool: asyncpg.Pool, room_ids: Sequence[str]) -> None:
