@@ -54,9 +54,9 @@ async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[An
     await stop_embedded(server)
 
 
-@pytest.fixture
-async def database_url(postgres: Any) -> AsyncIterator[str]:
-    """A fresh, empty database for this test."""
+@asynccontextmanager
+async def fresh_database(postgres: Any) -> AsyncIterator[str]:
+    """A fresh, empty database on the embedded server, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres.get_uri())
     try:
@@ -65,6 +65,13 @@ async def database_url(postgres: Any) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres: Any) -> AsyncIterator[str]:
+    """A fresh, empty database for this test."""
+    async with fresh_database(postgres) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

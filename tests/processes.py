@@ -29,6 +29,7 @@ class Deployment:
     admin_token: str
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
 
     async def start(self, name: str, role: str, port: int | None = None) -> None:
         """Start a process of this role, and wait until it is ready."""
@@ -43,7 +44,18 @@ class Deployment:
                 stdin=asyncio.subprocess.DEVNULL,
             )
         self.ports[name] = port
+        self.roles[name] = role
         await self.ready(name)
+
+    async def restart_exited(self) -> list[str]:
+        """Start again, with its role and port, every process that has exited (one a test
+        killed); wait until all are ready. The names of those restarted."""
+        exited = [name for name, p in self.processes.items() if p.returncode is not None]
+        for name in exited:
+            await self.start(name, self.roles[name], self.ports[name])
+        for name in self.processes:
+            await self.ready(name)
+        return exited
 
     async def ready(self, name: str, timeout: float = 90) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
@@ -98,6 +110,7 @@ class Deployment:
         """Stop a process as its supervisor would (SIGTERM), and forget it."""
         process = self.processes.pop(name)
         self.ports.pop(name)
+        self.roles.pop(name)
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
             try:
