@@ -647,6 +647,7 @@ class Doryo:
         if not await self._tasks.wait(timeout=10):
             log.warning("stopping: cancelling %d tool runs still going", len(self._tasks))
         await self._tasks.cancel_all()
+        await self.ctx.activity.close()
         if self.connected.is_set():
             await self.ctx.matrix.set_presence_no_fail("offline")
         if self.ctx.encryption is not None:

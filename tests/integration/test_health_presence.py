@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from bot.app import Doryo
+from bot.core import strings
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
 from tests.poll import eventually
@@ -78,7 +79,7 @@ async def test_typing_and_status_while_working(
     bot_id = bot.config.bot_user_id
     room = await alice.create_room(invite=[bot_id])
     await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
-    # Show the activity at once (normally only after 0.3 s, so that quick answers don't flicker).
+    # Show the activity at once (normally only after 1 s, so that quick answers don't flicker).
     monkeypatch.setattr(bot.ctx.activity, "_delay", 0)
     ping = await alice.send_text(room, "!ping")
     await alice.wait_for_reply(room, ping)
@@ -90,3 +91,40 @@ async def _typing_went_on_and_off(alice: MatrixClient, room: str, bot_id: str) -
     updates = alice.typing.get(room, [])
     on = [i for i, users in enumerate(updates) if bot_id in users]
     return bool(on) and any(bot_id not in users for users in updates[on[0] :])
+
+
+async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_once(
+    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each presence change goes to everyone who shares a room with the bot: toggled per
+    request, under load it made every reply slower (bench/load.py)."""
+    alice = await homeserver.user("alice")
+    bot_id = bot.config.bot_user_id
+    room = await alice.create_room(invite=[bot_id])
+    await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
+    activity = bot.ctx.activity
+    monkeypatch.setattr(activity, "_delay", 0)
+    monkeypatch.setattr(activity, "_linger", 1.5)
+    matrix = activity._matrix
+    changes: list[tuple[str, str | None]] = []
+    set_presence = matrix.set_presence_no_fail
+
+    async def recorded(presence: str, status_msg: str | None = None) -> None:
+        changes.append((presence, status_msg))
+        await set_presence(presence, status_msg)
+
+    monkeypatch.setattr(matrix, "set_presence_no_fail", recorded)
+    for n in range(5):
+        ping = await alice.send_text(room, f"!ping {n}")
+        await alice.wait_for_reply(room, ping)
+    assert changes == [("online", strings.BUSY_STATUS)]
+    status = await matrix.get_presence(bot_id)
+    assert status.get("status_msg") == strings.BUSY_STATUS
+
+    # Idle for longer than the linger: cleared, once.
+    async def cleared() -> bool:
+        return changes == [("online", strings.BUSY_STATUS), ("online", "")]
+
+    await eventually(cleared)
+    status = await matrix.get_presence(bot_id)
+    assert not status.get("status_msg")
