@@ -2,8 +2,9 @@
 against a bare appservice that only echoes — on the same Synapse, in the same run.
 
     .venv/bin/python bench/load.py [--rooms 50] [--rates 10,30] [--seconds 30] [--workers 1,2,4]
-                                   [--rounds 3] [--embeddings provider|local] [--echo-like-doryo]
-                                   [--synapse-database postgres|memory]
+                                   [--rounds 3] [--embeddings provider|local]
+                                   [--echo-like-doryo [all|ephemeral]] [--echo-reads]
+                                   [--synapse-database postgres|memory] [--pin]
 
 Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
 `--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
@@ -26,6 +27,13 @@ Doryo with each number of workers (in a rotated order, so that a drift in Synaps
 falls on each alike), and the echo once more; each is summarised by the median of its phases'
 p95 and their range. Target (issue 20): at the rate where
 Synapse saturates, Doryo's p95 within 1.25× of the echo's, and more workers never slower.
+
+`--pin` gives Synapse and the appservice a core each, as a machine with cores to spare would:
+Synapse, a PostgreSQL of its own, this script (the people writing, the fake model) on CPU 0;
+the appservice (the echo, or Doryo's processes with their PostgreSQL and Redis) on CPU 1. Then
+what Doryo costs shows as its own core's load, not as Synapse's slowdown. `--echo-like-doryo`
+and `--echo-reads` make the echo ask Synapse for what Doryo asks (its registration's ephemeral
+events and device lists; the state reads before an `@ask`'s answer), to see what each costs.
 """
 
 from __future__ import annotations
@@ -76,12 +84,17 @@ def is_request(body: object) -> bool:
     return isinstance(body, str) and (body.startswith("!ping") or body.startswith("@ask"))
 
 
-async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> None:
-    """Answer each request with a reply, from the transaction's handler (after the 200)."""
+async def run_echo(
+    port: int, homeserver: str, as_token: str, hs_token: str, *, reads: bool = False
+) -> None:
+    """Answer each request with a reply, from the transaction's handler (after the 200).
+    `reads`: before answering an `@ask`, read the asker's membership and the power levels, as
+    Doryo reads them in the workspace's space to know who may ask (two requests at once)."""
     http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {as_token}"})
     me = f"@{ECHO}:localhost"
     counter = itertools.count()
     tasks: set[asyncio.Task[None]] = set()
+    received = [0]  # transactions
 
     async def send(room: str, content: dict[str, Any]) -> None:
         url = (
@@ -96,6 +109,25 @@ async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> 
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.2)
+
+    async def read(room: str, state: str) -> None:
+        url = f"{homeserver}/_matrix/client/v3/rooms/{quote(room)}/state/{state}"
+        async with http.get(url) as response:
+            await response.read()
+
+    async def answer(event: dict[str, Any]) -> None:
+        room = event["room_id"]
+        if reads and event["content"]["body"].startswith("@ask"):
+            member = f"m.room.member/{quote(event['sender'])}"
+            await asyncio.gather(read(room, member), read(room, "m.room.power_levels"))
+        await send(
+            room,
+            {
+                "msgtype": "m.notice",
+                "body": "echo",
+                "m.relates_to": {"m.in_reply_to": {"event_id": event["event_id"]}},
+            },
+        )
 
     async def join(room: str) -> None:
         async with http.post(f"{homeserver}/_matrix/client/v3/join/{quote(room)}", json={}):
@@ -114,14 +146,7 @@ async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> 
             and event.get("sender") != me
             and is_request(content.get("body"))
         ):
-            work = send(
-                event["room_id"],
-                {
-                    "msgtype": "m.notice",
-                    "body": "echo",
-                    "m.relates_to": {"m.in_reply_to": {"event_id": event["event_id"]}},
-                },
-            )
+            work = answer(event)
         else:
             return
         task = asyncio.create_task(work)
@@ -132,12 +157,13 @@ async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> 
         if request.headers.get("Authorization") != f"Bearer {hs_token}":
             return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         body = await request.json()
+        received[0] += 1
         for event in body.get("events", []):
             handle(event)
         return web.json_response({})
 
     async def pending(_: web.Request) -> web.Response:
-        return web.json_response({"pending": len(tasks)})
+        return web.json_response({"pending": len(tasks), "transactions": received[0]})
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_put("/_matrix/app/v1/transactions/{txn}", transactions)
@@ -150,15 +176,16 @@ async def run_echo(port: int, homeserver: str, as_token: str, hs_token: str) -> 
 
 
 def echo_registration(
-    port: int, as_token: str, hs_token: str, *, like_doryo: bool = False
+    port: int, as_token: str, hs_token: str, *, like_doryo: str | None = None
 ) -> dict[str, Any]:
-    """`like_doryo`: asking Synapse for what Doryo's registration asks for (ephemeral events,
-    device lists): what that costs Synapse is then in the floor too."""
-    extra = (
-        {"receive_ephemeral": True, "org.matrix.msc3202": True, "io.element.msc4190": True}
-        if like_doryo
-        else {}
-    )
+    """`like_doryo`: asking Synapse for what Doryo's registration asks for — "all" (ephemeral
+    events and device lists) or "ephemeral" only: what that costs Synapse is then in the floor
+    too."""
+    extra: dict[str, Any] = {}
+    if like_doryo in ("all", "ephemeral"):
+        extra["receive_ephemeral"] = True
+    if like_doryo == "all":
+        extra |= {"org.matrix.msc3202": True, "io.element.msc4190": True}
     return {
         "id": "echo",
         "url": f"http://127.0.0.1:{port}",
@@ -191,6 +218,25 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
         except psutil.Error:
             continue
     return total
+
+
+SYNAPSE_CPU, SERVICE_CPU = {0}, {1}
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process and of its descendants on these CPUs (those it starts later
+    inherit it)."""
+    try:
+        processes = [psutil.Process(pid)]
+        processes += processes[0].children(recursive=True)
+    except psutil.Error:
+        return
+    for process in processes:
+        for task in Path(f"/proc/{process.pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except (OSError, ValueError):
+                continue
 
 
 def busy_seconds() -> float:
@@ -241,6 +287,7 @@ class Phase:
             f" (!ping p50 {statistics.median(self.ping_latencies or [0]):5.0f})"
             f"  CPU synapse {self.synapse_cpu:4.0f} %  appservice {self.service_cpu:4.0f} %"
             f"  machine {self.machine_cpu:4.0f} %"
+            + (f"  {self.transactions:.0f} transactions" if not self.to_receiver else "")
             + ("" if self.drained else "  (not drained)")
             + (
                 f"\n  {'':<16}        of which: Synapse to the receiver p50"
@@ -359,12 +406,20 @@ async def run(args: argparse.Namespace) -> None:
     worker_counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="doryo-load-") as tmp:
         root = Path(tmp)
+        if args.pin:
+            pin(os.getpid(), SYNAPSE_CPU)
         pg_url, pg = await start_embedded(root / "pg")
+        # Pinned, Synapse has a PostgreSQL of its own on its core; otherwise they share one.
+        synapse_pg = (await start_embedded(root / "pg-synapse"))[1] if args.pin else pg
         redis_port = free_port()
         redis = await asyncio.create_subprocess_exec(
             "redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
             stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
+        if args.pin:
+            pin(pg.get_postmaster_info().pid, SERVICE_CPU)
+            pin(synapse_pg.get_postmaster_info().pid, SYNAPSE_CPU)
+            pin(redis.pid, SERVICE_CPU)
         echo_port = free_port()
         echo_tokens = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         echo_path = root / "echo-registration.yaml"
@@ -375,7 +430,7 @@ async def run(args: argparse.Namespace) -> None:
         hs: Homeserver = await start_homeserver(
             synapse_dir,
             **(
-                {"postgres": await synapse_database(pg)}
+                {"postgres": await synapse_database(synapse_pg)}
                 if args.synapse_database == "postgres"
                 else {"in_memory": True}
             ),
@@ -388,7 +443,11 @@ async def run(args: argparse.Namespace) -> None:
         )
         echo = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--echo", str(echo_port), hs.url, *echo_tokens,
+            *(["--echo-reads"] if args.echo_reads else []),
         )  # fmt: skip
+        if args.pin:
+            pin(hs.synapse._process.pid, SYNAPSE_CPU)  # type: ignore[union-attr]
+            pin(echo.pid, SERVICE_CPU)
         model = FakeOpenAI(default=Answer("Item 12 moves to week 3, as the plan says."))
         await model.start()
         embedder_port = free_port()
@@ -429,6 +488,11 @@ async def run(args: argparse.Namespace) -> None:
                 for n, name in enumerate(order):
                     if name.startswith("doryo"):
                         await set_workers(doryo, int(name.split("×")[1]))
+                    if args.pin:  # the workers just started, and threads started since
+                        for process in doryo.processes.values():
+                            pin(process.pid, SERVICE_CPU)
+                        pin(hs.synapse._process.pid, SYNAPSE_CPU)  # type: ignore[union-attr]
+                        pin(echo.pid, SERVICE_CPU)
                     phase = Phase(name, rate, warm_up=n < 2)
                     targets = (
                         [psutil.Process(echo.pid)]
@@ -437,6 +501,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
                     cpu0, syn0, t0 = cpu_seconds(targets), cpu_seconds([synapse]), time.monotonic()
                     acks0 = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
+                    echo0 = await echo_state(echo_port)
                     machine0 = busy_seconds()
                     rooms = echo_rooms if name == "echo" else sessions
                     await send_load(phase, [alice, bob], rooms, args.seconds)
@@ -447,6 +512,9 @@ async def run(args: argparse.Namespace) -> None:
                     elapsed = time.monotonic() - t0
                     acks = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
                     phase.transactions = acks["_count"] - acks0["_count"]
+                    if name == "echo":
+                        echoed = await echo_state(echo_port)
+                        phase.transactions = echoed["transactions"] - echo0["transactions"]
                     if phase.transactions:
                         phase.ack_ms = (acks["_sum"] - acks0["_sum"]) / phase.transactions * 1000
                     phase.service_cpu = (cpu_seconds(targets) - cpu0) / elapsed * 100
@@ -472,6 +540,8 @@ async def run(args: argparse.Namespace) -> None:
             redis.terminate()
             await redis.wait()
             await stop_embedded(pg)
+            if synapse_pg is not pg:
+                await stop_embedded(synapse_pg)
 
 
 async def synapse_database(pg: Any) -> dict[str, Any]:
@@ -536,12 +606,18 @@ async def set_workers(doryo: Deployment, count: int) -> None:
         await doryo.start(f"worker-{n}", "worker")
 
 
-async def echo_idle(port: int) -> bool:
+async def echo_state(port: int) -> dict[str, int]:
+    """Replies the echo is still sending, and transactions it took so far."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/pending") as response,
     ):
-        return bool((await response.json())["pending"] == 0)
+        state: dict[str, int] = await response.json()
+        return state
+
+
+async def echo_idle(port: int) -> bool:
+    return (await echo_state(port))["pending"] == 0
 
 
 async def doryo_idle(database_url: str) -> bool:
@@ -605,15 +681,30 @@ def main() -> None:
     )
     parser.add_argument(
         "--echo-like-doryo",
+        nargs="?",
+        const="all",
+        choices=("all", "ephemeral"),
+        help="the echo's registration asks for ephemeral events and device lists, as Doryo's"
+        " (all), or for ephemeral events only",
+    )
+    parser.add_argument(
+        "--echo-reads",
         action="store_true",
-        help="the echo's registration asks for ephemeral events and device lists, as Doryo's",
+        help="the echo reads the asker's membership and the power levels before answering an"
+        " @ask, as Doryo does to know who may ask",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="Synapse (with a PostgreSQL of its own) and the load on CPU 0, the appservice"
+        " (with its PostgreSQL and Redis) on CPU 1",
     )
     parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
     if args.echo:
         port, homeserver, as_token, hs_token = args.echo
-        asyncio.run(run_echo(int(port), homeserver, as_token, hs_token))
+        asyncio.run(run_echo(int(port), homeserver, as_token, hs_token, reads=args.echo_reads))
     else:
         asyncio.run(run(args))
 
