@@ -104,7 +104,7 @@ async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_onc
     await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
     activity = bot.ctx.activity
     monkeypatch.setattr(activity, "_delay", 0)
-    monkeypatch.setattr(activity, "_linger", 1.5)
+    monkeypatch.setattr(activity, "_linger", 5.0)  # longer than between two pings
     matrix = activity._matrix
     changes: list[tuple[str, str | None]] = []
     set_presence = matrix.set_presence_no_fail
