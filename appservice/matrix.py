@@ -22,6 +22,7 @@ from mautrix.api import HTTPAPI, MediaPath, Method, Path
 from mautrix.errors import MatrixConnectionError
 from mautrix.errors import MatrixRequestError as MautrixRequestError
 from mautrix.types import UserID
+from prometheus_client import Counter
 
 from appservice.errors import HomeserverUnavailable, MatrixRequestError, MediaTooLarge
 
@@ -159,6 +160,20 @@ class RoomCrypto(Protocol):
         ...
 
 
+def call_kind(path: Any) -> str:
+    """What a call asks of the homeserver, without its IDs: `rooms/send`, `rooms/typing`,
+    `presence`, `media`, … (a metric's label: a few dozen values, all from this code's paths)."""
+    parts = str(path).lstrip("/").split("/")
+    if parts[:2] == ["_matrix", "client"]:
+        version = parts[2] if len(parts) > 3 else ""  # v3, v1, r0, unstable
+        parts = parts[3:] if version in ("r0", "unstable") or version[1:].isdigit() else parts[2:]
+    elif parts[:1] == ["_matrix"] and len(parts) > 1:
+        return parts[1]
+    if parts[:1] == ["rooms"] and len(parts) > 2:
+        return f"rooms/{parts[2]}"
+    return parts[0] if parts and parts[0] else "other"
+
+
 class MatrixAPI:
     """Client-server calls as one appservice user (the bot unless `as_user` says otherwise).
 
@@ -177,7 +192,9 @@ class MatrixAPI:
         masquerade: bool = False,
         crypto: RoomCrypto | None = None,
         unreachable: asyncio.Event | None = None,
+        requests: Counter | None = None,
     ) -> None:
+        """`requests`: counts each call by its kind (`call_kind`), labelled `kind`."""
         self.base_url = base_url
         self.user_id = user_id
         self.timeout = timeout
@@ -187,6 +204,7 @@ class MatrixAPI:
         whoever acts on outages clears it. Shared by the `as_user` copies."""
         self._as_token = as_token
         self._session = session
+        self._requests = requests
         self._http = HTTPAPI(
             base_url,
             as_token,
@@ -207,6 +225,7 @@ class MatrixAPI:
             masquerade=True,
             crypto=self.crypto,
             unreachable=self.unreachable,
+            requests=self._requests,
         )
 
     async def request(
@@ -233,6 +252,8 @@ class MatrixAPI:
         headers: dict[str, str] | None = None,
     ) -> Any:
         body: Any = raw if raw is not None else dict(content) if content is not None else None
+        if self._requests is not None:
+            self._requests.labels(kind=call_kind(path)).inc()
         try:
             async with asyncio.timeout(timeout or self.timeout):
                 return await self._http.request(

@@ -269,6 +269,8 @@ class Phase:
     ack_ms: float = 0.0
     """Doryo: transactions the receiver took in the phase, and its mean time to answer one."""
     answered: int = 0
+    asked_of_synapse: dict[str, float] = field(default_factory=dict)
+    """Doryo: requests its processes made of Synapse in the phase, by kind."""
     synapse_cpu: float = 0.0
     service_cpu: float = 0.0
     machine_cpu: float = 0.0
@@ -295,6 +297,18 @@ class Phase:
                 f" {statistics.median(self.in_doryo):6.0f} ms; {self.transactions:.0f}"
                 f" transactions, answered in {self.ack_ms:.1f} ms on average"
                 if self.to_receiver and self.in_doryo
+                else ""
+            )
+            + (
+                f"\n  {'':<16}        asked of Synapse per request answered: "
+                f"{sum(self.asked_of_synapse.values()) / max(1, self.answered):.2f} ("
+                + ", ".join(
+                    f"{kind} {count / max(1, self.answered):.2f}"
+                    for kind, count in sorted(self.asked_of_synapse.items(), key=lambda kv: -kv[1])
+                    if count
+                )
+                + ")"
+                if self.asked_of_synapse
                 else ""
             )
         )
@@ -502,6 +516,7 @@ async def run(args: argparse.Namespace) -> None:
                     cpu0, syn0, t0 = cpu_seconds(targets), cpu_seconds([synapse]), time.monotonic()
                     acks0 = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
                     echo0 = await echo_state(echo_port)
+                    asked0 = await asked_of_synapse(doryo)
                     machine0 = busy_seconds()
                     rooms = echo_rooms if name == "echo" else sessions
                     await send_load(phase, [alice, bob], rooms, args.seconds)
@@ -512,6 +527,11 @@ async def run(args: argparse.Namespace) -> None:
                     elapsed = time.monotonic() - t0
                     acks = await doryo.metrics("receiver", "doryo_transaction_ack_seconds")
                     phase.transactions = acks["_count"] - acks0["_count"]
+                    if name != "echo":
+                        asked = await asked_of_synapse(doryo)
+                        phase.asked_of_synapse = {
+                            kind: n - asked0.get(kind, 0) for kind, n in asked.items()
+                        }
                     if name == "echo":
                         echoed = await echo_state(echo_port)
                         phase.transactions = echoed["transactions"] - echo0["transactions"]
@@ -604,6 +624,15 @@ async def set_workers(doryo: Deployment, count: int) -> None:
         await doryo.stop_one(name)
     for n in range(len(workers) + 1, count + 1):
         await doryo.start(f"worker-{n}", "worker")
+
+
+async def asked_of_synapse(doryo: Deployment) -> dict[str, float]:
+    """The requests Doryo's processes made of Synapse so far, by kind, all processes summed."""
+    total: dict[str, float] = {}
+    for name in list(doryo.processes):
+        for kind, count in (await doryo.by_label(name, "doryo_homeserver_requests_total")).items():
+            total[kind] = total.get(kind, 0) + count
+    return total
 
 
 async def echo_state(port: int) -> dict[str, int]:

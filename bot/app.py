@@ -219,6 +219,7 @@ class Doryo:
             http,
             timeout=config.homeserver.request_timeout,
             crypto=encryption,
+            requests=self.metrics.homeserver_requests,
         )
         tools = ToolRegistry(builtin_tools())
         router = LLMRouter.from_config(config, redis=redis, db=pool)

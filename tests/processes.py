@@ -100,6 +100,20 @@ class Deployment:
                 found[key[len(family) :]] = float(value)
         return found
 
+    async def by_label(self, name: str, metric: str) -> dict[str, float]:
+        """A metric's samples with one label, by that label's value."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.ports[name]}/metrics") as response,
+        ):
+            text = await response.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(metric + "{"):
+                labels, value = line.rsplit(" ", 1)
+                found[labels.split('"')[1]] = float(value)
+        return found
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 

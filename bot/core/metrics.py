@@ -28,6 +28,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.homeserver_requests = Counter(
+            "doryo_homeserver_requests",
+            "Requests this process made of the homeserver, by kind (the path's verb: "
+            "rooms/send, rooms/typing, presence, …): each is work the homeserver does",
+            ["kind"],
+            registry=self.registry,
+        )
         self.homeserver_retries = Counter(
             "doryo_homeserver_retries",
             "Events whose handling waited for the homeserver to come back",

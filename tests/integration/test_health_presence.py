@@ -37,6 +37,23 @@ async def test_health_ready_metrics(homeserver: Homeserver, bot: Doryo) -> None:
         "doryo_errors_total",
     ):
         assert name in metrics, name
+    # What the bot asks of the homeserver, by kind: a !ping's reply is one message sent.
+    alice = await homeserver.user("alice")
+    room = await alice.create_room(invite=[bot.config.bot_user_id])
+    await alice.wait_for(
+        room, lambda e: e["sender"] == bot.config.bot_user_id and e["type"] == "m.room.message"
+    )
+    sends = requests_of((await get(bot, "/metrics"))[1], "rooms/send")
+    ping = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, ping)
+    _, metrics = await get(bot, "/metrics")
+    assert requests_of(metrics, "rooms/send") == sends + 1
+
+
+def requests_of(metrics: str, kind: str) -> float:
+    prefix = f'doryo_homeserver_requests_total{{kind="{kind}"}} '
+    found = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
 
 
 async def test_ready_says_which_dependency_is_down(homeserver: Homeserver, bot: Doryo) -> None:
@@ -110,8 +127,8 @@ async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_onc
     set_presence = matrix.set_presence_no_fail
 
     async def recorded(presence: str, status_msg: str | None = None) -> None:
-        changes.append((presence, status_msg))
         await set_presence(presence, status_msg)
+        changes.append((presence, status_msg))  # once the homeserver has it
 
     monkeypatch.setattr(matrix, "set_presence_no_fail", recorded)
     for n in range(5):
