@@ -262,6 +262,15 @@ async def test_retention_deletes_exactly_what_is_older_than_the_line(
     live = asyncio.gather(*(team.alice.send_text(room, f"live {n}") for n in range(5)))
     run = await retention.apply(bot.ctx, workspace, now=now, batch=7)
     live_events = await live
+
+    # idle() knows only what the homeserver has pushed: wait for the live messages themselves.
+    async def recorded() -> bool:
+        found = await bot.ctx.db.fetchval(
+            "SELECT count(*) FROM messages WHERE event_id = any($1::text[])", live_events
+        )
+        return bool(found == len(live_events))
+
+    await eventually(recorded, timeout=30)
     await bot.idle(30)
 
     assert run is not None and (run.messages, run.memories) == (30, 30)
