@@ -73,13 +73,16 @@ class Deployment:
                     pass
                 await asyncio.sleep(0.1)
 
-    async def metric(self, name: str, metric: str) -> float:
-        """A metric's value (summed over its labels) from the process's /metrics."""
+    async def _metrics_text(self, name: str) -> str:
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{self.ports[name]}/metrics") as response,
         ):
-            text = await response.text()
+            return await response.text()
+
+    async def metric(self, name: str, metric: str) -> float:
+        """A metric's value (summed over its labels) from the process's /metrics."""
+        text = await self._metrics_text(name)
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
@@ -88,11 +91,7 @@ class Deployment:
 
     async def metrics(self, name: str, family: str) -> dict[str, float]:
         """A metric family's unlabelled samples by suffix ("_sum", "_count", "" …)."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.ports[name]}/metrics") as response,
-        ):
-            text = await response.text()
+        text = await self._metrics_text(name)
         found: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith(family) and "{" not in line:
@@ -102,11 +101,7 @@ class Deployment:
 
     async def by_label(self, name: str, metric: str) -> dict[str, float]:
         """A metric's samples with one label, by that label's value."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.ports[name]}/metrics") as response,
-        ):
-            text = await response.text()
+        text = await self._metrics_text(name)
         found: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith(metric + "{"):
