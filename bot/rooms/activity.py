@@ -3,7 +3,7 @@
 Both cost the homeserver work it does for everyone in the bot's rooms (a typing notice goes to
 every member's sync and to every appservice of the room; a presence change to everyone who shares
 a room with the bot), and under load that work lands on a homeserver that is already slow
-(bench/load.py: toggled per request, they made every reply slower). So:
+(bench/load.py: without them Doryo came closest to the echo appservice). So:
 
 - typing shows only when a request is not answered within DELAY — a reply within a second needs
   no notice, and a notice that shows for a moment is flicker;
@@ -11,7 +11,7 @@ a room with the bot), and under load that work lands on a homeserver that is alr
   the last one ended: a busy hour changes it twice, not twice per request.
 
 Each process keeps its own count: with several workers, one that goes idle clears the status
-while another may still work (docs/deployment.md); the status is a hint, nothing depends on it.
+while another may still work (docs/behaviour.md); the status is a hint, nothing depends on it.
 """
 
 from __future__ import annotations

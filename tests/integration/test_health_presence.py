@@ -114,7 +114,7 @@ async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_onc
     homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each presence change goes to everyone who shares a room with the bot: toggled per
-    request, under load it made every reply slower (bench/load.py)."""
+    request, they added to the homeserver's load (bench/load.py)."""
     alice = await homeserver.user("alice")
     bot_id = bot.config.bot_user_id
     room = await alice.create_room(invite=[bot_id])
