@@ -208,13 +208,14 @@ class TransactionReceiver:
             )
             self._transactions.labels("error").inc()
             return _error(500, "M_UNKNOWN", "Could not store the transaction, retry later")
-        self._ack_seconds.observe(time.perf_counter() - started)
         self._transactions.labels("new" if is_new else "duplicate").inc()
         if is_new and txn.ephemeral:
             try:
                 await self._sink.handle_ephemeral(txn.ephemeral)
             except Exception:
                 log.exception("ephemeral events of transaction %s failed", txn.txn_id)
+        # Up to the answer: the homeserver sends nothing more to us until it has it.
+        self._ack_seconds.observe(time.perf_counter() - started)
         return web.json_response({})
 
     def _parse(self, txn_id: str, body: JSON) -> Transaction:

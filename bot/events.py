@@ -272,7 +272,8 @@ class EventHandler:
                 await reply.send_notice(strings.SESSION_IS_ENDED)
                 return
         try:
-            async with self.ctx.activity.busy(room_id):
+            async with self.ctx.activity.busy(room_id) as busy:
+                reply.replying = busy.replying
                 await dispatch(
                     self.ctx, request, room_id=room_id, event=event, reply=reply, age_ms=age_ms
                 )

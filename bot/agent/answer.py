@@ -222,7 +222,8 @@ class Answer:
             self._edits += 1
             txn_id = f"{self._reply.next_txn_id()}.e{self._edits}.{self._run}"
             content: dict[str, Any] = self._content(body, status)
-            await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
+            with self._reply.replying():
+                await self._matrix.edit(self._room_id, self.event_id, content, txn_id=txn_id)
         self._last_edit = time.monotonic()
 
     async def append(self, delta: str) -> None:

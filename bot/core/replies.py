@@ -15,8 +15,11 @@ event goes in the event's thread if it is in one, or becomes a plain reply.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -125,6 +128,8 @@ class Replier:
         key = f"{purpose}:{event_id}" if purpose else event_id
         self._digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self._count = 0
+        self.replying: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        """Around each message sent to the answered event's room (`Busy.replying`)."""
 
     def next_txn_id(self) -> str:
         self._count += 1
@@ -151,7 +156,8 @@ class Replier:
         event_id = await self._find_sent(room_id, txn_id) if self._retried else None
         new = event_id is None
         if event_id is None:
-            event_id = await self.matrix.send_event(room_id, event_type, content, txn_id)
+            with self.replying() if room_id == self.room_id else contextlib.nullcontext():
+                event_id = await self.matrix.send_event(room_id, event_type, content, txn_id)
         await self._sent.record(txn_id, room_id, event_id)
         return event_id, new
 

@@ -5,10 +5,13 @@ every member's sync and to every appservice of the room; a presence change to ev
 a room with the bot), and under load that work lands on a homeserver that is already slow
 (bench/load.py: without them Doryo came closest to the echo appservice). So:
 
-- typing shows only when a request is not answered within DELAY — a reply within a second needs
-  no notice, and a notice that shows for a moment is flicker;
-- the presence status is set when the first such request starts and cleared LINGER seconds after
-  the last one ended: a busy hour changes it twice, not twice per request.
+- typing shows only when the bot has worked on a request for DELAY without a reply on its way —
+  a reply within a second needs no notice, a notice that shows for a moment is flicker, and a
+  notice sent while a reply is on its way would arrive beside it (under load the send alone took
+  longer than DELAY, and the notice came on and off around nearly every reply). Work that goes
+  on after a message (an answer's model still writing after its "…") counts DELAY again;
+- the presence status is set when the first request shows typing and is cleared LINGER seconds
+  after the last one ended: a busy hour changes it twice, not twice per request.
 
 Each process keeps its own count: with several workers, one that goes idle clears the status
 while another may still work (docs/behaviour.md); the status is a hint, nothing depends on it.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from appservice.matrix import MatrixAPI
 from bot.core import strings
@@ -27,6 +30,51 @@ from bot.core.tasks import stop
 DELAY = 1.0
 TYPING_MS = 60_000
 LINGER = 15.0
+
+
+class Busy:
+    """One request being worked on (`Activity.busy`)."""
+
+    def __init__(self, activity: Activity, room_id: str) -> None:
+        self._activity = activity
+        self._room_id = room_id
+        self.shown = False
+        self._ended = False
+        self._sending = 0
+        self._showing: asyncio.Task[None] | None = None
+
+    def _wait_then_show(self) -> None:
+        self._showing = asyncio.create_task(self._show(), name=f"busy in {self._room_id}")
+
+    async def _show(self) -> None:
+        await asyncio.sleep(self._activity._delay)
+        self.shown = True
+        self._activity._working += 1
+        await self._activity._matrix.set_typing_no_fail(self._room_id, True, TYPING_MS)
+        await self._activity._show_status()
+
+    @contextlib.contextmanager
+    def replying(self) -> Iterator[None]:
+        """While a reply to the request is on its way to the homeserver: no typing starts (it
+        would arrive beside the reply); the wait for it starts again once no reply is on its
+        way, if the work goes on. Typing that shows already stays until the work ends."""
+        self._sending += 1
+        if self._showing is not None and not self.shown:
+            self._showing.cancel()
+        try:
+            yield
+        finally:
+            self._sending -= 1
+            if self._sending == 0 and not self.shown and not self._ended:
+                self._wait_then_show()
+
+    async def _end(self) -> None:
+        self._ended = True
+        if self._showing is not None:
+            await stop(self._showing)
+        if self.shown:
+            self._activity._working -= 1
+            await self._activity._matrix.set_typing_no_fail(self._room_id, False)
 
 
 class Activity:
@@ -44,26 +92,16 @@ class Activity:
         return self._working
 
     @contextlib.asynccontextmanager
-    async def busy(self, room_id: str) -> AsyncIterator[None]:
-        shown = asyncio.Event()
-
-        async def show() -> None:
-            await asyncio.sleep(self._delay)
-            self._working += 1
-            shown.set()
-            await self._matrix.set_typing_no_fail(room_id, True, TYPING_MS)
-            await self._show_status()
-
-        task = asyncio.create_task(show(), name=f"busy in {room_id}")
+    async def busy(self, room_id: str) -> AsyncIterator[Busy]:
+        """While a request in `room_id` is worked on; its replies go out in `Busy.replying`."""
+        busy = Busy(self, room_id)
+        busy._wait_then_show()
         try:
-            yield
+            yield busy
         finally:
-            await stop(task)
-            if shown.is_set():
-                self._working -= 1
-                await self._matrix.set_typing_no_fail(room_id, False)
-                if self._working == 0 and self._clearing is None:
-                    self._clearing = asyncio.create_task(self._clear_status(), name="busy status")
+            await busy._end()
+            if busy.shown and self._working == 0 and self._clearing is None:
+                self._clearing = asyncio.create_task(self._clear_status(), name="busy status")
 
     async def _show_status(self) -> None:
         if self._clearing is not None:

@@ -220,7 +220,6 @@ async def session_history(call: CommandCall) -> None:
         raise UserError(strings.HISTORY_ADMINS_ONLY)
     workspace = await ctx.workspaces.get(session.workspace_id)
     assert workspace is not None
-    async with ctx.activity.busy(call.room_id):
-        count = await backfill(ctx, session, before=session.started_at)
+    count = await backfill(ctx, session, before=session.started_at)
     await ctx.sessions.set_history_read(session.room_id, call.sender)
     await call.reply.send_notice(strings.HISTORY_READ.format(count=count, name=workspace.name))

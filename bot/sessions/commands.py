@@ -55,8 +55,7 @@ async def session_end(call: CommandCall) -> None:
     await require_host(ctx, workspace, call.sender)
     if not session.active:
         raise UserError(strings.SESSION_ALREADY_ENDED)
-    async with ctx.activity.busy(call.room_id):
-        summary = await summarize(ctx, session, workspace)
+    summary = await summarize(ctx, session, workspace)
     if not await ctx.sessions.end(session.room_id, call.sender, summary):
         raise UserError(strings.SESSION_ALREADY_ENDED)
     await remember_summary(ctx, session, summary)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -11,6 +13,10 @@ from bot.app import Doryo
 from bot.core import strings
 from tests.client import MatrixClient
 from tests.conftest import Homeserver
+from tests.fakes.llm_script import Answer
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.agent_helpers import final_answer
+from tests.integration.workspace_helpers import Team, new_team, start_session
 from tests.poll import eventually
 
 
@@ -89,18 +95,50 @@ async def test_presence_reaches_the_cache_within_a_second(
     assert bot.presence.is_online("@nobody:localhost") is None
 
 
+async def asking_team(homeserver: Homeserver, bot: Doryo, name: str) -> tuple[Team, str]:
+    team = await new_team(homeserver, bot, name)
+    return team, await start_session(team, name)
+
+
 async def test_typing_and_status_while_working(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model takes a while: typing shows (after the delay) and goes off with the answer,
+    the "…" posted meanwhile notwithstanding."""
+    team, room = await asking_team(homeserver, bot, "Typing")
+    monkeypatch.setattr(bot.ctx.activity, "_delay", 0.3)
+    model_server.script(Answer("Took a while.", first_delay=2))
+    question = await team.alice.send_text(room, "@ask what is taking so long?")
+    await final_answer(team.alice, room, question)
+    await eventually(lambda: _typing_went_on_and_off(team.alice, room, bot.ctx.bot_user_id))
+
+
+async def test_no_typing_while_only_a_reply_is_on_its_way(
     homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A busy homeserver takes longer than the delay to accept a reply: a typing notice then
+    would only arrive beside the reply (bench/load.py: it came on and off around nearly every
+    reply, work for a homeserver that was already the bottleneck)."""
     alice = await homeserver.user("alice")
     bot_id = bot.config.bot_user_id
     room = await alice.create_room(invite=[bot_id])
     await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
-    # Show the activity at once (normally only after 1 s, so that quick answers don't flicker).
-    monkeypatch.setattr(bot.ctx.activity, "_delay", 0)
-    ping = await alice.send_text(room, "!ping")
-    await alice.wait_for_reply(room, ping)
-    await eventually(lambda: _typing_went_on_and_off(alice, room, bot_id), timeout=10)
+    monkeypatch.setattr(bot.ctx.activity, "_delay", 0.2)
+    matrix = bot.ctx.matrix
+    send_event = matrix.send_event
+
+    async def slow_homeserver(*args: Any, **kwargs: Any) -> str:
+        await asyncio.sleep(1.0)
+        return await send_event(*args, **kwargs)
+
+    monkeypatch.setattr(matrix, "send_event", slow_homeserver)
+    for n in range(2):
+        ping = await alice.send_text(room, f"!ping {n}")
+        await alice.wait_for_reply(room, ping)
+    await alice.send_text(room, "anything the bot did by now is synced")
+    await alice.wait_for(room, lambda e: e["content"].get("body", "").startswith("anything"))
+    await alice.sync_once(timeout_ms=200)
+    assert not any(bot_id in users for users in alice.typing.get(room, []))
 
 
 async def _typing_went_on_and_off(alice: MatrixClient, room: str, bot_id: str) -> bool:
@@ -111,17 +149,15 @@ async def _typing_went_on_and_off(alice: MatrixClient, room: str, bot_id: str) -
 
 
 async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_once(
-    homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each presence change goes to everyone who shares a room with the bot: toggled per
     request, they added to the homeserver's load (bench/load.py)."""
-    alice = await homeserver.user("alice")
+    team, room = await asking_team(homeserver, bot, "Status")
     bot_id = bot.config.bot_user_id
-    room = await alice.create_room(invite=[bot_id])
-    await alice.wait_for(room, lambda e: e["sender"] == bot_id and e["type"] == "m.room.message")
     activity = bot.ctx.activity
-    monkeypatch.setattr(activity, "_delay", 0)
-    monkeypatch.setattr(activity, "_linger", 5.0)  # longer than between two pings
+    monkeypatch.setattr(activity, "_delay", 0.1)
+    monkeypatch.setattr(activity, "_linger", 5.0)  # longer than between two questions
     matrix = activity._matrix
     changes: list[tuple[str, str | None]] = []
     set_presence = matrix.set_presence_no_fail
@@ -131,9 +167,10 @@ async def test_a_stretch_of_requests_sets_the_busy_status_once_and_clears_it_onc
         changes.append((presence, status_msg))  # once the homeserver has it
 
     monkeypatch.setattr(matrix, "set_presence_no_fail", recorded)
-    for n in range(5):
-        ping = await alice.send_text(room, f"!ping {n}")
-        await alice.wait_for_reply(room, ping)
+    for n in range(4):
+        model_server.script(Answer(f"Answer {n}.", first_delay=0.5))
+        question = await team.alice.send_text(room, f"@ask question {n}?")
+        await final_answer(team.alice, room, question)
     assert changes == [("online", strings.BUSY_STATUS)]
     status = await matrix.get_presence(bot_id)
     assert status.get("status_msg") == strings.BUSY_STATUS
