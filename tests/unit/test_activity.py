@@ -54,8 +54,9 @@ async def test_work_going_on_after_a_reply_shows_typing_a_delay_later() -> None:
 
 
 async def test_overlapping_replies_start_one_wait() -> None:
-    """An answer's first message and an edit on their way at once: one notice, turned off once
-    (two waits would leave one notice behind, never turned off)."""
+    """An answer's first message and an edit on their way at once: one wait, one notice, turned
+    off once (a wait per reply showed typing twice and left the count of work at one, so the
+    busy status would never be cleared)."""
     work, matrix = activity()
     async with work.busy("!room") as busy:
         with busy.replying():
