@@ -141,6 +141,12 @@ class Scores:
 
 async def load(memory: Memory, conv: Conversation) -> None:
     items = as_memories(conv)
+    # People have display names, kept from the rooms' member events as the bot keeps them.
+    await memory.store.pool.executemany(
+        "INSERT INTO room_members (room_id, user_id, membership, displayname) "
+        "VALUES ($1, $2, 'join', $3) ON CONFLICT DO NOTHING",
+        sorted({(m.room, f"@{m.sender}:bench", m.sender.title()) for m in conv.messages}),
+    )
     for start in range(0, len(items), 500):
         await memory.add_now(items[start : start + 500])
 

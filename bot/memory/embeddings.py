@@ -67,6 +67,9 @@ class BuiltinModel:
     max_tokens: int
     extras: str = "embeddings"
     """What `pip install 'doryo[...]'` installs it."""
+    names_the_speaker: bool = False
+    """Whether a message is embedded with who said it (bot.memory.speakers): measured per
+    model, since it helps one and hurts another."""
 
 
 BUILTIN_MODELS = MappingProxyType(
@@ -75,10 +78,24 @@ BUILTIN_MODELS = MappingProxyType(
         # Better at meaning, ~5× slower per question and ~6× per batch (bench/recall.py):
         # chosen, not the default (docs/architecture.md).
         "all-mpnet-base-v2": BuiltinModel(
-            "bot.mpnet_model", dims=768, max_tokens=384, extras="embeddings,mpnet"
+            "bot.mpnet_model",
+            dims=768,
+            max_tokens=384,
+            extras="embeddings,mpnet",
+            names_the_speaker=True,
         ),
     }
 )
+
+
+def names_the_speaker(model: str) -> bool:
+    """Whether vectors of `model` (an Embedder's `model` reference) are made with who said a
+    message: a property of the model, the same in every process that embeds with it (a local
+    model served by `--role embedder` too)."""
+    provider, _, name = model.partition("/")
+    spec = BUILTIN_MODELS.get(name.split("@", 1)[0]) if provider == LOCAL_PROVIDER else None
+    return spec is not None and spec.names_the_speaker
+
 
 # Sizes of well-known OpenAI embedding models, so that start needs no call to learn them.
 KNOWN_DIMS = MappingProxyType(

@@ -29,10 +29,11 @@ import asyncpg
 
 from bot.core.config import MemoryConfig
 from bot.core.errors import EmbeddingError, EmbeddingModelMismatch
-from bot.memory.embeddings import Embedder, Vectors
+from bot.memory.embeddings import Embedder, Vectors, names_the_speaker
 from bot.memory.records import DeleteEvent, Insert, MemoryInput, NewItem, Replace, WriteOp
+from bot.memory.speakers import Embeddable, Piece, embedding_texts
 from bot.memory.store import MemoryStore
-from bot.memory.text import chunk_text, embedding_text, redact
+from bot.memory.text import chunk_text, redact
 
 log = logging.getLogger(__name__)
 
@@ -228,26 +229,37 @@ class Indexer:
 
     async def _process(self, batch: Sequence[_Op]) -> None:
         pieces: list[tuple[NewItem, ...] | list[str] | None] = []
-        texts: list[str] = []
-        # An edit is embedded with the context of what it edits: queued before it, or stored.
-        contexts: dict[tuple[str, str], str | None] = {}
+        embeddable: list[Embeddable] = []
+        # An edit is embedded as what it edits (context, sender): queued before it, or stored.
+        edited: dict[tuple[str, str], Embeddable | None] = {}
         for op in batch:
             if isinstance(op, _Add):
                 items = to_new_items(op.item, self._settings)
                 pieces.append(items)
-                texts += [embedding_text(i.text, i.context) for i in items]
-                if op.item.event_id is not None:
-                    contexts[(op.item.workspace_id, op.item.event_id)] = op.item.context
+                embeddable += items
+                if op.item.event_id is not None and items:
+                    edited[(op.item.workspace_id, op.item.event_id)] = items[0]
             elif isinstance(op, _Update):
                 chunks = prepare_text(op.text, self._settings)
                 pieces.append(chunks)
                 key = (op.workspace_id, op.event_id)
-                if key not in contexts:
+                if key not in edited:
                     stored = await self._store.by_event(*key)
-                    contexts[key] = stored[0].context if stored else None
-                texts += [embedding_text(c, contexts[key]) for c in chunks]
+                    edited[key] = stored[0] if stored else None
+                was = edited[key]
+                embeddable += [
+                    Piece(was.kind, c, was.context, was.sender)
+                    if was
+                    else Piece("message", c, None, None)
+                    for c in chunks
+                ]
             else:
                 pieces.append(None)
+        texts = await embedding_texts(
+            embeddable,
+            with_speaker=names_the_speaker(self._embedder.model),
+            names=self._store.display_names,
+        )
         vectors: Vectors | None = None
         if texts:
             try:
@@ -298,7 +310,11 @@ class Indexer:
             if not items:
                 break
             vectors = await self._embedder.embed(
-                [embedding_text(i.text, i.context) for i in items]
+                await embedding_texts(
+                    items,
+                    with_speaker=names_the_speaker(self._embedder.model),
+                    names=self._store.display_names,
+                )
             )
             done += await self._store.add_vectors(
                 items, vectors, model=self._embedder.model, dims=self._dims

@@ -11,11 +11,19 @@ from dataclasses import dataclass
 import asyncpg
 
 from bot.core.db import LONG_COMMAND
-from bot.memory.embeddings import Embedder, Vectors
+from bot.memory.embeddings import Embedder, Vectors, names_the_speaker
 from bot.memory.indexes import OWN_INDEX_LOCK, WorkspaceIndexes
+from bot.memory.speakers import Embeddable, Piece, embedding_texts
 from bot.memory.sql import NEXT_VECTORS, VECTORS, hnsw_index_sql, vector_table_sql
 from bot.memory.store import MemoryStore, read_model
 from bot.memory.text import embedding_text
+
+Texts = Callable[[Sequence[Embeddable]], Awaitable[list[str]]]
+_READ = "id, workspace_id, kind, text, context, sender"
+
+
+async def plain_texts(items: Sequence[Embeddable]) -> list[str]:
+    return [embedding_text(i.text, i.context) for i in items]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +37,21 @@ class ReindexResult:
 class ReindexStore:
     """The reindex's reads and writes: the new table filled in passes, then swapped in."""
 
-    def __init__(self, pool: asyncpg.Pool, indexes: WorkspaceIndexes) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, indexes: WorkspaceIndexes, texts: Texts = plain_texts
+    ) -> None:
+        """`texts`: what to embed for the items read (with their speakers or not)."""
         self._pool = pool
         self._indexes = indexes
+        self._texts = texts
+
+    async def _to_embed(self, rows: Sequence[asyncpg.Record]) -> list[tuple[int, str, str, str]]:
+        texts = await self._texts(
+            [Piece(r["kind"], r["text"], r["context"], r["sender"]) for r in rows]
+        )
+        return [
+            (r["id"], r["workspace_id"], r["kind"], t) for r, t in zip(rows, texts, strict=True)
+        ]
 
     async def begin(self, dims: int) -> None:
         """A fresh `memory_vectors_next` of `dims` dimensions (a crashed run's is dropped)."""
@@ -42,12 +62,11 @@ class ReindexStore:
     async def items_after(self, after_id: int, *, limit: int) -> list[tuple[int, str, str, str]]:
         """(id, workspace_id, kind, text to embed) of items with a greater id, in id order."""
         rows = await self._pool.fetch(
-            "SELECT id, workspace_id, kind, text, context FROM memory_items WHERE id > $1 "
-            "ORDER BY id LIMIT $2",
+            f"SELECT {_READ} FROM memory_items WHERE id > $1 ORDER BY id LIMIT $2",
             after_id,
             limit,
         )
-        return [(r[0], r[1], r[2], embedding_text(r[3], r[4])) for r in rows]
+        return await self._to_embed(rows)
 
     @staticmethod
     async def _copy_next(
@@ -88,14 +107,11 @@ class ReindexStore:
             # The record first, then the items (apply() locks in the same order: no deadlock).
             record = await read_model(conn, lock="FOR UPDATE")
             await conn.execute("LOCK TABLE memory_items IN SHARE MODE")
-            late = [
-                (r[0], r[1], r[2], embedding_text(r[3], r[4]))
-                for r in await conn.fetch(
-                    "SELECT id, workspace_id, kind, text, context FROM memory_items WHERE id > $1 "
-                    "ORDER BY id",
-                    after_id,
+            late = await self._to_embed(
+                await conn.fetch(
+                    f"SELECT {_READ} FROM memory_items WHERE id > $1 ORDER BY id", after_id
                 )
-            ]
+            )
             if late:
                 vectors = await embed([r[3] for r in late])
                 await self._copy_next(conn, late, vectors)
@@ -150,7 +166,13 @@ async def reindex(
     new one before this returns (or by the running bot's next pass, if it is building then)."""
     started = time.monotonic()
     dims = await embedder.dimensions()
-    reindexing = ReindexStore(store.pool, store.indexes)
+    reindexing = ReindexStore(
+        store.pool,
+        store.indexes,
+        lambda items: embedding_texts(
+            items, with_speaker=names_the_speaker(embedder.model), names=store.display_names
+        ),
+    )
     await reindexing.begin(dims)
     last_id = 0
     done = 0

@@ -27,7 +27,7 @@ import asyncpg
 from bot.core.config import Config, MemoryConfig
 from bot.core.errors import EmbeddingError, EmbeddingModelMismatch
 from bot.core.tasks import outcome_seen
-from bot.memory.embeddings import Embedder, Vectors, build_embedder
+from bot.memory.embeddings import Embedder, Vectors, build_embedder, names_the_speaker
 from bot.memory.indexer import Indexer, to_new_items
 from bot.memory.indexes import OwnIndexes
 from bot.memory.records import (
@@ -41,6 +41,7 @@ from bot.memory.records import (
     WriteOp,
 )
 from bot.memory.reindex import ReindexResult, reindex
+from bot.memory.speakers import embedding_texts
 from bot.memory.store import MemoryStore
 from bot.memory.text import STOPWORDS, embedding_text, extractive_summary
 
@@ -490,7 +491,12 @@ class Memory:
         vectors: Vectors | None
         try:
             vectors = await self.embedder.embed(
-                [embedding_text(r.text, r.context) for r in rows], interactive=True
+                await embedding_texts(
+                    rows,
+                    with_speaker=names_the_speaker(self.embedder.model),
+                    names=self.store.display_names,
+                ),
+                interactive=True,
             )
         except EmbeddingError as e:
             log.warning("memory: the embedding model failed (%s); embedding later", e)

@@ -66,9 +66,12 @@ def redact(text: str, *, emails: bool, phone_numbers: bool) -> str:
     return text
 
 
-def embedding_text(text: str, context: str | None) -> str:
+def embedding_text(text: str, context: str | None, speaker: str | None = None) -> str:
     """What is embedded for a stored text: its context (a session topic, a document title)
-    first, since a short message alone often does not say what it is about."""
+    first, since a short message alone often does not say what it is about; and, for models
+    that gain from it (bot.memory.speakers), who said it: "Grace (book club): I love novels"."""
+    if speaker:
+        return f"{speaker} ({context}): {text}" if context else f"{speaker}: {text}"
     return f"{context}: {text}" if context else text
 
 
