@@ -371,13 +371,16 @@ class Doryo:
         """The lease connection is back, without its claims: look at once for pending rooms;
         the jobs are taken again by whoever looks first."""
         self._loops.spawn(self.dispatcher.resume(), "resume rooms after the lease came back")
+        self._loops.spawn(self._start_jobs_if_free(), "take the jobs after the lease came back")
 
     def _leases_lost(self) -> None:
         """Another process may take the jobs from now on: stop them here at once."""
         if self._jobs_running:
             log.warning("the jobs' lease was lost; stopping them here")
             self._jobs_running = False
-            self._loops.spawn(self._jobs.cancel_all(), "stop the run-once jobs")
+            # Cancelled now, not by a task started for it: jobs taken again before that task
+            # ran would be cancelled with the old ones.
+            self._jobs.cancel_all()
 
     def _job_wakeups(self) -> dict[str, asyncio.Event]:
         """What wakes each run-once job's loop: set by whichever process has work for it."""
@@ -402,15 +405,12 @@ class Doryo:
             try:
                 with contextlib.suppress(ConnectionError):  # down: reconnecting meanwhile
                     await self.leases.look_at_peers()
+                # First: it needs only the lease connection, which may be back before the pool.
+                started = await self._start_jobs_if_free()
                 await self.dispatcher.resume()
                 self.metrics.inbox_pending.set(await self.inbox.pending_count())
-                if self.connected.is_set() and await self.leases.take_jobs():
-                    if not self._jobs_running:
-                        self._jobs_running = True
-                        log.info("this process runs the deployment's run-once jobs")
-                        self._jobs.spawn(self._run_jobs(), "run-once jobs")
-                    else:
-                        await self.ctx.actions.recover(started_before=self.began)
+                if not started and self._jobs_running:
+                    await self.ctx.actions.recover(started_before=self.began)
                 if not self.leases.holds_jobs:
                     for name, event in self._job_wakeups().items():
                         if event.is_set():
@@ -517,11 +517,22 @@ class Doryo:
         log.info(
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
-        if self.leases is not None and await self.leases.take_jobs() and not self._jobs_running:
+        if self.leases is not None:
             # At once rather than at the next look: what a crash left waits for this.
-            self._jobs_running = True
-            log.info("this process runs the deployment's run-once jobs")
-            self._jobs.spawn(self._run_jobs(), "run-once jobs")
+            await self._start_jobs_if_free()
+
+    async def _start_jobs_if_free(self) -> bool:
+        """Take the run-once jobs if no process holds them and start them here; True if they
+        were started now (not when they already ran here, or another process holds them)."""
+        assert self.leases is not None
+        if not self.connected.is_set() or not await self.leases.take_jobs():
+            return False
+        if self._jobs_running:
+            return False
+        self._jobs_running = True
+        log.info("this process runs the deployment's run-once jobs")
+        self._jobs.spawn(self._run_jobs(), "run-once jobs")
+        return True
 
     async def _run_jobs(self) -> None:
         """What must run once in the deployment (docs/architecture.md says how each stays

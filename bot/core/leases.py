@@ -306,7 +306,7 @@ class Leases:
         (now or already)."""
         if self._jobs:
             return True
-        if await self._try("SELECT pg_try_advisory_lock($1, 0)", JOBS):
+        if await self._try("SELECT pg_try_advisory_lock($1, 0)", JOBS) and not self._jobs:
             self._jobs = True
             self._metrics.jobs_held.set(1)
             self._metrics.takeovers.labels("jobs").inc()

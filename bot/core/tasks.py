@@ -55,8 +55,10 @@ class BackgroundTasks:
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         return not pending
 
-    async def cancel_all(self) -> None:
+    def cancel_all(self) -> asyncio.Future[list[Any]]:
+        """Cancel every task running now, at once (not at the caller's next await: a task
+        spawned meanwhile is not one of them); await the result to wait until they ended."""
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return asyncio.gather(*tasks, return_exceptions=True)

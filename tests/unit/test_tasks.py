@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.core.tasks import stop
+from bot.core.tasks import BackgroundTasks, stop
 
 
 async def test_a_stopped_task_ends_and_the_caller_goes_on() -> None:
@@ -53,3 +53,17 @@ async def test_a_task_that_fails_as_it_stops_is_logged(caplog: pytest.LogCapture
     await asyncio.sleep(0)
     await stop(task)
     assert "task broken failed" in caplog.text and "broken cleanup" in caplog.text
+
+
+async def test_cancel_all_cancels_at_once_and_spares_what_starts_after() -> None:
+    """The jobs' lease lost and taken again before the loop ran: the old jobs end, the new run
+    (spawned right after the call) goes on."""
+    tasks = BackgroundTasks()
+    old = tasks.spawn(asyncio.sleep(60), "old job")
+    ended = tasks.cancel_all()
+    new = tasks.spawn(asyncio.sleep(60), "new job")
+    await ended
+    assert old.cancelled()
+    assert not new.done()
+    await tasks.cancel_all()
+    assert new.cancelled()
