@@ -375,9 +375,10 @@ async def test_the_mpnet_model_links_a_wish_to_what_was_said(
 ) -> None:
     """`local/all-mpnet-base-v2` (the `mpnet` extra) loads from its five packages' archive,
     checked and assembled in the model cache, in both workers, which make the same
-    768-dimensional vectors; they put Grace's "thick novel" second of her chat for "Would Grace
-    like a bookshop gift card?" (all-MiniLM-L6-v2 puts it fifth: bench/recall.py's
-    "inference"), and first for a plainer question."""
+    768-dimensional vectors; they put Grace's "thick novel" among the first three of her
+    chat for "Would Grace like a bookshop gift card?" (all-MiniLM-L6-v2 puts it fifth:
+    bench/recall.py's "inference"), and first for a plainer question. (Second on one CPU,
+    third on another: in bfloat16 the close scores of short small talk swap places.)"""
     monkeypatch.setenv("DORYO_MODEL_CACHE", str(tmp_path / "models"))
     said = [
         "Grace: Nothing beats a rainy afternoon with a thick novel and tea.",
@@ -402,6 +403,6 @@ async def test_the_mpnet_model_links_a_wish_to_what_was_said(
         questions = await embedder.embed(asked, interactive=True)
         assert np.min(np.sum(questions * await embedder.embed(asked), axis=1)) >= 0.9998
         ranks = [int(np.sum(texts @ q > texts[0] @ q)) + 1 for q in questions]
-        assert ranks == [2, 1]
+        assert ranks[0] <= 3 and ranks[1] == 1, ranks
     finally:
         await embedder.aclose()
