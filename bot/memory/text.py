@@ -68,10 +68,12 @@ def redact(text: str, *, emails: bool, phone_numbers: bool) -> str:
 
 def embedding_text(text: str, context: str | None, speaker: str | None = None) -> str:
     """What is embedded for a stored text: its context (a session topic, a document title)
-    first, since a short message alone often does not say what it is about; and, for models
-    that gain from it (bot.memory.speakers), who said it: "Grace (book club): I love novels"."""
+    first, since a short message alone often does not say what it is about; or, for models
+    that gain from it (bot.memory.speakers), who said it instead: "Grace: I love novels". Those
+    models lose by the topic beside the name (a general room's topic says nothing of a
+    message): measured in bot.memory.speakers."""
     if speaker:
-        return f"{speaker} ({context}): {text}" if context else f"{speaker}: {text}"
+        return f"{speaker}: {text}"
     return f"{context}: {text}" if context else text
 
 

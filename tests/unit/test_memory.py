@@ -95,6 +95,9 @@ def test_embedding_text() -> None:
         "Launch planning: We ship on Friday."
     )
     assert embedding_text("We ship on Friday.", None) == "We ship on Friday."
+    assert embedding_text("We ship on Friday.", "Launch planning", "Dana") == (
+        "Dana: We ship on Friday."
+    )
 
 
 def test_extractive_summary_keeps_the_informative_messages_in_order() -> None:

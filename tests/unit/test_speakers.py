@@ -57,10 +57,10 @@ async def test_one_lookup_of_names_for_a_batch_and_only_messages_named() -> None
         Piece("message", "Again.", "books", "@grace:hs"),
     ]
     assert await embedding_texts(items, with_speaker=True, names=names) == [
-        "Grace (books): I love novels.",
+        "Grace: I love novels.",  # the name instead of the session's topic
         "hugo: Not me.",
         "books: They talked books.",
-        "Grace (books): Again.",
+        "Grace: Again.",
     ]
     assert asked == [["@grace:hs", "@hugo:hs"]]
     asked.clear()

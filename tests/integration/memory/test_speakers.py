@@ -79,11 +79,11 @@ async def test_every_path_embeds_a_message_with_who_said_it(
     try:
         await memory.indexer.add([said("$1", "@grace:test", "Nothing beats a thick novel.")])
         await memory.indexer.flush()
-        assert model.texts == [f"{GRACE} ({TOPIC}): Nothing beats a thick novel."]
+        assert model.texts == [f"{GRACE}: Nothing beats a thick novel."]
 
         await memory.indexer.update_event(WS, "$1", "Nothing beats a thick novel and tea.")
         await memory.indexer.flush()
-        assert model.texts[-1] == f"{GRACE} ({TOPIC}): Nothing beats a thick novel and tea."
+        assert model.texts[-1] == f"{GRACE}: Nothing beats a thick novel and tea."
 
         # Stored at once; no display name: the Matrix ID's localpart. Not a message: nobody's.
         await memory.add_now(
@@ -93,7 +93,7 @@ async def test_every_path_embeds_a_message_with_who_said_it(
             ]
         )
         assert model.texts[-2:] == [
-            f"hugo ({TOPIC}): Mountains are not for me.",
+            "hugo: Mountains are not for me.",
             f"{TOPIC}: The club meets on Fridays.",
         ]
 
@@ -102,7 +102,7 @@ async def test_every_path_embeds_a_message_with_who_said_it(
         await memory.indexer.flush()
         model.down = False
         assert await memory.indexer.backfill() == 1
-        assert model.texts[-1] == f"{GRACE} ({TOPIC}): I could read all night."
+        assert model.texts[-1] == f"{GRACE}: I could read all night."
 
         before = list(model.texts)
         model.texts.clear()
