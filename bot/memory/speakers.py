@@ -6,9 +6,9 @@ more when the vector itself knows who spoke: "Grace: Nothing beats a thick novel
 the place of the session's topic. Measured per model (docs/architecture.md): all-mpnet-base-v2
 gains (recall@5 0.818 → 0.895 on bench/recall.py, 0.810 → 0.836 on the labelled team set; with
 the topic beside the name 0.865 and 0.836), all-MiniLM-L6-v2 loses (0.784 → 0.741 on the team
-set), so it is the model's property (`names_the_speaker`), and every path
-that embeds an item — the indexer, an edit, `!remember`, the backfill, `doryo reindex` — asks
-here, so that an item's vector is made of the same text whichever path made it.
+set), so it is the model's property (`names_the_speaker`), and every path that embeds an item —
+the indexer, an edit, `!remember`, the backfill, `doryo reindex` — asks here, so that an item's
+vector is made of the same text whichever path made it.
 
 The name is the sender's display name (from the rooms' member events), else their Matrix ID's
 localpart. A display name is anyone's choice: it is flattened to one line and cut, and only
