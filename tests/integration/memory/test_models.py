@@ -371,14 +371,15 @@ async def test_bfloat16_makes_the_float32_model_s_vectors(local_embedder: LocalE
 
 
 async def test_the_mpnet_model_links_a_wish_to_what_was_said(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_embedder: LocalEmbedder
 ) -> None:
     """`local/all-mpnet-base-v2` (the `mpnet` extra) loads from its five packages' archive,
     checked and assembled in the model cache, in both workers, which make the same
-    768-dimensional vectors; they put Grace's "thick novel" among the first three of her
-    chat for "Would Grace like a bookshop gift card?" (all-MiniLM-L6-v2 puts it fifth:
-    bench/recall.py's "inference"), and first for a plainer question. (Second on one CPU,
-    third on another: in bfloat16 the close scores of short small talk swap places.)"""
+    768-dimensional vectors; they put Grace's "thick novel" higher of her chat than
+    all-MiniLM-L6-v2 does, in the same run, for "Would Grace like a bookshop gift card?"
+    (bench/recall.py's "inference"; second or third, MiniLM fifth or sixth: in bfloat16
+    the close scores of short small talk swap places between CPUs), and first for a plainer
+    question."""
     monkeypatch.setenv("DORYO_MODEL_CACHE", str(tmp_path / "models"))
     said = [
         "Grace: Nothing beats a rainy afternoon with a thick novel and tea.",
@@ -403,6 +404,9 @@ async def test_the_mpnet_model_links_a_wish_to_what_was_said(
         questions = await embedder.embed(asked, interactive=True)
         assert np.min(np.sum(questions * await embedder.embed(asked), axis=1)) >= 0.9998
         ranks = [int(np.sum(texts @ q > texts[0] @ q)) + 1 for q in questions]
-        assert ranks[0] <= 3 and ranks[1] == 1, ranks
+        small = await local_embedder.embed(said)
+        wish = (await local_embedder.embed(asked[:1], interactive=True))[0]
+        small_rank = int(np.sum(small @ wish > small[0] @ wish)) + 1
+        assert ranks[0] < small_rank and ranks[0] <= 3 and ranks[1] == 1, (ranks, small_rank)
     finally:
         await embedder.aclose()
