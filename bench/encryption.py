@@ -71,8 +71,8 @@ async def command(user: EncryptedUser, room_id: str, text: str, bot_id: str, db:
     return str(answer.body)
 
 
-async def main(rounds: int) -> None:
-    async with stack(encryption=ENCRYPTION) as s:
+async def main(rounds: int, workers: int) -> None:
+    async with stack(encryption=ENCRYPTION, workers=workers) as s:
         s.model.default = Answer("The benchmark model answers briefly.")
         bot_id = s.config.bot_user_id
         with tempfile.TemporaryDirectory(prefix="doryo-bench-nio-") as store:
@@ -102,10 +102,11 @@ async def main(rounds: int) -> None:
                         timing = await round_trip(alice, rooms[kind], text, bot_id, s.doryo.ctx.db)
                         if n >= 3:  # warm-up: sessions shared, caches filled
                             results.setdefault((what, kind), []).append(timing)
-                await s.doryo.idle(30)
+                await s.idle(30)
             await alice.close()
 
-        print(f"Encrypted vs plain session, {rounds} rounds each, alternating")
+        where = f"a receiver and {workers} worker(s)" if workers else "one process (role all)"
+        print(f"Encrypted vs plain session, {rounds} rounds each, alternating; {where}")
         for what, label in (("ping", "!ping round trip"), ("ask", "@ask to first answer")):
             for view, index in (("end to end", 0), ("the bot's part", 1)):
                 plain = [t[index] for t in results[(what, "plain")]]
@@ -119,5 +120,11 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run a receiver (which keeps the device) and this many workers (which use it)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rounds))
+    asyncio.run(main(args.rounds, args.workers))

@@ -44,14 +44,26 @@ def line(name: str, values: Sequence[float], baseline: Sequence[float] | None = 
 class Stack:
     hs: Homeserver
     doryo: Doryo
+    """The process that takes the transactions: role all, or the receiver of `workers`."""
     config: Config
     model: FakeOpenAI
+    workers: list[Doryo]
+
+    async def idle(self, timeout: float) -> None:
+        for doryo in (self.doryo, *self.workers):
+            await doryo.idle(timeout)
 
 
 @contextlib.asynccontextmanager
 async def stack(
-    *, memory: bool = False, model_class: type[FakeOpenAI] = FakeOpenAI, **sections: Any
+    *,
+    memory: bool = False,
+    model_class: type[FakeOpenAI] = FakeOpenAI,
+    workers: int = 0,
+    **sections: Any,
 ) -> AsyncIterator[Stack]:
+    """`workers`: 0, one process of role all; more, a receiver and that many workers (in this
+    Python process, each a Doryo of its own)."""
     with tempfile.TemporaryDirectory(prefix="doryo-bench-") as tmp:
         root = Path(tmp)
         pg_url, pg = await start_embedded(root / "pg")
@@ -73,12 +85,21 @@ async def stack(
         config = make_config(
             hs, pg_url, f"redis://127.0.0.1:{redis_port}/0", root, model.base_url, **sections
         )
-        doryo = Doryo(config, embedder=embedder)
+        doryo = Doryo(config, embedder=embedder, role="receiver" if workers else "all")
+        handlers = [
+            Doryo(config, embedder=embedder, role="worker", port=free_port())
+            for _ in range(workers)
+        ]
         await doryo.start()
+        for worker in handlers:
+            await worker.start()
         try:
-            await asyncio.wait_for(doryo.connected.wait(), 60)
-            yield Stack(hs, doryo, config, model)
+            for process in (doryo, *handlers):
+                await asyncio.wait_for(process.connected.wait(), 60)
+            yield Stack(hs, doryo, config, model, handlers)
         finally:
+            for worker in handlers:
+                await worker.stop()
             await doryo.stop()
             await hs.close_clients()
             await hs.synapse.stop()

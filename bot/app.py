@@ -53,6 +53,8 @@ from bot.core.tasks import BackgroundTasks
 from bot.data import deletion
 from bot.documents.reader import DocumentReader
 from bot.documents.store import DocumentStore
+from bot.encryption import shared
+from bot.encryption.device import Device
 from bot.encryption.machine import Encryption
 from bot.events import EventHandler, addressing, router_rules
 from bot.followups import scheduler as followups
@@ -102,11 +104,6 @@ def check_role(config: Config, role: str) -> None:
         raise ConfigError(
             f"database.url: --role {role} shares the database with other processes; "
             "give the URL of a PostgreSQL they all reach, not embedded"
-        )
-    if config.encryption.enabled:
-        raise ConfigError(
-            f"encryption.enabled: the bot's one device lives in one process; run --role all "
-            f"(not {role}) to use encryption"
         )
 
 
@@ -209,9 +206,14 @@ class Doryo:
                 await pool.close()
                 raise DoryoError(f"cannot hold leases in the database: {e}") from None
         http = aiohttp.ClientSession(headers={"User-Agent": "Doryo/0.1"})
-        encryption = None
-        if config.encryption.enabled:
-            encryption = Encryption(config, pool, http, self._database_url)
+        # The device lives in the process that takes in the transactions (their room keys);
+        # a worker uses it there.
+        owned = None
+        encryption: Device | None = None
+        if config.encryption.enabled and self.receives:
+            encryption = owned = Encryption(config, pool, http, self._database_url)
+        elif config.encryption.enabled:
+            encryption = shared.RemoteDevice(config, http)
         matrix = MatrixAPI(
             config.homeserver.address,
             config.appservice.as_token.get_secret_value(),
@@ -299,7 +301,7 @@ class Doryo:
             self._wake,
             self._on_ephemeral,
             on_journaled=self.ctx.early_questions.see if self.ctx.early_questions else None,
-            crypto=encryption,
+            crypto=owned,
         )
         self.receiver = TransactionReceiver(
             config.appservice.hs_token.get_secret_value(), self.sink, self.metrics.registry
@@ -308,6 +310,8 @@ class Doryo:
         if self.receives:
             self.receiver.add_routes(app)
             admin.add_routes(app, self.ctx)
+        if owned is not None:
+            shared.add_routes(app, owned, config)
         health.add_routes(app, self.ctx, self.leases)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

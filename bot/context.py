@@ -30,7 +30,7 @@ from bot.core.metrics import Metrics
 from bot.core.replies import SentEventStore
 from bot.core.tasks import BackgroundTasks
 from bot.documents.reader import DocumentReader
-from bot.encryption.machine import Encryption
+from bot.encryption.device import Device
 from bot.followups.store import FollowupStore
 from bot.history.read_markers import ReadMarkerStore
 from bot.history.store import HistoryStore
@@ -86,8 +86,9 @@ class Services:
     """Set when a reminder is added, so that the reminder loop looks again."""
     composio: ComposioClient | None = None
     """The Composio client; None when Composio is off (composio.api_key empty)."""
-    encryption: Encryption | None = None
-    """The bot's device for encrypted rooms; None when encryption.enabled is false."""
+    encryption: Device | None = None
+    """The bot's device for encrypted rooms (in this process, or its owner's: a worker's);
+    None when encryption.enabled is false."""
 
     @property
     def bot_user_id(self) -> str:

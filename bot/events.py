@@ -44,7 +44,7 @@ from bot.core.router import (
 )
 from bot.data import deletion
 from bot.encryption import undecryptable
-from bot.encryption.machine import Encryption
+from bot.encryption.device import Device
 from bot.history import recorder as history
 from bot.rooms.joining import greet, join_invited, publish_commands
 from bot.rooms.members import display_name, is_dm, read_members
@@ -204,13 +204,13 @@ class EventHandler:
             await history.record(ctx, session, event)
 
     async def _follow_encryption(
-        self, encryption: Encryption, room_id: str, event: Mapping[str, Any], content: JSON
+        self, encryption: Device, room_id: str, event: Mapping[str, Any], content: JSON
     ) -> None:
         """A room turned encrypted (kept for good); a membership change there (the next message
         gets a new key, for the people in the room then)."""
         kind, user = event.get("type"), event.get("state_key")
         if kind == "m.room.encryption" and user == "" and content.get("algorithm"):
-            await encryption.rooms.record(room_id, content)
+            await encryption.room_encrypted(room_id, content)
         elif kind == "m.room.member" and isinstance(user, str):
             unsigned = event.get("unsigned")
             before = unsigned.get("prev_content") if isinstance(unsigned, dict) else None

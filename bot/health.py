@@ -1,6 +1,6 @@
-"""GET /health (the process answers), /ready (database, Redis, homeserver: whether each answers;
-why not and how fast, with the admin token; for a process that handles events, its leases) and
-/metrics (this process's)."""
+"""GET /health (the process answers), /ready (database, Redis, homeserver, and the bot's device
+when encryption is on: whether each answers; why not and how fast, with the admin token; for a
+process that handles events, its leases) and /metrics (this process's)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def add_routes(app: web.Application, ctx: Context, leases: Leases | None = None)
             _check("redis", ctx.redis.ping),
             _check("homeserver", lambda: ctx.matrix.versions(timeout=CHECK_TIMEOUT)),
         ]
+        if ctx.encryption is not None:
+            # Its own (the owner's) keys loaded, or a worker's call to the owner answered.
+            checks.append(_check("encryption", ctx.encryption.check))
         if leases is not None:
             checks.append(_check("leases", lambda: _leases_held(leases)))
         results = dict(await asyncio.gather(*checks))

@@ -475,6 +475,9 @@ class EncryptionConfig(_Section):
     cross-signed."""
     key_wait: float = Field(default=10, ge=0, le=300)
     """Seconds a message waits for its room key before its sender is told it cannot be read."""
+    device_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    """Where a worker reaches the process that owns the bot's device (the receiver, or the
+    `all` process); empty: appservice.address, where the homeserver reaches the receiver."""
 
     @model_validator(mode="after")
     def _pickle_key_when_enabled(self) -> EncryptionConfig:

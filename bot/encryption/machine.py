@@ -10,7 +10,8 @@ left by a login).
 
 One process owns the keys: Olm sessions and the outbound Megolm session cannot be shared by two
 writers, so the owner holds a PostgreSQL advisory lock for as long as it runs, and a second
-process with encryption on refuses to start.
+owner refuses to start. The deployment's workers use this device through the owner
+(bot.encryption.shared).
 """
 
 from __future__ import annotations
@@ -456,6 +457,13 @@ class Encryption:
             ):
                 members.add(event["state_key"])
         return sorted(members)
+
+    async def check(self) -> None:
+        if not self.ready.is_set():
+            raise EncryptionUnavailable("the bot's encryption keys are not ready yet")
+
+    async def room_encrypted(self, room_id: str, content: JSON) -> None:
+        await self.rooms.record(room_id, content)
 
     async def member_changed(self, room_id: str, user_id: str, before: str, now: str) -> None:
         """Someone's membership changed in an encrypted room: the next message gets a new key,

@@ -18,7 +18,8 @@ import asyncpg
 from appservice.matrix import pill
 from bot.core import strings
 from bot.core.replies import Replier
-from bot.encryption.machine import Encryption, NotAccepted, Undecryptable
+from bot.encryption.device import Device
+from bot.encryption.machine import NotAccepted, Undecryptable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ FIRST_WAIT = 2.0
 
 
 async def decrypted(
-    encryption: Encryption,
+    encryption: Device,
     pool: asyncpg.Pool,
     event: dict[str, Any],
     reply: Replier,
