@@ -4,10 +4,12 @@ started, watched through /ready and /metrics, killed or stopped (docs/deployment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,25 @@ class Deployment:
                 process.kill()
                 await process.wait()
         return process.returncode
+
+    async def stop_and_check(self) -> None:
+        """Stop every process; each must have exited cleanly, or by a test's SIGKILL."""
+        codes = await self.stop()
+        for name, code in codes.items():
+            assert code in (0, -signal.SIGKILL), f"{name}: {self.log(name)[-3000:]}"
+
+    @contextlib.asynccontextmanager
+    async def whole(self) -> AsyncIterator[Deployment]:
+        """For one test: what an earlier test killed is started again and every process is
+        ready; afterwards, a process that died without the test killing it fails that test,
+        not the next one."""
+        restarted = await self.restart_exited()
+        if restarted:
+            print(f"started again after the last test: {', '.join(restarted)}")
+        yield self
+        for name, process in self.processes.items():
+            code = process.returncode
+            assert code in (None, -signal.SIGKILL), f"{name}: {self.log(name)[-3000:]}"
 
     async def stop(self) -> dict[str, int | None]:
         for process in self.processes.values():

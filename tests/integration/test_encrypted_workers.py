@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.integration.test_encryption import (
     bot_events_in_clear,
     command,
     latest_content,
+    one_who_left,
     relation,
 )
 from tests.integration.test_resilience import handled_once
@@ -78,23 +78,16 @@ async def deployed(
             await found.start("worker", "worker")
             yield found
         finally:
-            codes = await found.stop()
-            for name, code in codes.items():
-                assert code in (0, -signal.SIGKILL), f"{name}: {found.log(name)[-3000:]}"
+            await found.stop_and_check()
 
 
 @pytest.fixture
 async def running(
     deployed: Deployment, model: FakeOpenAI
 ) -> AsyncIterator[tuple[Deployment, FakeOpenAI]]:
-    restarted = await deployed.restart_exited()
-    if restarted:
-        print(f"started again after the last test: {', '.join(restarted)}")
-    model.clear()
-    yield deployed, model
-    for name, process in deployed.processes.items():
-        code = process.returncode
-        assert code in (None, -signal.SIGKILL), f"{name}: {deployed.log(name)[-3000:]}"
+    async with deployed.whole():
+        model.clear()
+        yield deployed, model
 
 
 @pytest.fixture
@@ -295,17 +288,7 @@ async def test_one_who_left_never_gets_the_next_key_from_a_worker(
     bot_id = processes.bot_id
     bob = await EncryptedUser.register(homeserver.synapse, tmp_path / "bob", "bob")
     try:
-        room_id = await alice.create_room(invite=[bot_id, bob.user_id])
-        await bob.client.join(room_id)
-        await alice.wait_joined(room_id, bot_id)
-        await alice.wait_joined(room_id, bob.user_id)
-        first = await alice.send(room_id, "!ping")
-        read = await bob.until(lambda _: answer_from(bob, room_id, first, bot_id))
-
-        await bob.client.room_leave(room_id)
-        await alice.until(lambda _: bob.user_id not in alice.client.rooms[room_id].users)
-        second = await alice.send(room_id, "!ping")
-        answer = await alice.until(lambda _: answer_from(alice, room_id, second, bot_id))
+        room_id, read, answer = await one_who_left(alice, bob, bot_id)
         raw = {e["event_id"]: e for e in await alice.raw_messages(room_id)}
         before = raw[read.event_id]["content"]["session_id"]
         after = raw[answer.event_id]["content"]["session_id"]

@@ -483,23 +483,32 @@ def answer_from(user: EncryptedUser, room_id: str, event_id: str, sender: str) -
     return None
 
 
+async def one_who_left(
+    alice: EncryptedUser, bob: EncryptedUser, bot_id: str
+) -> tuple[str, Any, Any]:
+    """A room of alice, bob and the bot: bob reads the bot's answer there and leaves, alice asks
+    again. (The room, the answer bob read, the answer after he left.)"""
+    room_id = await alice.create_room(invite=[bot_id, bob.user_id])
+    await bob.client.join(room_id)
+    await alice.wait_joined(room_id, bot_id)
+    await alice.wait_joined(room_id, bob.user_id)
+    first = await alice.send(room_id, "!ping")
+    read = await bob.until(lambda _: answer_from(bob, room_id, first, bot_id))
+
+    await bob.client.room_leave(room_id)
+    await alice.until(lambda _: bob.user_id not in alice.client.rooms[room_id].users)
+    second = await alice.send(room_id, "!ping")
+    answer = await alice.until(lambda _: answer_from(alice, room_id, second, bot_id))
+    return room_id, read, answer
+
+
 async def test_one_who_left_never_gets_the_next_key(
     homeserver: Homeserver, alice: EncryptedUser, encrypted_bot: Doryo, tmp_path: Path
 ) -> None:
     bot_id = encrypted_bot.config.bot_user_id
     bob = await EncryptedUser.register(homeserver.synapse, tmp_path / "bob", "bob")
     try:
-        room_id = await alice.create_room(invite=[bot_id, bob.user_id])
-        await bob.client.join(room_id)
-        await alice.wait_joined(room_id, bot_id)
-        await alice.wait_joined(room_id, bob.user_id)
-        first = await alice.send(room_id, "!ping")
-        await bob.until(lambda _: answer_from(bob, room_id, first, bot_id))  # bob reads it
-
-        await bob.client.room_leave(room_id)
-        await alice.until(lambda _: bob.user_id not in alice.client.rooms[room_id].users)
-        second = await alice.send(room_id, "!ping")
-        answer = await alice.until(lambda _: answer_from(alice, room_id, second, bot_id))
+        room_id, _, answer = await one_who_left(alice, bob, bot_id)
         session_id = next(
             e["content"]["session_id"]
             for e in await alice.raw_messages(room_id)

@@ -8,7 +8,6 @@ is answered or run twice, and prints how long the recovery took."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -134,9 +133,7 @@ async def deployed(
             await found.start("worker-b", "worker")
             yield found
         finally:
-            codes = await found.stop()
-            for name, code in codes.items():
-                assert code in (0, -signal.SIGKILL), f"{name}: {found.log(name)[-3000:]}"
+            await found.stop_and_check()
 
 
 @pytest.fixture
@@ -145,15 +142,9 @@ async def running(
 ) -> AsyncIterator[tuple[Deployment, FakeOpenAI]]:
     """The module's deployment whole again: what an earlier test killed is started again, every
     process is ready, and the model has no script left and no requests recorded."""
-    restarted = await deployed.restart_exited()
-    if restarted:
-        print(f"started again after the last test: {', '.join(restarted)}")
-    model.clear()
-    yield deployed, model
-    # A process that died without a test killing it fails that test, not the next one.
-    for name, process in deployed.processes.items():
-        code = process.returncode
-        assert code in (None, -signal.SIGKILL), f"{name}: {deployed.log(name)[-3000:]}"
+    async with deployed.whole():
+        model.clear()
+        yield deployed, model
 
 
 async def all_answered_once(
