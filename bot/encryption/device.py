@@ -10,6 +10,12 @@ from typing import Any, Protocol
 JSON = dict[str, Any]
 
 
+def gets_new_key(before: str, now: str) -> bool:
+    """Whether, after this membership change in an encrypted room, the next message needs a new
+    room key: for anything but an accepted invite (or no change at all)."""
+    return before != now and (before, now) != ("invite", "join")
+
+
 class Device(Protocol):
     @property
     def device_id(self) -> str: ...

@@ -60,6 +60,7 @@ from mautrix.util.async_db import Database
 from appservice.errors import EncryptionUnavailable, MatrixError
 from bot.core.config import Config
 from bot.core.errors import ConfigError
+from bot.encryption.device import gets_new_key
 from bot.encryption.rooms import RoomEncryption, StateUnknown
 
 log = logging.getLogger(__name__)
@@ -468,7 +469,7 @@ class Encryption:
     async def member_changed(self, room_id: str, user_id: str, before: str, now: str) -> None:
         """Someone's membership changed in an encrypted room: the next message gets a new key,
         shared with the people there then (one who left never reads what follows)."""
-        if before == now or (before, now) == ("invite", "join") or self.machine is None:
+        if not gets_new_key(before, now) or self.machine is None:
             return
         if not await self.rooms.is_encrypted(RoomID(room_id)):
             return

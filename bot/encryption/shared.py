@@ -29,6 +29,7 @@ from appservice.errors import EncryptionUnavailable, HomeserverUnavailable
 from bot.admin import bearer_token
 from bot.core.config import Config
 from bot.core.errors import ConfigError
+from bot.encryption.device import gets_new_key
 from bot.encryption.machine import READY_WAIT, Encryption, NotAccepted, Undecryptable
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,9 @@ def add_routes(app: web.Application, device: Encryption, config: Config) -> None
         return web.json_response({"error": "forbidden"}, status=403)
 
     async def info(request: web.Request) -> web.Response:
-        return refused(request) or web.json_response(
-            {"device_id": device.device_id, "ready": device.ready.is_set()}
-        )
+        if (no := refused(request)) is not None:
+            return no
+        return web.json_response({"device_id": device.device_id, "ready": device.ready.is_set()})
 
     async def call(request: web.Request) -> web.Response:
         if (no := refused(request)) is not None:
@@ -180,6 +181,10 @@ class _Refused(_Final):
 class _Unanswered(_Final):
     """The owner took the call and gave no answer in time (an owner that hangs is not made to
     hang twice as long)."""
+
+
+class DeviceFailed(Exception):
+    """The owner failed on this call (its log says why); not a reason to try again."""
 
 
 class RemoteDevice:
@@ -227,6 +232,8 @@ class RemoteDevice:
             raise EncryptionUnavailable(
                 f"the bot's device at {self._url} is not reachable: {type(e).__name__} {e}"
             ) from None
+        if not isinstance(body, dict):
+            raise _Refused(f"{self._url} did not answer as the bot's device")
         self._device_id = str(body.get("device_id") or "")
         if not body.get("ready"):
             raise EncryptionUnavailable(f"the bot's device at {self._url} is not ready yet")
@@ -265,6 +272,10 @@ class RemoteDevice:
             raise _Unanswered(f"the bot's device at {self._url} did not answer in time") from None
         if status in (401, 403, 404, 405):
             raise _Refused(f"{url} refused this process ({status})")
+        if status == 500:
+            # A fault of the owner's with this event, as it would be in one process: the event
+            # fails (its sender is told), rather than hold its room for good.
+            raise DeviceFailed(f"the bot's device failed to {operation.replace('_', ' ')}")
         if status != 200 or not isinstance(answer, dict):
             reason = answer.get("reason") if isinstance(answer, dict) else None
             raise EncryptionUnavailable(
@@ -304,6 +315,8 @@ class RemoteDevice:
         await self._call("room_encrypted", {"room_id": room_id, "content": content})
 
     async def member_changed(self, room_id: str, user_id: str, before: str, now: str) -> None:
+        if not gets_new_key(before, now):
+            return
         await self._call(
             "member_changed",
             {"room_id": room_id, "user_id": user_id, "before": before, "now": now},

@@ -18,7 +18,7 @@ from appservice.errors import EncryptionUnavailable
 from bot.core.config import Config, generate_tokens, load_config, write_config
 from bot.core.errors import ConfigError
 from bot.encryption.machine import NotAccepted, Undecryptable
-from bot.encryption.shared import DEVICE_PATH, RemoteDevice
+from bot.encryption.shared import DEVICE_PATH, DeviceFailed, RemoteDevice
 from synapse_dev.server import free_port
 
 Answer = Callable[[web.Request], web.Response]
@@ -156,3 +156,32 @@ async def test_an_owner_that_hangs_is_not_asked_again(
     finally:
         await runner.cleanup()
     assert calls == 1
+
+
+async def test_an_owner_that_fails_on_a_call_fails_the_event_once(
+    tmp_path: Path, owner: Callable[[Answer], Any]
+) -> None:
+    """A 500 is the owner's fault with this event: the worker hears it at once, as one process
+    would, instead of holding the room while it asks again."""
+    calls = 0
+
+    def fail(_: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"error": "failed"}, status=500)
+
+    url = await owner(fail)
+    async with aiohttp.ClientSession() as http:
+        device = RemoteDevice(config_for(tmp_path, url), http)
+        with pytest.raises(DeviceFailed):
+            await device.encrypt("!room:x", "m.room.message", {"body": "hello"})
+    assert calls == 1
+
+
+async def test_something_else_at_the_url_stops_the_worker_at_start(
+    tmp_path: Path, owner: Callable[[Answer], Any]
+) -> None:
+    url = await owner(lambda _: web.json_response(["not", "a", "device"]))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(ConfigError, match="encryption.device_url"):
+            await RemoteDevice(config_for(tmp_path, url), http).start()
