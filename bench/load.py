@@ -5,6 +5,7 @@ against a bare appservice that only echoes — on the same Synapse, in the same 
                                    [--rounds 3] [--embeddings provider|local]
                                    [--echo-like-doryo [all|ephemeral]] [--echo-reads]
                                    [--synapse-database postgres|memory] [--pin]
+                                   [--profile-synapse DIR]
 
 Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
 `--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
@@ -34,6 +35,8 @@ the appservice (the echo, or Doryo's processes with their PostgreSQL and Redis) 
 what Doryo costs shows as its own core's load, not as Synapse's slowdown. `--echo-like-doryo`
 and `--echo-reads` make the echo ask Synapse for what Doryo asks (its registration's ephemeral
 events and device lists; the state reads before an `@ask`'s answer), to see what each costs.
+`--profile-synapse DIR` records Synapse with py-spy (`pip install py-spy`) while each phase sends,
+one file of folded stacks a phase, to compare where its time goes for the echo and for Doryo.
 """
 
 from __future__ import annotations
@@ -173,6 +176,22 @@ async def run_echo(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await asyncio.Event().wait()
+
+
+async def profile(
+    where: str | None, hs: Homeserver, n: int, name: str, seconds: float
+) -> asyncio.subprocess.Process | None:
+    """py-spy recording Synapse for the phase's sending (`--profile-synapse`)."""
+    if where is None:
+        return None
+    await asyncio.to_thread(Path(where).mkdir, parents=True, exist_ok=True)
+    out = Path(where) / f"{n:02d}-{name.replace(' ', '').replace('×', 'x')}.txt"
+    pid = hs.synapse._process.pid  # type: ignore[union-attr]
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+        "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def echo_registration(
@@ -519,7 +538,10 @@ async def run(args: argparse.Namespace) -> None:
                     asked0 = await asked_of_synapse(doryo)
                     machine0 = busy_seconds()
                     rooms = echo_rooms if name == "echo" else sessions
+                    profiler = await profile(args.profile_synapse, hs, n, name, args.seconds)
                     await send_load(phase, [alice, bob], rooms, args.seconds)
+                    if profiler is not None:
+                        await profiler.wait()
                     if name == "echo":
                         phase.drained = await drained(lambda: echo_idle(echo_port), 60)
                     else:
@@ -727,6 +749,12 @@ def main() -> None:
         action="store_true",
         help="Synapse (with a PostgreSQL of its own) and the load on CPU 0, the appservice"
         " (with its PostgreSQL and Redis) on CPU 1",
+    )
+    parser.add_argument(
+        "--profile-synapse",
+        metavar="DIR",
+        help="record where Synapse spends each phase's sending (py-spy, its raw format: one"
+        " file a phase in DIR, to compare the echo's with Doryo's)",
     )
     parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
                         help=argparse.SUPPRESS)  # fmt: skip
