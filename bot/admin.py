@@ -16,6 +16,7 @@ from aiohttp import web
 from bot.blueprints import Blueprint
 from bot.context import Context
 from bot.core.errors import BlueprintError
+from bot.core.tokens import bearer_token, carries
 from bot.workspaces import retention
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,9 @@ def int_param(request: web.Request, name: str, default: int, *, low: int, high: 
     return value
 
 
-def bearer_token(request: web.Request) -> bytes:
-    header = request.headers.get("Authorization", "")
-    return header.removeprefix("Bearer ").encode() if header.startswith("Bearer ") else b""
-
-
 def has_admin_token(request: web.Request, token: str) -> bool:
     """The request carries the admin token (never true while it is empty)."""
-    given = bearer_token(request)
-    return bool(token) and bool(given) and hmac.compare_digest(given, token.encode())
+    return carries(request, token)
 
 
 def auth_middleware(token: str) -> Any:

@@ -12,7 +12,6 @@ It needs no database, Redis or homeserver. Also GET /health, /ready (the model i
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import time
 from typing import Any
@@ -26,9 +25,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bot.admin import bearer_token
 from bot.core.config import Config
 from bot.core.errors import ConfigError, DoryoError, EmbeddingError
+from bot.core.tokens import carries
 from bot.memory.embeddings import (
     BUILTIN_MODELS,
     LANE_FIELD,
@@ -116,8 +115,7 @@ class EmbeddingServer:
         )
 
     async def _embeddings(self, request: web.Request) -> web.Response:
-        given = bearer_token(request)
-        if not given or not hmac.compare_digest(given, self._token.encode()):
+        if not carries(request, self._token):
             return _error(401, "not a process of this deployment (wrong embedder token)")
         try:
             body: Any = await request.json()

@@ -14,8 +14,6 @@ a call that fails does not fall back to anything: a message that cannot be encry
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,9 +24,9 @@ import asyncpg
 from aiohttp import web
 
 from appservice.errors import EncryptionUnavailable, HomeserverUnavailable
-from bot.admin import bearer_token
 from bot.core.config import Config
 from bot.core.errors import ConfigError
+from bot.core.tokens import carries, derived_token
 from bot.encryption.device import gets_new_key
 from bot.encryption.machine import READY_WAIT, Encryption, NotAccepted, Undecryptable
 
@@ -47,8 +45,7 @@ MAX_WAIT = 300.0
 
 def device_token(config: Config) -> str:
     """What a worker shows the device's owner: derived from the appservice's token."""
-    secret = config.appservice.as_token.get_secret_value().encode()
-    return hmac.new(secret, b"doryo device", hashlib.sha256).hexdigest()
+    return derived_token(config, "doryo device")
 
 
 def device_url(config: Config) -> str:
@@ -126,10 +123,10 @@ _OPERATIONS: dict[str, Callable[[Encryption, JSON], Awaitable[JSON]]] = {
 
 def add_routes(app: web.Application, device: Encryption, config: Config) -> None:
     """Serve the device to the deployment's workers (only to those with its token)."""
-    token = device_token(config).encode()
+    token = device_token(config)
 
     def refused(request: web.Request) -> web.Response | None:
-        if hmac.compare_digest(bearer_token(request), token):
+        if carries(request, token):
             return None
         return web.json_response({"error": "forbidden"}, status=403)
 

@@ -27,8 +27,6 @@ models that do not normalise their output are comparable too).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import multiprocessing
 import os
@@ -46,6 +44,7 @@ from numpy.typing import NDArray
 from bot import embedding_worker
 from bot.core.config import Config
 from bot.core.errors import ConfigError, EmbeddingError
+from bot.core.tokens import derived_token
 
 log = logging.getLogger(__name__)
 
@@ -428,5 +427,4 @@ LANE_FIELD = "doryo_lane"
 def embedder_token(config: Config) -> str:
     """What a process shows Doryo's embedder (`--role embedder`): derived from the appservice's
     token, which every process of the deployment has, without sending that token itself."""
-    secret = config.appservice.as_token.get_secret_value().encode()
-    return hmac.new(secret, b"doryo embedder", hashlib.sha256).hexdigest()
+    return derived_token(config, "doryo embedder")
