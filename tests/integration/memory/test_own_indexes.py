@@ -234,5 +234,11 @@ async def test_the_running_bot_builds_them_in_the_background(
         memory = doryo.ctx.memory
         assert memory is not None
         await add(memory, chat(MID, 60) + chat(BIG, 100))
-        await eventually(lambda: own_indexes(memory.store.pool), timeout=10)
-        assert await own_indexes(memory.store.pool) == {own_index_name(MID): True}
+
+        # CREATE INDEX CONCURRENTLY makes the index first (invalid) and validates it after:
+        # wait for the end of the build, not its start.
+        async def built() -> dict[str, bool]:
+            indexes = await own_indexes(memory.store.pool)
+            return indexes if indexes and all(indexes.values()) else {}
+
+        assert await eventually(built, timeout=10) == {own_index_name(MID): True}
