@@ -5,7 +5,8 @@ against a bare appservice that only echoes — on the same Synapse, in the same 
                                    [--rounds 3] [--embeddings provider|local]
                                    [--echo-like-doryo [all|ephemeral]] [--echo-reads]
                                    [--synapse-database postgres|memory] [--pin]
-                                   [--profile-synapse DIR]
+                                   [--profile-synapse DIR] [--synapse-metrics]
+                                   [--parallel-rooms N]
 
 Doryo runs as real processes (docs/deployment.md): a receiver and N workers (and, with
 `--embeddings local`, an embedder serving all-MiniLM-L6-v2), on an embedded PostgreSQL and a
@@ -37,6 +38,15 @@ and `--echo-reads` make the echo ask Synapse for what Doryo asks (its registrati
 events and device lists; the state reads before an `@ask`'s answer), to see what each costs.
 `--profile-synapse DIR` records Synapse with py-spy (`pip install py-spy`) while each phase sends,
 one file of folded stacks a phase, to compare where its time goes for the echo and for Doryo.
+`--synapse-metrics` serves Synapse's own metrics and prints, for each phase, the CPU and
+database time of its background processes (the appservice sender among them) and servlets —
+database time that py-spy, sampling Synapse's process, does not see. `--parallel-rooms`: the
+rooms each Doryo process works through at once (`bot.max_parallel_rooms`).
+
+Each phase also splits the reply time by kind (`!ping` asks Synapse nothing before its reply;
+an `@ask` first reads who may ask), and gives the time from Synapse to the appservice for the
+echo as for Doryo, so that what Synapse's delivery costs and what happens inside Doryo are told
+apart.
 """
 
 from __future__ import annotations
@@ -98,6 +108,7 @@ async def run_echo(
     counter = itertools.count()
     tasks: set[asyncio.Task[None]] = set()
     received = [0]  # transactions
+    lags: list[float] = []  # ms from each request reaching Synapse to its transaction here
 
     async def send(room: str, content: dict[str, Any]) -> None:
         url = (
@@ -161,12 +172,17 @@ async def run_echo(
             return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         body = await request.json()
         received[0] += 1
+        now = time.time() * 1000
         for event in body.get("events", []):
+            if is_request((event.get("content") or {}).get("body")):
+                lags.append(now - event.get("origin_server_ts", now))
             handle(event)
         return web.json_response({})
 
     async def pending(_: web.Request) -> web.Response:
-        return web.json_response({"pending": len(tasks), "transactions": received[0]})
+        return web.json_response(
+            {"pending": len(tasks), "transactions": received[0], "lags": lags}
+        )
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_put("/_matrix/app/v1/transactions/{txn}", transactions)
@@ -192,6 +208,79 @@ async def profile(
         "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out), "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def metrics_listener(port: int) -> dict[str, Any]:
+    """homeserver.yaml keys that also serve Synapse's metrics on its client port (the keys are
+    appended after the template's: the last `listeners` is the one Synapse reads)."""
+    return {
+        "enable_metrics": True,
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client", "metrics"], "compress": False}],
+            }
+        ],
+    }
+
+
+# Synapse's own accounts of where its time goes, each a sum in seconds with one label to group by.
+SYNAPSE_SPENT = {
+    "synapse_background_process_ru_utime_seconds_total": "name",
+    "synapse_background_process_db_txn_duration_seconds_total": "name",
+    "synapse_background_process_db_sched_duration_seconds_total": "name",
+    "synapse_http_server_response_ru_utime_seconds_total": "servlet",
+    "synapse_http_server_response_db_txn_duration_seconds_total": "servlet",
+    "synapse_storage_transaction_time_sum_total": "desc",
+}
+
+
+async def synapse_metrics(hs: Homeserver) -> dict[tuple[str, str], float]:
+    """Synapse's SYNAPSE_SPENT sums now, by (metric, label value)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{hs.url}/_synapse/metrics") as response:
+            text = await response.text()
+    totals: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "{" not in line:
+            continue
+        metric, rest = line.split("{", 1)
+        label = SYNAPSE_SPENT.get(metric)
+        if label is None:
+            continue
+        labels, value = rest.rsplit("} ", 1)
+        pairs = (part.split("=", 1) for part in labels.split(",") if "=" in part)
+        found = next((v.strip('"') for k, v in pairs if k == label), "?")
+        totals[(metric, found)] = totals.get((metric, found), 0.0) + float(value)
+    return totals
+
+
+def where_synapse_spent(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], top: int = 6
+) -> str:
+    """The phase's biggest items of each of Synapse's accounts, in ms of its time."""
+    lines = []
+    for metric in SYNAPSE_SPENT:
+        spent = sorted(
+            (
+                (value - before.get(key, 0.0), key[1])
+                for key, value in after.items()
+                if key[0] == metric and value > before.get(key, 0.0)
+            ),
+            reverse=True,
+        )
+        if spent:
+            short = metric.removeprefix("synapse_").removesuffix("_total")
+            lines.append(
+                f"  {'':<16}        {short}: "
+                + ", ".join(f"{what} {seconds * 1000:.0f}" for seconds, what in spent[:top])
+                + f" (all {sum(s for s, _ in spent) * 1000:.0f} ms)"
+            )
+    return "\n".join(lines)
 
 
 def echo_registration(
@@ -280,6 +369,9 @@ class Phase:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     ping_latencies: list[float] = field(default_factory=list)
+    ask_latencies: list[float] = field(default_factory=list)
+    """By kind: `!ping` needs nothing from Synapse before its reply; an `@ask` first reads the
+    asker's membership and the power levels (who may ask is decided from the space's state now)."""
     to_receiver: list[float] = field(default_factory=list)
     """Doryo: from a request reaching Synapse to its transaction journaled (ms)."""
     in_doryo: list[float] = field(default_factory=list)
@@ -305,15 +397,26 @@ class Phase:
             f" msg/s  answered {self.answered}/{requests}"
             f"  reply p50 {statistics.median(self.latencies):7.0f} ms"
             f"  p95 {pct(self.latencies, 95):7.0f} ms"
-            f" (!ping p50 {statistics.median(self.ping_latencies or [0]):5.0f})"
+            f" (!ping p50 {statistics.median(self.ping_latencies or [0]):5.0f}"
+            f" p95 {pct(self.ping_latencies or [0], 95):5.0f};"
+            f" @ask p95 {pct(self.ask_latencies or [0], 95):5.0f})"
             f"  CPU synapse {self.synapse_cpu:4.0f} %  appservice {self.service_cpu:4.0f} %"
             f"  machine {self.machine_cpu:4.0f} %"
-            + (f"  {self.transactions:.0f} transactions" if not self.to_receiver else "")
+            + (f"  {self.transactions:.0f} transactions" if not self.in_doryo else "")
+            + (
+                f"\n  {'':<16}        of which: Synapse to the echo p50"
+                f" {statistics.median(self.to_receiver):6.0f} ms,"
+                f" p95 {pct(self.to_receiver, 95):6.0f} ms"
+                if self.to_receiver and not self.in_doryo
+                else ""
+            )
             + ("" if self.drained else "  (not drained)")
             + (
                 f"\n  {'':<16}        of which: Synapse to the receiver p50"
-                f" {statistics.median(self.to_receiver):6.0f} ms, journaled to reply p50"
-                f" {statistics.median(self.in_doryo):6.0f} ms; {self.transactions:.0f}"
+                f" {statistics.median(self.to_receiver):6.0f} ms,"
+                f" p95 {pct(self.to_receiver, 95):6.0f} ms; journaled to reply p50"
+                f" {statistics.median(self.in_doryo):6.0f} ms,"
+                f" p95 {pct(self.in_doryo, 95):6.0f} ms; {self.transactions:.0f}"
                 f" transactions, answered in {self.ack_ms:.1f} ms on average"
                 if self.to_receiver and self.in_doryo
                 else ""
@@ -376,8 +479,7 @@ async def measure(
             phase.answered += 1
             latency = replies[sent.event_id] - times[sent.event_id]
             phase.latencies.append(latency)
-            if sent.ping:
-                phase.ping_latencies.append(latency)
+            (phase.ping_latencies if sent.ping else phase.ask_latencies).append(latency)
     if database_url is None:
         return
     import asyncpg
@@ -460,8 +562,10 @@ async def run(args: argparse.Namespace) -> None:
             json.dumps(echo_registration(echo_port, *echo_tokens, like_doryo=args.echo_like_doryo))
         )
         synapse_dir = (root / "synapse").resolve()
+        synapse_port = free_port()
         hs: Homeserver = await start_homeserver(
             synapse_dir,
+            port=synapse_port,
             **(
                 {"postgres": await synapse_database(synapse_pg)}
                 if args.synapse_database == "postgres"
@@ -471,7 +575,8 @@ async def run(args: argparse.Namespace) -> None:
                 "app_service_config_files": [
                     str(synapse_dir / "appservice-registration.yaml"),
                     str(echo_path),
-                ]
+                ],
+                **(metrics_listener(synapse_port) if args.synapse_metrics else {}),
             },
         )
         echo = await asyncio.create_subprocess_exec(
@@ -492,6 +597,7 @@ async def run(args: argparse.Namespace) -> None:
             model_url=model.base_url,
             embedder_port=embedder_port,
             database={"max_connections": 10},
+            bot={"max_parallel_rooms": args.parallel_rooms or 32},
             **(
                 {}
                 if args.embeddings == "local"
@@ -538,6 +644,7 @@ async def run(args: argparse.Namespace) -> None:
                     asked0 = await asked_of_synapse(doryo)
                     machine0 = busy_seconds()
                     rooms = echo_rooms if name == "echo" else sessions
+                    synapse0 = await synapse_metrics(hs) if args.synapse_metrics else None
                     profiler = await profile(args.profile_synapse, hs, n, name, args.seconds)
                     await send_load(phase, [alice, bob], rooms, args.seconds)
                     if profiler is not None:
@@ -557,6 +664,7 @@ async def run(args: argparse.Namespace) -> None:
                     if name == "echo":
                         echoed = await echo_state(echo_port)
                         phase.transactions = echoed["transactions"] - echo0["transactions"]
+                        phase.to_receiver = echoed["lags"][len(echo0["lags"]) :]
                     if phase.transactions:
                         phase.ack_ms = (acks["_sum"] - acks0["_sum"]) / phase.transactions * 1000
                     phase.service_cpu = (cpu_seconds(targets) - cpu0) / elapsed * 100
@@ -569,6 +677,9 @@ async def run(args: argparse.Namespace) -> None:
                         None if name == "echo" else pg_url,
                     )
                     print(("  (warm-up) " if phase.warm_up else "") + phase.report(), flush=True)
+                    if synapse0 is not None:
+                        spent = where_synapse_spent(synapse0, await synapse_metrics(hs))
+                        print(spent, flush=True)
                     if not phase.warm_up:
                         phases.append(phase)
             summarize(phases)
@@ -657,13 +768,14 @@ async def asked_of_synapse(doryo: Deployment) -> dict[str, float]:
     return total
 
 
-async def echo_state(port: int) -> dict[str, int]:
-    """Replies the echo is still sending, and transactions it took so far."""
+async def echo_state(port: int) -> dict[str, Any]:
+    """Replies the echo is still sending, transactions it took so far, and each request's time
+    from Synapse to the echo (ms)."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/pending") as response,
     ):
-        state: dict[str, int] = await response.json()
+        state: dict[str, Any] = await response.json()
         return state
 
 
@@ -705,6 +817,19 @@ def summarize(phases: list[Phase]) -> None:
             for name, values in p95s.items()
         ]
         print(f"  {rate:>3}/s  " + ";  ".join(parts))
+        for kind, of in (("!ping", "ping_latencies"), ("@ask", "ask_latencies")):
+            by_name: dict[str, list[float]] = {}
+            for p in at:
+                by_name.setdefault(p.name, []).append(pct(getattr(p, of) or [0], 95))
+            kind_floor = statistics.median(by_name["echo"])
+            print(
+                f"         {kind:<5} "
+                + ";  ".join(
+                    f"{name} {statistics.median(values):.0f} ms"
+                    + ("" if name == "echo" else f" ×{statistics.median(values) / kind_floor:.2f}")
+                    for name, values in by_name.items()
+                )
+            )
 
 
 def main() -> None:
@@ -755,6 +880,17 @@ def main() -> None:
         metavar="DIR",
         help="record where Synapse spends each phase's sending (py-spy, its raw format: one"
         " file a phase in DIR, to compare the echo's with Doryo's)",
+    )
+    parser.add_argument(
+        "--parallel-rooms",
+        type=int,
+        help="Doryo's bot.max_parallel_rooms (rooms each process works on at once; default 32)",
+    )
+    parser.add_argument(
+        "--synapse-metrics",
+        action="store_true",
+        help="print, for each phase, where Synapse's time went by its own metrics: CPU and"
+        " database time of its background processes and servlets, database time by query",
     )
     parser.add_argument("--echo", nargs=4, metavar=("PORT", "HS", "AS", "HS_TOKEN"),
                         help=argparse.SUPPRESS)  # fmt: skip
