@@ -376,6 +376,9 @@ class Phase:
     """Doryo: from a request reaching Synapse to its transaction journaled (ms)."""
     in_doryo: list[float] = field(default_factory=list)
     """Doryo: from journaled to the reply reaching Synapse (ms)."""
+    in_doryo_behind: list[float] = field(default_factory=list)
+    """The same, of the requests that came in while an earlier event of their room was not
+    handled yet."""
     transactions: float = 0.0
     ack_ms: float = 0.0
     """Doryo: transactions the receiver took in the phase, and its mean time to answer one."""
@@ -416,7 +419,11 @@ class Phase:
                 f" {statistics.median(self.to_receiver):6.0f} ms,"
                 f" p95 {pct(self.to_receiver, 95):6.0f} ms; journaled to reply p50"
                 f" {statistics.median(self.in_doryo):6.0f} ms,"
-                f" p95 {pct(self.in_doryo, 95):6.0f} ms; {self.transactions:.0f}"
+                f" p95 {pct(self.in_doryo, 95):6.0f} ms"
+                f" ({len(self.in_doryo_behind)} behind another event of their room: p50"
+                f" {statistics.median(self.in_doryo_behind or [0]):6.0f} ms,"
+                f" p95 {pct(self.in_doryo_behind or [0], 95):6.0f} ms);"
+                f" {self.transactions:.0f}"
                 f" transactions, answered in {self.ack_ms:.1f} ms on average"
                 if self.to_receiver and self.in_doryo
                 else ""
@@ -486,9 +493,13 @@ async def measure(
 
     conn = await asyncpg.connect(database_url)
     try:
+        # `behind`: an earlier event of the same room was not handled yet when this one came
+        # in, so it waited for that one (a room's events are handled in order).
         rows = await conn.fetch(
-            "SELECT event_id, extract(epoch FROM received_at) * 1000 AS at FROM inbox_events"
-            " WHERE event_id = any($1::text[])",
+            "SELECT r.event_id, extract(epoch FROM r.received_at) * 1000 AS at,"
+            " EXISTS (SELECT 1 FROM inbox_events o WHERE o.room_id = r.room_id AND o.id < r.id"
+            "   AND (o.handled_at IS NULL OR o.handled_at > r.received_at)) AS behind"
+            " FROM inbox_events r WHERE r.event_id = any($1::text[])",
             [s.event_id for s in phase.sent if s.request],
         )
     finally:
@@ -498,6 +509,8 @@ async def measure(
             at = float(row["at"])
             phase.to_receiver.append(at - times[row["event_id"]])
             phase.in_doryo.append(replies[row["event_id"]] - at)
+            if row["behind"]:
+                phase.in_doryo_behind.append(replies[row["event_id"]] - at)
 
 
 # -- the run ----------------------------------------------------------------------------------
