@@ -610,11 +610,13 @@ async def run(args: argparse.Namespace) -> None:
             model_url=model.base_url,
             embedder_port=embedder_port,
             database={"max_connections": 10},
-            bot={"max_parallel_rooms": args.parallel_rooms or 32},
             **(
                 {}
                 if args.embeddings == "local"
                 else {"embeddings": {"model": "local/fake-embed", "local_url": ""}}
+            ),
+            **(
+                {"bot": {"max_parallel_rooms": args.parallel_rooms}} if args.parallel_rooms else {}
             ),
         )
         bot_id = doryo.bot_id
@@ -897,7 +899,8 @@ def main() -> None:
     parser.add_argument(
         "--parallel-rooms",
         type=int,
-        help="Doryo's bot.max_parallel_rooms (rooms each process works on at once; default 32)",
+        help="Doryo's bot.max_parallel_rooms (rooms each process works on at once; default:"
+        " config.example.yaml's)",
     )
     parser.add_argument(
         "--synapse-metrics",
