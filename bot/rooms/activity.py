@@ -50,6 +50,8 @@ class Busy:
         await asyncio.sleep(self._activity._delay)
         self.shown = True
         self._activity._working += 1
+        typing = self._activity._typing
+        typing[self._room_id] = typing.get(self._room_id, 0) + 1
         await self._activity._matrix.set_typing_no_fail(self._room_id, True, TYPING_MS)
         await self._activity._show_status()
 
@@ -74,7 +76,11 @@ class Busy:
             await stop(self._showing)
         if self.shown:
             self._activity._working -= 1
-            await self._activity._matrix.set_typing_no_fail(self._room_id, False)
+            typing = self._activity._typing
+            typing[self._room_id] -= 1
+            if typing[self._room_id] == 0:  # not while another request of the room goes on
+                del typing[self._room_id]
+                await self._activity._matrix.set_typing_no_fail(self._room_id, False)
 
 
 class Activity:
@@ -83,6 +89,8 @@ class Activity:
         self._delay = delay
         self._linger = linger
         self._working = 0
+        self._typing: dict[str, int] = {}
+        """Requests showing typing, per room (a room's requests may be worked on at once)."""
         self._status_shown = False
         self._clearing: asyncio.Task[None] | None = None
 

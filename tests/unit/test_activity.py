@@ -80,3 +80,18 @@ async def test_typing_shown_stays_through_later_replies() -> None:
         await asyncio.sleep(DELAY * 2)
     assert matrix.typing == [True, False]
     await work.close()
+
+
+async def test_typing_stays_while_another_request_of_the_room_goes_on() -> None:
+    """A room's requests may be worked on at once (an answer still being written while the next
+    one is handled): the first to end does not turn off the typing the other still shows."""
+    work, matrix = activity()
+    async with work.busy("!room"):
+        async with work.busy("!room"):
+            await asyncio.sleep(DELAY * 2)
+        assert matrix.typing == [True, True]  # the second request ended: still typing
+        async with work.busy("!other"):
+            await asyncio.sleep(DELAY * 2)
+        assert matrix.typing == [True, True, True, False]  # another room's is its own
+    assert matrix.typing == [True, True, True, False, False] and work.working == 0
+    await work.close()
