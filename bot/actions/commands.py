@@ -9,6 +9,7 @@ from bot.commands.call import CommandCall
 from bot.commands.catalog import BY_NAME
 from bot.commands.outputs import page_number, page_of
 from bot.core import strings
+from bot.core.dispatcher import room_may_go_on
 from bot.core.errors import PermissionDenied, UserError
 from bot.tools.args import looks_like_tool_call, parse_call
 from bot.tools.permissions import allowed_tools
@@ -42,6 +43,8 @@ async def act(call: CommandCall) -> None:
             allowed=allowed,
         )
         return
+    # Who may propose is decided: the room's next events need not wait for the model.
+    room_may_go_on()
     await propose_from_instruction(call, workspace, text, allowed)
 
 

@@ -42,6 +42,7 @@ from bot.blueprints import Blueprint
 from bot.commands.call import CommandCall
 from bot.commands.outputs import inline
 from bot.core import strings
+from bot.core.dispatcher import room_may_go_on
 from bot.core.errors import (
     BudgetExceeded,
     EmbeddingError,
@@ -359,6 +360,9 @@ async def _answer(call: CommandCall, question: str, embedding: Awaitable[Vectors
     ctx = call.ctx
     workspace = await _workspace(ctx, call.room_id, call.sender)
     session = await ctx.sessions.get(call.room_id)
+    # Who may ask is decided and the question is in the session's history: the room's next
+    # events need not wait for the model (the answer may take it a minute).
+    room_may_go_on()
     question_event = call.reply.event_id
     domain = ctx.config.homeserver.domain
     # A question inside a thread is answered there; otherwise a session answers in a new thread

@@ -26,6 +26,7 @@ from bot.agent.choice import blueprint_for
 from bot.commands.call import CommandCall
 from bot.commands.outputs import inline
 from bot.core import strings
+from bot.core.dispatcher import room_may_go_on
 from bot.core.errors import BudgetExceeded, LLMUnavailable, RateLimited, UnknownModel, UserError
 from bot.history.store import StoredMessage
 from bot.llm import CallContext, Message
@@ -108,6 +109,7 @@ async def catchup(call: CommandCall) -> None:
         if not found.messages:
             await call.reply.send_notice(strings.CATCHUP_NOTHING.format(since=found.since))
             return
+        room_may_go_on()  # what to sum up is read: the room's next events need not wait for it
         await call.reply.send_notice(await section(ctx, found, call.sender))
         return
     if not await is_dm(ctx, call.room_id):
@@ -119,6 +121,7 @@ async def catchup(call: CommandCall) -> None:
         since = window[1] if window else strings.CATCHUP_SINCE_READ_ANYWHERE
         await call.reply.send_notice(strings.CATCHUP_NOTHING_ANYWHERE.format(since=since))
         return
+    room_may_go_on()
     everywhere.sort(key=lambda f: len(f.messages), reverse=True)
     parts = [strings.CATCHUP_DM_HEADER.format(sessions=len(everywhere))]
     for found in everywhere[:DM_SESSIONS]:

@@ -191,11 +191,14 @@ async def test_a_question_waiting_in_its_room_is_embedded_as_it_arrives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An @ask's vector is on its way from the moment its transaction is journaled, here while
-    an earlier answer still holds the room (bot.agent.early); its turn takes that one up."""
+    an earlier answer still holds the room (bot.agent.early); its turn takes that one up. An
+    answer lets its room go on once who asks is decided (the next test): here the first one
+    does not, as a room's earlier events hold its next ones under load."""
     team = await new_team(homeserver, bot, "Early")
     room = await start_session(team, "Early")
     memory = bot.ctx.memory
     assert memory is not None
+    monkeypatch.setattr("bot.agent.ask.room_may_go_on", lambda: None)
     embedded: list[str] = []
     embed_soon = memory.embed_soon
 
@@ -221,6 +224,46 @@ async def test_a_question_waiting_in_its_room_is_embedded_as_it_arrives(
     _, content = await final_answer(team.alice, room, second)
     assert content[ANSWER_KEY]["status"] == "done"
     assert embedded.count("the second question?") == 1  # taken up, not embedded again
+
+
+async def test_a_slow_answer_does_not_hold_up_its_room(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    """While the model takes its time over one answer, the room's next requests are answered:
+    a !ping, and a second question before the first — each once, in its own thread."""
+    team = await new_team(homeserver, bot, "Meanwhile")
+    room = await start_session(team, "Meanwhile")
+    slowly = Answer("First. Written slowly, over seven seconds.", chunk_delay=1.5)
+    model_server.script(slowly, Answer("Second."))  # within the test's total timeout (10 s)
+    first = await team.alice.send_text(room, "@ask the first question?")
+
+    async def asked(count: int) -> bool:
+        return len(model_server.requests) == count
+
+    await eventually(lambda: asked(1))
+    assert (await command(team.alice, room, "!ping")).startswith("Pong!")
+    second = await team.alice.send_text(room, "@ask the second question?")
+    _, content = await final_answer(team.alice, room, second)
+    assert content["body"].startswith("Second.") and content[ANSWER_KEY]["status"] == "done"
+    unfinished = [
+        latest(team.alice, room, e)[ANSWER_KEY]["status"]
+        for e in team.alice.timeline[room]
+        if e.get("content", {}).get(ANSWER_KEY, {}).get("question") == first
+        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
+    ]
+    assert unfinished in ([], ["streaming"]), "the first answer is still being written"
+    _, content = await final_answer(team.alice, room, first, timeout=40)
+    assert content["body"].startswith("First. Written slowly")
+    assert content[ANSWER_KEY]["status"] == "done"
+    await bot.idle(10)
+    answers = [
+        e["content"][ANSWER_KEY]["question"]
+        for e in team.alice.timeline[room]
+        if ANSWER_KEY in e.get("content", {})
+        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
+    ]
+    assert sorted(answers) == sorted([first, second])  # one answer each
+    assert len(model_server.requests) == 2
 
 
 async def test_memory_only_when_no_model_answers(
