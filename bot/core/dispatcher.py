@@ -81,7 +81,6 @@ def room_may_go_on() -> None:
 class _Room:
     """A room being worked through by this process."""
 
-    task: asyncio.Task[None] | None = None
     dirty: bool = False
     """Woken while its worker was busy: look at its inbox again before letting go."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,7 +130,7 @@ class Dispatcher:
             else:
                 self._idle.clear()
                 room = self._rooms[room_id] = _Room()
-                room.task = self._tasks.spawn(self._drain(room_id, room), f"room {room_id}")
+                self._tasks.spawn(self._drain(room_id, room), f"room {room_id}")
 
     def nudge(self, room_ids: Sequence[str]) -> None:
         """There are new pending events in these rooms, which another process is to take: look
