@@ -92,6 +92,8 @@ EMBEDDED_PG_RESTARTS = 3
 
 ROLES = ("all", "receiver", "worker")
 PRESENCE_MAX_AGE = 60.0
+PING_AGAIN = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Seconds between the pings after the first, once connected (see `_ping_again`)."""
 
 
 def check_role(config: Config, role: str) -> None:
@@ -521,9 +523,24 @@ class Doryo:
         log.info(
             "connected to %s (appservice ping %.0f ms)", self.config.homeserver.address, duration
         )
+        if self.receives:
+            self._loops.spawn(self._ping_again(), "ping the homeserver again after the start")
         if self.leases is not None:
             # At once rather than at the next look: what a crash left waits for this.
             await self._start_jobs_if_free()
+
+    async def _ping_again(self) -> None:
+        """Synapse backs off from an appservice it could not reach (up to 8.5 min between
+        tries), and a ping makes it retry at once. The first ping's retry can fail too: after a
+        restart on the same port, Synapse may send it on a connection to the process before,
+        which is gone, and back off further (seen: 32 s). A few more pings soon after the start
+        end that wait; when Synapse is not backing off, each is one round trip."""
+        for delay in PING_AGAIN:
+            await asyncio.sleep(delay)
+            try:
+                await self.ctx.matrix.ping_appservice(self.config.appservice.id)
+            except (HomeserverUnavailable, MatrixRequestError) as e:
+                log.debug("ping after the start: %s", e)
 
     async def _start_jobs_if_free(self) -> bool:
         """Take the run-once jobs if no process holds them and start them here; True if they

@@ -125,6 +125,17 @@ async def test_synapse_restarted_mid_stream(homeserver: Homeserver, bot: Doryo) 
     await handled_once(bot.ctx.db, sent)
 
 
+async def test_the_homeserver_is_pinged_again_after_the_start(bot: Doryo) -> None:
+    """After a restart Synapse may still back off from the appservice once the first ping's
+    retry has failed too (sent on a connection to the process before: seen in CI, 32 s): a
+    few more pings follow the first (bot.app.PING_AGAIN), each a retry at once."""
+
+    async def pinged_again() -> bool:
+        return bot.receiver.pings_received >= 1 + 3  # the first, then at +1, +3 and +7 s
+
+    await eventually(pinged_again, timeout=20)
+
+
 async def test_event_never_pushed_is_caught_up(
     homeserver: Homeserver, bot: Doryo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
