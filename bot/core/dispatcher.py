@@ -61,6 +61,9 @@ RETRY_FIRST_DELAY = 0.5
 # is marked failed.
 MAX_PICKUPS = 10
 RETRY_MAX_DELAY = 30.0
+# Events of one room going on beside its next ones, at most: a member sending @ask after @ask
+# must not start answers without bound (the room's worker waits for one to end).
+MAX_GOING_ON = 4
 
 
 _going_on: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
@@ -223,6 +226,9 @@ class Dispatcher:
             room.started = {i for i in room.started if oldest is not None and i >= oldest}
             batch = [e for e in pending if e.id not in room.started]
             for event in batch:
+                while len(room.going_on) >= MAX_GOING_ON:
+                    room.changed.clear()
+                    await room.changed.wait()
                 if self._stopping.is_set() or not self._holds(room_id):
                     return  # the rest stays pending, for whoever holds the room next
                 await self._start(event, room)

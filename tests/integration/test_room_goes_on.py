@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from bot.app import Doryo
-from bot.core.dispatcher import room_may_go_on
+from bot.core.dispatcher import MAX_GOING_ON, room_may_go_on
 from bot.core.leases import Leases
 from bot.core.metrics import Metrics
 from tests.integration.test_transactions import put, room_event, stored
@@ -115,3 +115,37 @@ async def test_an_event_that_went_on_and_failed_for_the_database_is_tried_again(
         bot.dispatcher._store.mark_done = original_done  # type: ignore[method-assign]
     assert len(failed_once) == 1
     assert len(calls) == 3  # the first handled again after its failure, the second once
+
+
+async def test_a_room_has_at_most_a_few_events_going_on(bot: Doryo) -> None:
+    """A member sending request after request that each goes on (an @ask flood) does not start
+    work without bound: the room's worker waits for one to end once MAX_GOING_ON go on."""
+    room = f"!flood{uuid.uuid4().hex[:6]}:localhost"
+    events = [room_event(n, room) for n in range(MAX_GOING_ON + 3)]
+    finish = asyncio.Event()
+    calls: list[str] = []
+    original = bot.ctx.workspaces.by_space
+
+    async def each_goes_on(room_id: str) -> Any:
+        if room_id == room:
+            calls.append(room_id)
+            room_may_go_on()
+            await finish.wait()
+        return await original(room_id)
+
+    async def started(count: int) -> bool:
+        return len(calls) == count
+
+    bot.ctx.workspaces.by_space = each_goes_on  # type: ignore[method-assign]
+    try:
+        await put(bot, uuid.uuid4().hex, {"events": events})
+        await eventually(lambda: started(MAX_GOING_ON))
+        await asyncio.sleep(0.5)
+        assert len(calls) == MAX_GOING_ON  # the next waits for one of these to end
+        finish.set()
+        await bot.idle(10)
+        assert len(calls) == len(events)
+        assert await states(bot, *events) == ["done"] * len(events)
+    finally:
+        finish.set()
+        bot.ctx.workspaces.by_space = original  # type: ignore[method-assign]
