@@ -15,7 +15,7 @@ from bot.app import Doryo
 from bot.core.replies import Replier
 from bot.history.cleanup import forget_conversation_with_bot, forget_redacted
 from bot.memory import MemoryInput
-from tests.client import MatrixClient
+from tests.client import MatrixClient, replies_to
 from tests.conftest import Homeserver, minute_to_spare
 from tests.fakes.llm_script import Answer, Call, Error
 from tests.fakes.openai_server import FakeOpenAI
@@ -437,6 +437,38 @@ async def test_act_from_an_instruction_and_prompt_injection(
     model_server.script(Answer("I cannot do that with my tools."))
     refused = await command(bob, room, "@act fly me to the moon")
     assert "could not turn that into an action" in refused
+
+
+async def test_a_slow_act_does_not_hold_up_its_room(
+    homeserver: Homeserver, bot: Doryo, model_server: FakeOpenAI
+) -> None:
+    """@act by instruction lets its room go on once who proposes was checked: a !ping sent
+    while the model thinks is answered before the card comes, and the card comes once."""
+    team = await new_team(homeserver, bot, "Slow act")
+    room = await start_session(team, "Slow act")
+    proposal = Call("create_task", {"title": "Renew the TLS certificate"})
+    model_server.script(Answer(tool_calls=[proposal], first_delay=3))
+    act = await team.alice.send_text(room, "@act make a task to renew the TLS cert")
+
+    async def asked() -> bool:
+        return len(model_server.requests) == 1
+
+    await eventually(asked)
+    assert (await command(team.alice, room, "!ping")).startswith("Pong!")
+
+    def cards() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in team.alice.timeline[room]
+            if replies_to(e) == act and "org.doryo.action" in e.get("content", {})
+        ]
+
+    assert cards() == [], "the model is still thinking"
+    [card] = await team.alice.wait_for(room, lambda e: e in cards())
+    assert card["content"]["org.doryo.action"]["args"]["title"] == "Renew the TLS certificate"
+    await bot.idle(10)
+    await team.alice.sync_once(timeout_ms=300)
+    assert len(cards()) == 1
 
 
 async def test_rate_limit_is_explained(
