@@ -493,8 +493,10 @@ async def measure(
 
     conn = await asyncpg.connect(database_url)
     try:
-        # `behind`: an earlier event of the same room was not handled yet when this one came
-        # in, so it waited for that one (a room's events are handled in order).
+        # `behind`: an earlier event of the same room was not done yet when this one came in,
+        # so it waited for that one (a room's events are started in order) — or, since rooms
+        # go on past an answer (bot.core.dispatcher.room_may_go_on), ran beside it: then the
+        # count is an upper bound of those that waited.
         rows = await conn.fetch(
             "SELECT r.event_id, extract(epoch FROM r.received_at) * 1000 AS at,"
             " EXISTS (SELECT 1 FROM inbox_events o WHERE o.room_id = r.room_id AND o.id < r.id"

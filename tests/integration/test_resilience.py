@@ -127,8 +127,9 @@ async def test_synapse_restarted_mid_stream(homeserver: Homeserver, bot: Doryo) 
 
 async def test_the_homeserver_is_pinged_again_after_the_start(bot: Doryo) -> None:
     """After a restart Synapse may still back off from the appservice once the first ping's
-    retry has failed too (sent on a connection to the process before: seen in CI, 32 s): a
-    few more pings follow the first (bot.app.PING_AGAIN), each a retry at once."""
+    retry has failed too (seen in CI: the ✅ after a restart waited 32 s; on a connection to
+    the process before, we think): a few more pings follow the first (bot.app.PING_AGAIN),
+    each a retry at once."""
 
     async def pinged_again() -> bool:
         return bot.receiver.pings_received >= 1 + 3  # the first, then at +1, +3 and +7 s
